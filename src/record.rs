@@ -1,0 +1,385 @@
+//! Records: every action chime takes, as it is written to the log.
+//!
+//! This module owns the record types and their byte encoding. It is the only
+//! place that knows the encoding is postcard: the log below it sees opaque
+//! payload bytes, the projections above it see typed [`Record`]s.
+//!
+//! Encoding: `[schema version: u8] ++ postcard(Record)`. The version byte lets
+//! a later release change the record types and still read old logs; a reader
+//! refuses a version it does not know instead of guessing.
+//!
+//! JSON supplied by users (the event payload) is kept as its raw text: a
+//! `serde_json::Value` does not round-trip through postcard, and keeping the
+//! text also keeps the user's key order and number spelling byte for byte.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version written in front of every record.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// An event's id: a UUID, as Hasura's `event_id`.
+pub type EventId = uuid::Uuid;
+
+/// An attempt's id, which is also the id of its invocation log entry.
+pub type AttemptId = uuid::Uuid;
+
+/// A point in time as microseconds since the Unix epoch, UTC.
+///
+/// Microseconds because Hasura accepts and shows fractional seconds down to
+/// microseconds; an `i64` of them spans ±292,000 years and encodes compactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnixMicros(pub i64);
+
+impl UnixMicros {
+    /// Converts from a `jiff` timestamp, dropping sub-microsecond precision.
+    pub fn from_timestamp(ts: jiff::Timestamp) -> Self {
+        // as_microsecond() floors toward negative infinity and never fails.
+        UnixMicros(ts.as_microsecond())
+    }
+
+    /// Converts to a `jiff` timestamp; out-of-range values clamp to jiff's limits.
+    pub fn to_timestamp(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_microsecond(self.0).unwrap_or(if self.0 < 0 {
+            jiff::Timestamp::MIN
+        } else {
+            jiff::Timestamp::MAX
+        })
+    }
+
+    /// Formats as RFC 3339 in UTC with a `Z`, as Hasura shows times.
+    pub fn to_rfc3339(self) -> String {
+        // jiff's Display for Timestamp is RFC 3339 with a `Z` and only as
+        // many fractional digits as are needed.
+        self.to_timestamp().to_string()
+    }
+
+    /// Adds whole seconds, saturating.
+    pub fn plus_seconds(self, seconds: u64) -> Self {
+        let micros = i64::try_from(seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        UnixMicros(self.0.saturating_add(micros))
+    }
+}
+
+/// Every action chime takes is one of these, appended to the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A one-off scheduled event was created (`create_scheduled_event`).
+    EventCreated(EventCreated),
+    /// An attempt to call the webhook is about to start.
+    AttemptStarted {
+        event_id: EventId,
+        attempt_id: AttemptId,
+        at: UnixMicros,
+    },
+    /// The webhook answered 2xx: the event is delivered.
+    AttemptSucceeded {
+        event_id: EventId,
+        attempt_id: AttemptId,
+        at: UnixMicros,
+        invocation: Invocation,
+    },
+    /// The attempt failed. `next_retry_at` is when to try again, or `None`
+    /// when no tries are left and the event ends as `error`.
+    AttemptFailed {
+        event_id: EventId,
+        attempt_id: AttemptId,
+        at: UnixMicros,
+        invocation: Invocation,
+        next_retry_at: Option<UnixMicros>,
+    },
+    /// An attempt was in flight when the process stopped, so its outcome is
+    /// unknown. It does not use up one of the event's tries; after
+    /// [`MAX_INTERRUPTED_ATTEMPTS`] of them the event gives up (`give_up`)
+    /// and ends as `error`, with `reason` shown in its invocation log.
+    AttemptInterrupted {
+        event_id: EventId,
+        attempt_id: AttemptId,
+        at: UnixMicros,
+        give_up: bool,
+        reason: String,
+    },
+    /// The event was too late to send (`now - scheduled_time >
+    /// tolerance_seconds`): it is `dead`, with no attempt made.
+    EventExpired { event_id: EventId, at: UnixMicros },
+    /// The event was deleted (`delete_scheduled_event`): it disappears from
+    /// every API view and is never sent.
+    EventCancelled { event_id: EventId, at: UnixMicros },
+}
+
+/// How many interrupted attempts an event survives before it gives up.
+pub const MAX_INTERRUPTED_ATTEMPTS: u32 = 3;
+
+/// The arguments of `create_scheduled_event`, resolved and validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCreated {
+    pub event_id: EventId,
+    /// The webhook URL template; `{{VAR}}` placeholders are resolved from the
+    /// server's environment at delivery time, never stored resolved.
+    pub webhook: String,
+    pub schedule_at: UnixMicros,
+    /// The payload as raw JSON text (`null` when absent).
+    pub payload: String,
+    pub headers: Vec<HeaderConf>,
+    pub retry_conf: RetryConf,
+    pub comment: Option<String>,
+    pub created_at: UnixMicros,
+}
+
+/// One configured header: a literal value, or the *name* of an environment
+/// variable whose value is read at delivery time (its value is never stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderConf {
+    pub name: String,
+    pub value: HeaderValue,
+}
+
+/// Where a header's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeaderValue {
+    Value(String),
+    FromEnv(String),
+}
+
+/// Hasura's `retry_conf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryConf {
+    pub num_retries: u32,
+    pub retry_interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub tolerance_seconds: u64,
+}
+
+impl Default for RetryConf {
+    /// Hasura's defaults.
+    fn default() -> Self {
+        RetryConf {
+            num_retries: 0,
+            retry_interval_seconds: 10,
+            timeout_seconds: 60,
+            tolerance_seconds: 21_600,
+        }
+    }
+}
+
+/// What an attempt sent and what came back: one invocation log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// The request body as sent (raw JSON text).
+    pub request_body: String,
+    /// The request headers as sent, in order.
+    pub request_headers: Vec<(String, String)>,
+    pub response: InvocationResponse,
+}
+
+/// The outcome of one HTTP call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvocationResponse {
+    /// The webhook answered with an HTTP status.
+    Webhook {
+        status: u16,
+        headers: Vec<(String, String)>,
+        /// The body, cut at the configured cap; `truncated` says whether it was.
+        body: Vec<u8>,
+        truncated: bool,
+    },
+    /// No HTTP answer: timeout, refused connection, TLS failure, missing
+    /// environment variable, ...
+    ClientError { message: String },
+}
+
+impl Record {
+    /// The event this record is about.
+    pub fn event_id(&self) -> EventId {
+        match self {
+            Record::EventCreated(e) => e.event_id,
+            Record::AttemptStarted { event_id, .. }
+            | Record::AttemptSucceeded { event_id, .. }
+            | Record::AttemptFailed { event_id, .. }
+            | Record::AttemptInterrupted { event_id, .. }
+            | Record::EventExpired { event_id, .. }
+            | Record::EventCancelled { event_id, .. } => *event_id,
+        }
+    }
+
+    /// A short stable name of the record's kind, as `chime log` shows it.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::EventCreated(_) => RecordKind::EventCreated,
+            Record::AttemptStarted { .. } => RecordKind::AttemptStarted,
+            Record::AttemptSucceeded { .. } => RecordKind::AttemptSucceeded,
+            Record::AttemptFailed { .. } => RecordKind::AttemptFailed,
+            Record::AttemptInterrupted { .. } => RecordKind::AttemptInterrupted,
+            Record::EventExpired { .. } => RecordKind::EventExpired,
+            Record::EventCancelled { .. } => RecordKind::EventCancelled,
+        }
+    }
+
+    /// When the action happened.
+    pub fn at(&self) -> UnixMicros {
+        match self {
+            Record::EventCreated(e) => e.created_at,
+            Record::AttemptStarted { at, .. }
+            | Record::AttemptSucceeded { at, .. }
+            | Record::AttemptFailed { at, .. }
+            | Record::AttemptInterrupted { at, .. }
+            | Record::EventExpired { at, .. }
+            | Record::EventCancelled { at, .. } => *at,
+        }
+    }
+
+    /// Encodes the record as log payload bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        let mut out = vec![SCHEMA_VERSION];
+        postcard::to_io(self, &mut out).map_err(RecordError::Encode)?;
+        Ok(out)
+    }
+
+    /// Decodes log payload bytes. Never panics; allocations are bounded by
+    /// the input's length (postcard reads lengths from the input and fails
+    /// when fewer bytes remain than a length claims).
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
+        if version != SCHEMA_VERSION {
+            return Err(RecordError::UnknownSchema(version));
+        }
+        let (record, rest) = postcard::take_from_bytes(body).map_err(RecordError::Decode)?;
+        if !rest.is_empty() {
+            return Err(RecordError::TrailingBytes(rest.len()));
+        }
+        Ok(record)
+    }
+}
+
+/// The kinds of record, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    EventCreated,
+    AttemptStarted,
+    AttemptSucceeded,
+    AttemptFailed,
+    AttemptInterrupted,
+    EventExpired,
+    EventCancelled,
+}
+
+impl RecordKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [RecordKind; 7] = [
+        RecordKind::EventCreated,
+        RecordKind::AttemptStarted,
+        RecordKind::AttemptSucceeded,
+        RecordKind::AttemptFailed,
+        RecordKind::AttemptInterrupted,
+        RecordKind::EventExpired,
+        RecordKind::EventCancelled,
+    ];
+
+    /// The kind's name as the CLI prints and parses it (`event_created`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::EventCreated => "event_created",
+            RecordKind::AttemptStarted => "attempt_started",
+            RecordKind::AttemptSucceeded => "attempt_succeeded",
+            RecordKind::AttemptFailed => "attempt_failed",
+            RecordKind::AttemptInterrupted => "attempt_interrupted",
+            RecordKind::EventExpired => "event_expired",
+            RecordKind::EventCancelled => "event_cancelled",
+        }
+    }
+
+    /// Parses a name printed by [`RecordKind::as_str`].
+    pub fn parse(name: &str) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("empty record payload")]
+    Empty,
+    #[error("record schema version {0} is not known to this build (it reads version {SCHEMA_VERSION})")]
+    UnknownSchema(u8),
+    #[error("record does not decode: {0}")]
+    Decode(postcard::Error),
+    #[error("record has {0} trailing bytes after its end")]
+    TrailingBytes(usize),
+    #[error("record does not encode: {0}")]
+    Encode(postcard::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record::EventCreated(EventCreated {
+            event_id: uuid::Uuid::from_u128(7),
+            webhook: "http://127.0.0.1:1/{{HOOK}}".into(),
+            schedule_at: UnixMicros(1_600_000_000_123_456),
+            payload: r#"{"b":1,"a":[1.50,"x"]}"#.into(),
+            headers: vec![
+                HeaderConf {
+                    name: "k".into(),
+                    value: HeaderValue::Value("v".into()),
+                },
+                HeaderConf {
+                    name: "s".into(),
+                    value: HeaderValue::FromEnv("SECRET".into()),
+                },
+            ],
+            retry_conf: RetryConf::default(),
+            comment: Some("c".into()),
+            created_at: UnixMicros(1),
+        })
+    }
+
+    #[test]
+    fn round_trips_and_keeps_raw_json() {
+        let r = sample();
+        let bytes = r.encode().unwrap();
+        assert_eq!(bytes[0], SCHEMA_VERSION);
+        assert_eq!(Record::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn refuses_unknown_schema_and_trailing_bytes() {
+        let mut bytes = sample().encode().unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(RecordError::TrailingBytes(1))
+        ));
+        bytes[0] = 9;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(RecordError::UnknownSchema(9))
+        ));
+        assert!(matches!(Record::decode(&[]), Err(RecordError::Empty)));
+    }
+
+    #[test]
+    fn times_format_as_utc_with_z() {
+        assert_eq!(UnixMicros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            UnixMicros(1_500_000).to_rfc3339(),
+            "1970-01-01T00:00:01.5Z"
+        );
+        assert_eq!(UnixMicros(5).plus_seconds(2), UnixMicros(2_000_005));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Record::decode(&bytes);
+        }
+    }
+}
