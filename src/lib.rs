@@ -1,2 +1,3 @@
 pub mod log;
+pub mod projection;
 pub mod record;
