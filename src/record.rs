@@ -306,7 +306,9 @@ impl std::fmt::Display for RecordKind {
 pub enum RecordError {
     #[error("empty record payload")]
     Empty,
-    #[error("record schema version {0} is not known to this build (it reads version {SCHEMA_VERSION})")]
+    #[error(
+        "record schema version {0} is not known to this build (it reads version {SCHEMA_VERSION})"
+    )]
     UnknownSchema(u8),
     #[error("record does not decode: {0}")]
     Decode(postcard::Error),
@@ -369,10 +371,7 @@ mod tests {
     #[test]
     fn times_format_as_utc_with_z() {
         assert_eq!(UnixMicros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            UnixMicros(1_500_000).to_rfc3339(),
-            "1970-01-01T00:00:01.5Z"
-        );
+        assert_eq!(UnixMicros(1_500_000).to_rfc3339(), "1970-01-01T00:00:01.5Z");
         assert_eq!(UnixMicros(5).plus_seconds(2), UnixMicros(2_000_005));
     }
 

@@ -1,4 +1,28 @@
-//! The segmented append-only log (work in progress).
+//! The segmented append-only log: chime's source of truth.
+//!
+//! The log knows bytes and sequence numbers, not events: it stores opaque
+//! payloads in checksummed frames (`frame`), in segment files named after
+//! their first sequence number (`segment`), appended by one writer thread
+//! that commits concurrent appenders' batches with a shared fdatasync
+//! (`writer`). Readers go through memory maps.
+//!
+//! Opening a log scans every segment, checks every checksum and applies the
+//! recovery policy (docs/log-format.md) in exactly one place,
+//! [`Log::open`]: a torn tail of the last segment is cut back to its last
+//! whole batch; damage anywhere else refuses to open, naming file and offset.
+
+pub mod frame;
+pub mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use memmap2::Mmap;
+use tokio::sync::oneshot;
+
+use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD, SegmentScan};
+use segment::SegmentFile;
 
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest
 /// segment, counting up) and the byte offset of its frame in that segment.
@@ -7,4 +31,452 @@
 pub struct Loc {
     pub segment: u32,
     pub offset: u32,
+}
+
+/// The first sequence number of a new log. Sequence numbers start at 1 so
+/// that "nothing yet" never needs a wrapped-around 0 - 1.
+pub const FIRST_SEQ: u64 = 1;
+
+/// Default size at which the active segment is rolled.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Options for opening a log.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Roll the active segment once it would grow past this many bytes. A
+    /// batch bigger than this still goes into one segment: batches never
+    /// span segments. At most 4 GiB, since a [`Loc`] offset is a `u32`.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Errors of the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// An fsync failed. The kernel may have dropped the dirty pages, so a
+    /// retry could report success for data that is gone: the log accepts no
+    /// more writes until the process restarts and recovers from disk.
+    #[error("{op} {path} failed, the log accepts no more writes: {source}")]
+    Fatal {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The writer stopped taking writes after a fatal error.
+    #[error("the log stopped accepting writes after an earlier failure: {0}")]
+    Poisoned(String),
+    #[error("corrupt log: {path} at byte {offset}: {reason}")]
+    Corruption {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("payload of {len} bytes is outside 1..={MAX_PAYLOAD}")]
+    BadPayload { len: usize },
+    #[error("no record at segment {} offset {}", .0.segment, .0.offset)]
+    NoRecord(Loc),
+    #[error("segment_bytes {0} is out of range ({min}..=4294967295)", min = HEADER_LEN + FRAME_HEADER_LEN + 1)]
+    BadSegmentBytes(u64),
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn fatal(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        LogError::Fatal {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether the error leaves the log unable to write until a restart.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, LogError::Fatal { .. } | LogError::Poisoned(_))
+    }
+}
+
+/// An appended record: its sequence number and where it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub loc: Loc,
+}
+
+/// One record read back during replay.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub seq: u64,
+    pub loc: Loc,
+    pub payload: &'a [u8],
+}
+
+/// What a scan of the whole log directory found, without changing anything.
+/// `chime log verify` reports it; [`Log::open`] decides from it.
+#[derive(Debug)]
+pub struct DirScan {
+    pub segments: Vec<ScannedSegment>,
+}
+
+/// One segment's scan.
+#[derive(Debug)]
+pub struct ScannedSegment {
+    pub file: SegmentFile,
+    pub file_len: u64,
+    pub scan: SegmentScan,
+    map: Arc<Mmap>,
+}
+
+impl DirScan {
+    /// Maps and scans every segment in `log_dir`, checking headers, every
+    /// frame's checksum and the continuity of sequence numbers. Changes
+    /// nothing on disk (leftover temporary files are only removed by
+    /// [`Log::open`]).
+    pub fn read(log_dir: &Path) -> Result<DirScan, LogError> {
+        Self::read_inner(log_dir, false)
+    }
+
+    fn read_inner(log_dir: &Path, clean: bool) -> Result<DirScan, LogError> {
+        let files = segment::list(log_dir, clean)?;
+        let mut segments: Vec<ScannedSegment> = Vec::with_capacity(files.len());
+        for file in files {
+            let map = segment::map(&file.path)?;
+            segment::check_header(&map, &file)?;
+            // After a damaged segment the next one cannot line up; the
+            // damage itself is what `refusal` reports.
+            let expected = segments
+                .last()
+                .filter(|prev| prev.scan.damage.is_none())
+                .map_or(file.base_seq, |prev| prev.next_seq());
+            if file.base_seq != expected {
+                return Err(LogError::Corruption {
+                    path: file.path.clone(),
+                    offset: 16,
+                    reason: format!(
+                        "segment starts at sequence number {}, but the previous one ends before {expected}",
+                        file.base_seq
+                    ),
+                });
+            }
+            let scan = frame::scan_segment(&map, file.base_seq, |_, _, _| {});
+            segments.push(ScannedSegment {
+                file_len: map.len() as u64,
+                file,
+                scan,
+                map: Arc::new(map),
+            });
+        }
+        Ok(DirScan { segments })
+    }
+
+    /// The first damage that the recovery policy refuses to repair on its
+    /// own, as a [`LogError::Corruption`]: damage in any segment but the
+    /// last, or damage followed by valid frames.
+    pub fn refusal(&self) -> Option<LogError> {
+        let last = self.segments.len().checked_sub(1)?;
+        self.segments.iter().enumerate().find_map(|(i, s)| {
+            let damage = s.scan.damage.as_ref()?;
+            if i == last && !damage.valid_after {
+                return None;
+            }
+            let why = if i == last {
+                "valid frames follow the damage, so it is not a torn tail"
+            } else {
+                "the damage is inside a sealed segment"
+            };
+            Some(LogError::Corruption {
+                path: s.file.path.clone(),
+                offset: damage.bad_at as u64,
+                reason: format!("{}; {why}", damage.kind),
+            })
+        })
+    }
+
+    /// The torn tail recovery would cut off: (segment, keep bytes, drop bytes).
+    pub fn torn_tail(&self) -> Option<(&ScannedSegment, u64, u64)> {
+        let last = self.segments.last()?;
+        let damage = last.scan.damage.as_ref()?;
+        (!damage.valid_after).then(|| {
+            let keep = damage.offset as u64;
+            (last, keep, last.file_len - keep)
+        })
+    }
+
+    /// Records in whole batches, over all segments.
+    pub fn records(&self) -> u64 {
+        self.segments.iter().map(|s| s.scan.records).sum()
+    }
+
+    /// Calls `f` for every record of every whole batch, oldest first.
+    pub fn for_each<E>(&self, mut f: impl FnMut(Entry<'_>) -> Result<(), E>) -> Result<(), E> {
+        for (i, s) in self.segments.iter().enumerate() {
+            visit_segment(&s.map, i as u32, s.file.base_seq, s.scan.valid_end, &mut f)?;
+        }
+        Ok(())
+    }
+}
+
+impl ScannedSegment {
+    /// The sequence number the next segment must start with.
+    fn next_seq(&self) -> u64 {
+        self.scan.last_seq.map_or(self.file.base_seq, |s| s + 1)
+    }
+}
+
+/// Walks the frames of one segment up to `end`, which the caller has
+/// already checked.
+fn visit_segment<E>(
+    bytes: &[u8],
+    segment: u32,
+    base_seq: u64,
+    end: usize,
+    f: &mut impl FnMut(Entry<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let bytes = &bytes[..end.min(bytes.len())];
+    let mut offset = HEADER_LEN;
+    let mut expected = base_seq;
+    // The scan already verified these frames; a decode failure here can
+    // only mean the file changed under us, and stopping is the safe answer.
+    while let Ok(frame) = frame::decode_frame(bytes, offset) {
+        if frame.seq != expected {
+            break;
+        }
+        f(Entry {
+            seq: frame.seq,
+            loc: Loc {
+                segment,
+                // Segments are at most 4 GiB (checked at open and roll).
+                offset: offset as u32,
+            },
+            payload: frame.payload,
+        })?;
+        expected += 1;
+        offset = frame.end;
+    }
+    Ok(())
+}
+
+/// What [`Log::open`] did to recover.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    /// A torn tail that was cut off: the segment and the bytes dropped.
+    pub truncated: Option<(PathBuf, u64)>,
+}
+
+/// A segment readers can reach.
+struct ReadSegment {
+    base_seq: u64,
+    path: PathBuf,
+    map: Arc<Mmap>,
+    /// Bytes known durable; nothing past this is read.
+    durable_len: u64,
+}
+
+/// State shared by the handle, the readers and the writer thread.
+struct Shared {
+    /// Every segment, by ordinal. The writer pushes new ones and raises the
+    /// active one's `durable_len`; readers take the read lock briefly.
+    segments: RwLock<Vec<ReadSegment>>,
+}
+
+/// A handle to an open log. Cheap to clone; the writer thread stops when
+/// the last handle is dropped.
+#[derive(Clone)]
+pub struct Log {
+    shared: Arc<Shared>,
+    tx: std::sync::mpsc::Sender<writer::Request>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `log_dir`, applying the recovery
+    /// policy, and starts the writer thread.
+    pub fn open(log_dir: &Path, opts: &LogOptions) -> Result<(Log, Recovery), LogError> {
+        let min = (HEADER_LEN + FRAME_HEADER_LEN + 1) as u64;
+        if !(min..=u64::from(u32::MAX)).contains(&opts.segment_bytes) {
+            return Err(LogError::BadSegmentBytes(opts.segment_bytes));
+        }
+        std::fs::create_dir_all(log_dir).map_err(|e| LogError::io("create", log_dir, e))?;
+        let mut scan = DirScan::read_inner(log_dir, true)?;
+        if let Some(refused) = scan.refusal() {
+            return Err(refused);
+        }
+        let mut recovery = Recovery {
+            segments: scan.segments.len(),
+            records: scan.records(),
+            truncated: None,
+        };
+        // The one place a torn tail is cut off.
+        if let Some((seg, keep, dropped)) = scan.torn_tail() {
+            let path = seg.file.path.clone();
+            let damage = seg.scan.damage.clone();
+            truncate(&path, keep)?;
+            tracing::warn!(
+                segment = %path.display(),
+                dropped_bytes = dropped,
+                kept_bytes = keep,
+                ?damage,
+                "cut a torn tail off the last segment"
+            );
+            recovery.truncated = Some((path, dropped));
+            // Rescan the cut segment so the maps and lengths match the file.
+            scan = DirScan::read_inner(log_dir, false)?;
+        }
+        if scan.segments.is_empty() {
+            segment::create(log_dir, FIRST_SEQ)?;
+            scan = DirScan::read_inner(log_dir, false)?;
+            recovery.segments = 1;
+        }
+        let last = scan.segments.last().ok_or(LogError::Closed)?;
+        let next_seq = last.next_seq();
+        let active_len = last.scan.valid_end as u64;
+        let active_path = last.file.path.clone();
+        let segments: Vec<ReadSegment> = scan
+            .segments
+            .into_iter()
+            .map(|s| ReadSegment {
+                base_seq: s.file.base_seq,
+                path: s.file.path,
+                durable_len: s.scan.valid_end as u64,
+                map: s.map,
+            })
+            .collect();
+        let active_ordinal = segments.len() as u32 - 1;
+        let shared = Arc::new(Shared {
+            segments: RwLock::new(segments),
+        });
+        let tx = writer::spawn(writer::Active {
+            dir: log_dir.to_path_buf(),
+            path: active_path,
+            ordinal: active_ordinal,
+            len: active_len,
+            next_seq,
+            segment_bytes: opts.segment_bytes,
+            shared: shared.clone(),
+        })?;
+        Ok((Log { shared, tx }, recovery))
+    }
+
+    /// Appends a batch of payloads and returns once the batch is durable.
+    /// The batch is all-or-nothing: after a crash either all of it is in
+    /// the log or none of it is.
+    pub async fn append(&self, batch: Vec<Vec<u8>>) -> Result<Vec<Appended>, LogError> {
+        self.submit(batch)?.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// [`Log::append`] for callers outside an async runtime.
+    pub fn append_blocking(&self, batch: Vec<Vec<u8>>) -> Result<Vec<Appended>, LogError> {
+        self.submit(batch)?
+            .blocking_recv()
+            .map_err(|_| LogError::Closed)?
+    }
+
+    fn submit(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Appended>, LogError>>, LogError> {
+        if let Some(bad) = batch.iter().find(|p| p.is_empty() || p.len() > MAX_PAYLOAD) {
+            return Err(LogError::BadPayload { len: bad.len() });
+        }
+        let (reply, rx) = oneshot::channel();
+        if batch.is_empty() {
+            // Nothing to write; answer at once.
+            let _ = reply.send(Ok(Vec::new()));
+            return Ok(rx);
+        }
+        self.tx
+            .send(writer::Request { batch, reply })
+            .map_err(|_| LogError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Reads back the payload of the record at `loc`, checking its checksum.
+    pub fn read(&self, loc: Loc) -> Result<Vec<u8>, LogError> {
+        let (map, durable_len, path) = {
+            let segments = self.shared.segments.read().map_err(|_| LogError::Closed)?;
+            let seg = segments
+                .get(loc.segment as usize)
+                .ok_or(LogError::NoRecord(loc))?;
+            (seg.map.clone(), seg.durable_len as usize, seg.path.clone())
+        };
+        let map = if map.len() < durable_len {
+            self.remap(loc.segment, &path)?
+        } else {
+            map
+        };
+        let bytes = &map[..durable_len.min(map.len())];
+        frame::decode_frame(bytes, loc.offset as usize)
+            .map(|f| f.payload.to_vec())
+            .map_err(|e| LogError::Corruption {
+                path,
+                offset: u64::from(loc.offset),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Maps a segment again after it grew past its map (a batch larger than
+    /// the room mapped ahead).
+    fn remap(&self, ordinal: u32, path: &Path) -> Result<Arc<Mmap>, LogError> {
+        let map = Arc::new(segment::map(path)?);
+        let mut segments = self.shared.segments.write().map_err(|_| LogError::Closed)?;
+        if let Some(seg) = segments.get_mut(ordinal as usize) {
+            seg.map = map.clone();
+        }
+        Ok(map)
+    }
+
+    /// Calls `f` for every durable record, oldest first. Used at startup to
+    /// rebuild projections; it reads through the memory maps.
+    pub fn replay<E>(&self, mut f: impl FnMut(Entry<'_>) -> Result<(), E>) -> Result<(), E> {
+        let segs: Vec<(Arc<Mmap>, u64, u64)> = match self.shared.segments.read() {
+            Ok(segments) => segments
+                .iter()
+                .map(|s| (s.map.clone(), s.base_seq, s.durable_len))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        for (i, (map, base_seq, len)) in segs.iter().enumerate() {
+            visit_segment(map, i as u32, *base_seq, *len as usize, &mut f)?;
+        }
+        Ok(())
+    }
+
+    /// The number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.read().map_or(0, |s| s.len())
+    }
+}
+
+/// Cuts a segment back to `len` bytes and makes that durable.
+fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| LogError::io("open", path, e))?;
+    file.set_len(len)
+        .map_err(|e| LogError::io("truncate", path, e))?;
+    file.sync_all()
+        .map_err(|e| LogError::fatal("fsync", path, e))
 }

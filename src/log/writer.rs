@@ -1,0 +1,282 @@
+//! The writer thread: the one owner of the active segment.
+//!
+//! Group commit: the thread takes the first waiting request, then every
+//! request that queued up behind it (up to [`GROUP_BYTES`]), writes their
+//! frames with one `pwrite`, makes them durable with one `fdatasync`, and
+//! only then answers each appender. While it waits on the disk, new requests
+//! queue, so the busier the log the more appenders share one fsync.
+//!
+//! A failed write is cut back (`ftruncate` to the length before it) before
+//! the next append, so a later batch never lands behind garbage. A failed
+//! fsync is fatal: the thread answers every later request with
+//! [`LogError::Poisoned`].
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use tokio::sync::oneshot;
+
+use super::frame::{self, FRAME_HEADER_LEN};
+use super::{Appended, Loc, LogError, ReadSegment, Shared, segment};
+
+/// Stop gathering a group once it holds this many bytes, so one fsync does
+/// not wait behind an unbounded write.
+const GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where an appender waits for its answer.
+pub(super) type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
+
+/// One appender's batch and where to send the answer.
+pub(super) struct Request {
+    pub batch: Vec<Vec<u8>>,
+    pub reply: Reply,
+}
+
+impl Request {
+    fn frame_bytes(&self) -> usize {
+        self.batch.iter().map(|p| FRAME_HEADER_LEN + p.len()).sum()
+    }
+}
+
+/// The active segment, as the writer sees it.
+pub(super) struct Active {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub ordinal: u32,
+    /// Durable length of the active segment.
+    pub len: u64,
+    /// Sequence number of the next frame.
+    pub next_seq: u64,
+    pub segment_bytes: u64,
+    pub shared: Arc<Shared>,
+}
+
+/// Starts the writer thread for `active`.
+pub(super) fn spawn(active: Active) -> Result<Sender<Request>, LogError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&active.path)
+        .map_err(|e| LogError::io("open", &active.path, e))?;
+    let mut writer = Writer {
+        file,
+        active,
+        poisoned: None,
+    };
+    // Map the active segment ahead so readers need no new map per batch.
+    writer.map_active()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("chime-log-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| LogError::io("spawn writer thread for", &PathBuf::new(), e))?;
+    Ok(tx)
+}
+
+struct Writer {
+    file: File,
+    active: Active,
+    /// Set after a failed fsync; every later request gets this message.
+    poisoned: Option<String>,
+}
+
+/// Frames encoded but not yet written, and the appenders waiting on them.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    waiting: Vec<(Reply, Vec<Appended>)>,
+    frames: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut bytes = first.frame_bytes();
+            let mut group = vec![first];
+            while bytes < GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(req) => {
+                        bytes += req.frame_bytes();
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group, bytes);
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Request>, bytes: usize) {
+        let mut pending = Pending {
+            buf: Vec::with_capacity(bytes),
+            ..Pending::default()
+        };
+        for req in group {
+            if let Some(why) = &self.poisoned {
+                let _ = req.reply.send(Err(LogError::Poisoned(why.clone())));
+                continue;
+            }
+            let size = req.frame_bytes() as u64;
+            let used = self.active.len + pending.buf.len() as u64;
+            if used + size > self.active.segment_bytes && used > segment::EMPTY_LEN {
+                // This batch does not fit: make what is gathered durable in
+                // this segment, then start a new one. Batches never span
+                // segments, which keeps "all or nothing" a per-file matter.
+                self.flush(std::mem::take(&mut pending));
+                if let Err(e) = self.roll() {
+                    let _ = req.reply.send(Err(e));
+                    continue;
+                }
+            }
+            self.encode(req, &mut pending);
+        }
+        self.flush(pending);
+    }
+
+    /// Encodes one request's frames into `pending`, numbering them after
+    /// what is already pending.
+    fn encode(&self, req: Request, pending: &mut Pending) {
+        let mut appended = Vec::with_capacity(req.batch.len());
+        let last = req.batch.len().saturating_sub(1);
+        for (i, payload) in req.batch.iter().enumerate() {
+            let seq = self.active.next_seq + pending.frames;
+            let offset = self.active.len + pending.buf.len() as u64;
+            appended.push(Appended {
+                seq,
+                loc: Loc {
+                    segment: self.active.ordinal,
+                    // segment_bytes <= u32::MAX is checked at open; a lone
+                    // batch over segment_bytes may pass it, which `roll`
+                    // guards against by refusing offsets past u32.
+                    offset: offset as u32,
+                },
+            });
+            frame::encode_frame(&mut pending.buf, seq, payload, i < last);
+            pending.frames += 1;
+        }
+        pending.waiting.push((req.reply, appended));
+    }
+
+    /// Writes and fsyncs what is pending, then answers its appenders.
+    fn flush(&mut self, pending: Pending) {
+        if pending.waiting.is_empty() {
+            return;
+        }
+        let result = self.write_durably(&pending.buf);
+        match result {
+            Ok(()) => {
+                self.active.len += pending.buf.len() as u64;
+                self.active.next_seq += pending.frames;
+                self.publish_len();
+                for (reply, appended) in pending.waiting {
+                    let _ = reply.send(Ok(appended));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if e.is_fatal() {
+                    tracing::error!(error = %msg, "log write failed fatally; no more writes are accepted");
+                    self.poisoned = Some(msg.clone());
+                } else {
+                    tracing::error!(error = %msg, "log write failed; the batch was refused");
+                }
+                let mut first = Some(e);
+                for (reply, _) in pending.waiting {
+                    let err = first.take().unwrap_or_else(|| LogError::Io {
+                        op: "append to",
+                        path: self.active.path.clone(),
+                        source: std::io::Error::other(msg.clone()),
+                    });
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> Result<(), LogError> {
+        let path = &self.active.path;
+        let end = self.active.len + buf.len() as u64;
+        if end > u64::from(u32::MAX) {
+            return Err(LogError::Io {
+                op: "append to",
+                path: path.clone(),
+                source: std::io::Error::other("segment would exceed 4 GiB"),
+            });
+        }
+        if let Err(e) = self.file.write_all_at(buf, self.active.len) {
+            // Cut back whatever part of the batch reached the file, so the
+            // next append starts at a frame boundary. If even that fails the
+            // file's tail is unknown: stop writing.
+            return Err(match self.file.set_len(self.active.len) {
+                Ok(()) => LogError::Io {
+                    op: "write",
+                    path: path.clone(),
+                    source: e,
+                },
+                Err(cut) => LogError::Fatal {
+                    op: "truncate after a failed write",
+                    path: path.clone(),
+                    source: cut,
+                },
+            });
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::fatal("fdatasync", path, e))
+    }
+
+    /// Tells readers how far the active segment is durable.
+    fn publish_len(&self) {
+        if let Ok(mut segments) = self.active.shared.segments.write()
+            && let Some(seg) = segments.get_mut(self.active.ordinal as usize)
+        {
+            seg.durable_len = self.active.len;
+        }
+    }
+
+    /// Seals the active segment (its frames are already durable) and starts
+    /// a new one at the next sequence number.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let (path, file) = segment::create(&self.active.dir, self.active.next_seq)?;
+        self.file = file;
+        self.active.path = path;
+        self.active.ordinal += 1;
+        self.active.len = segment::EMPTY_LEN;
+        {
+            let mut segments = self
+                .active
+                .shared
+                .segments
+                .write()
+                .map_err(|_| LogError::Closed)?;
+            segments.push(ReadSegment {
+                base_seq: self.active.next_seq,
+                path: self.active.path.clone(),
+                // Replaced by `map_active` just below.
+                map: Arc::new(segment::map_file(&self.file, &self.active.path)?),
+                durable_len: segment::EMPTY_LEN,
+            });
+        }
+        self.map_active()
+    }
+
+    /// Maps the active segment up to `segment_bytes` (or its length, if
+    /// larger) for the readers.
+    fn map_active(&mut self) -> Result<(), LogError> {
+        let len = self.active.segment_bytes.max(self.active.len) as usize;
+        let map = Arc::new(segment::map_ahead(&self.file, &self.active.path, len)?);
+        let mut segments = self
+            .active
+            .shared
+            .segments
+            .write()
+            .map_err(|_| LogError::Closed)?;
+        if let Some(seg) = segments.get_mut(self.active.ordinal as usize) {
+            seg.map = map;
+        }
+        Ok(())
+    }
+}

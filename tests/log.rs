@@ -1,0 +1,285 @@
+//! The log: round trips, torn-tail recovery, corruption refusal, group commit.
+
+use std::path::{Path, PathBuf};
+
+use chime::log::{DirScan, Log, LogError, LogOptions};
+use proptest::prelude::*;
+
+fn opts(segment_bytes: u64) -> LogOptions {
+    LogOptions { segment_bytes }
+}
+
+fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut out = vec![];
+    log.replay(|e| {
+        out.push((e.seq, e.payload.to_vec()));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    out
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    format!("record number {i} {}", "x".repeat(i % 7)).into_bytes()
+}
+
+/// Writes `n` single-record batches and returns the file offsets at which
+/// each frame ends in the (only) segment.
+fn write_records(dir: &Path, n: usize) -> Vec<u64> {
+    let (log, _) = Log::open(dir, &opts(1 << 20)).unwrap();
+    let mut ends = vec![];
+    for i in 0..n {
+        log.append_blocking(vec![payload(i)]).unwrap();
+        ends.push(std::fs::metadata(&segments(dir)[0]).unwrap().len());
+    }
+    ends
+}
+
+#[test]
+fn records_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, rec) = Log::open(dir.path(), &opts(1024)).unwrap();
+        assert_eq!(rec.records, 0);
+        for i in 0..100 {
+            let a = log.append_blocking(vec![payload(i)]).unwrap();
+            assert_eq!(a[0].seq, i as u64 + 1);
+            assert_eq!(log.read(a[0].loc).unwrap(), payload(i));
+        }
+        assert!(log.segment_count() > 1, "small segments roll");
+    }
+    let (log, rec) = Log::open(dir.path(), &opts(1024)).unwrap();
+    assert_eq!(rec.records, 100);
+    assert!(rec.truncated.is_none());
+    let all = replay_all(&log);
+    assert_eq!(all.len(), 100);
+    for (i, (seq, p)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!(*p, payload(i));
+    }
+    let a = log.append_blocking(vec![b"after".to_vec()]).unwrap();
+    assert_eq!(a[0].seq, 101);
+}
+
+#[test]
+fn cut_at_every_offset_keeps_longest_whole_prefix() {
+    let src = tempfile::tempdir().unwrap();
+    let ends = write_records(src.path(), 6);
+    let seg = segments(src.path())[0].clone();
+    let full = std::fs::read(&seg).unwrap();
+    // Cut anywhere inside the last three frames.
+    let from = ends[2] as usize;
+    for cut in from..=full.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = seg.file_name().unwrap();
+        std::fs::write(dir.path().join(name), &full[..cut]).unwrap();
+        let (log, rec) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+        let whole = ends.iter().filter(|&&e| e as usize <= cut).count();
+        assert_eq!(rec.records as usize, whole, "cut at {cut}");
+        let kept = replay_all(&log);
+        assert_eq!(kept.len(), whole);
+        let dropped = cut as u64 - if whole == 0 { 32 } else { ends[whole - 1] };
+        match rec.truncated {
+            Some((_, d)) => assert_eq!(d, dropped, "cut at {cut}"),
+            None => assert_eq!(dropped, 0, "cut at {cut}"),
+        }
+        // Appending after recovery continues the sequence.
+        let a = log.append_blocking(vec![b"next".to_vec()]).unwrap();
+        assert_eq!(a[0].seq, whole as u64 + 1);
+        drop(log);
+        let (log, rec) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+        assert!(rec.truncated.is_none());
+        assert_eq!(replay_all(&log).len(), whole + 1);
+    }
+}
+
+#[test]
+fn flipping_any_byte_of_the_last_frame_is_truncated() {
+    let src = tempfile::tempdir().unwrap();
+    let ends = write_records(src.path(), 4);
+    let seg = segments(src.path())[0].clone();
+    let full = std::fs::read(&seg).unwrap();
+    for at in ends[2] as usize..full.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = full.clone();
+        bytes[at] ^= 0x5a;
+        std::fs::write(dir.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+        let (log, rec) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+        assert_eq!(rec.records, 3, "flip at {at}");
+        assert_eq!(
+            rec.truncated.as_ref().unwrap().1,
+            full.len() as u64 - ends[2]
+        );
+        assert_eq!(replay_all(&log).len(), 3);
+    }
+}
+
+#[test]
+fn damage_inside_a_sealed_segment_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = Log::open(dir.path(), &opts(300)).unwrap();
+        for i in 0..20 {
+            log.append_blocking(vec![payload(i)]).unwrap();
+        }
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    let sealed = &segs[1];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    let at = 32 + 16 + 2; // inside the first frame's payload
+    bytes[at] ^= 1;
+    std::fs::write(sealed, &bytes).unwrap();
+    let err = Log::open(dir.path(), &opts(300))
+        .err()
+        .expect("must refuse");
+    match &err {
+        LogError::Corruption { path, offset, .. } => {
+            assert_eq!(path, sealed);
+            assert_eq!(*offset, 32);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(sealed.file_name().unwrap().to_str().unwrap()),
+        "{msg}"
+    );
+    assert!(msg.contains("byte 32"), "{msg}");
+    // Nothing was changed: the damaged file is as we left it.
+    assert_eq!(std::fs::read(sealed).unwrap(), bytes);
+}
+
+#[test]
+fn a_bad_frame_followed_by_valid_ones_in_the_last_segment_is_refused() {
+    let src = tempfile::tempdir().unwrap();
+    let ends = write_records(src.path(), 5);
+    let seg = segments(src.path())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[ends[1] as usize + 20] ^= 0xff; // inside frame 3, frames 4 and 5 follow
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Log::open(src.path(), &opts(1 << 20))
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(err, LogError::Corruption { offset, .. } if offset == ends[1]),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing cut");
+    // A read-only scan reports the same without changing anything.
+    let scan = DirScan::read(src.path()).unwrap();
+    assert!(scan.refusal().is_some());
+}
+
+#[test]
+fn batches_are_all_or_nothing_across_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+        log.append_blocking(vec![b"solo".to_vec()]).unwrap();
+        log.append_blocking((0..5).map(payload).collect()).unwrap();
+    }
+    let seg = segments(dir.path())[0].clone();
+    let full = std::fs::read(&seg).unwrap();
+    // Cut one byte short of the end: the batch's last frame is torn, so
+    // the whole batch of 5 goes, though its first 4 frames are whole.
+    std::fs::write(&seg, &full[..full.len() - 1]).unwrap();
+    let (log, rec) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+    assert_eq!(rec.records, 1);
+    assert_eq!(replay_all(&log), vec![(1, b"solo".to_vec())]);
+}
+
+#[test]
+fn leftover_temporary_segment_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Log::open(dir.path(), &opts(1 << 20)).unwrap());
+    let tmp = dir.path().join("00000000000000000099.seg.tmp");
+    std::fs::write(&tmp, b"half a header").unwrap();
+    let (_log, rec) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+    assert_eq!(rec.segments, 1);
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn bad_payloads_and_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), &opts(10)),
+        Err(LogError::BadSegmentBytes(10))
+    ));
+    let (log, _) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+    assert!(matches!(
+        log.append_blocking(vec![vec![]]),
+        Err(LogError::BadPayload { len: 0 })
+    ));
+    assert_eq!(log.append_blocking(vec![]).unwrap(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_are_all_acked_and_replayed_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), &opts(64 * 1024)).unwrap();
+    let mut tasks = vec![];
+    for t in 0..64u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = vec![];
+            for i in 0..50u32 {
+                let p = format!("{t}:{i}").into_bytes();
+                let a = log.append(vec![p.clone()]).await.unwrap();
+                acked.push((a[0].seq, p));
+            }
+            acked
+        }));
+    }
+    let mut acked = vec![];
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked.len(), 64 * 50);
+    drop(log);
+    let (log, rec) = Log::open(dir.path(), &opts(64 * 1024)).unwrap();
+    assert_eq!(rec.records, 64 * 50);
+    let all = replay_all(&log);
+    assert_eq!(all, acked, "every ack is in the log at its sequence number");
+    for (i, (seq, _)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1, "no gaps");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn append_replay_round_trip(
+        batches in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..600), 1..4), 1..30),
+        segment_bytes in 200u64..5000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = vec![];
+        {
+            let (log, _) = Log::open(dir.path(), &opts(segment_bytes)).unwrap();
+            for b in &batches {
+                let acked = log.append_blocking(b.clone()).unwrap();
+                for (a, p) in acked.iter().zip(b) {
+                    prop_assert_eq!(&log.read(a.loc).unwrap(), p);
+                    expected.push((a.seq, p.clone()));
+                }
+            }
+        }
+        let (log, rec) = Log::open(dir.path(), &opts(segment_bytes)).unwrap();
+        prop_assert!(rec.truncated.is_none());
+        prop_assert_eq!(replay_all(&log), expected);
+    }
+}
