@@ -67,7 +67,8 @@ fn replay(records: usize, size: usize) {
         let record = vec![0x5au8; size];
         // Fill quickly with large batches; the append path is measured above.
         for _ in 0..records / 1000 {
-            log.append_blocking(vec![record.clone(); 1000]).expect("append");
+            log.append_blocking(vec![record.clone(); 1000])
+                .expect("append");
         }
     }
     let start = Instant::now();

@@ -1,3 +1,35 @@
+//! chime calls an HTTP webhook at a chosen moment, reliably: Hasura's
+//! one-off scheduled events, rebuilt as an event-sourced service on an
+//! append-only log.
+//!
+//! # Layout
+//! - [`log`]: the segmented append-only log. Bytes and sequence numbers,
+//!   not events: frames, segments, group commit, recovery.
+//! - [`record`]: the records (every action chime takes) and their encoding,
+//!   the one place that knows it is postcard.
+//! - [`projection`]: pure state machine over records: statuses, the
+//!   dispatch queue, invocation logs. No IO, no clock.
+//! - [`service`]: the log plus its projections; the one append-then-apply path.
+//! - [`hasura`]: Hasura's metadata API: parsing, validation, rendering. No IO.
+//! - [`api`]: the HTTP handlers (axum).
+//! - [`dispatch`]: fires due events with reqwest; retries, tolerance, timeouts.
+//! - [`server`]: `chime serve`: lock, replay, serve, stop.
+//! - [`datadir`]: the data directory's layout and lock.
+//! - [`tls`]: rustls (ring) for the server.
+//! - [`clock`]: injected time.
+//! - [`cli`]: command-line flags.
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod datadir;
+pub mod dispatch;
+pub mod hasura;
 pub mod log;
 pub mod projection;
 pub mod record;
+pub mod server;
+pub mod service;
+pub mod tls;

@@ -1,1 +1,40 @@
-fn main() {}
+//! The `chime` binary: parses flags, sets up logging, calls the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use chime::cli::{Cli, Command};
+use chime::server::{Server, stop_signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chime serve: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(args: chime::cli::ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = Server::open(config)?;
+        let listener = server.bind().await?;
+        server.run(listener, stop_signal()).await?;
+        Ok(())
+    })
+}

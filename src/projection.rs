@@ -1,7 +1,36 @@
-//! Projections (work in progress): see the helper's brief.
+//! The projection: what chime currently knows about every event, derived
+//! from the records in the log.
+//!
+//! It owns each event's status, try counts and due time, the queue of events
+//! waiting to be sent, and the index of invocation log entries. It is rebuilt
+//! at startup by applying every record in log order, and kept current by
+//! applying each record right after it is appended.
+//!
+//! It is pure: no IO, no clock, no async. Applying the same records in the
+//! same order always yields the same state, which is what makes replay
+//! trustworthy. Time enters only through the records and through the `now`
+//! that callers pass to [`Projection::due`].
+//!
+//! It keeps no payloads, webhooks, headers or other strings: for each event
+//! it holds the [`Loc`] of the event's `EventCreated` record, and for each
+//! invocation the [`Loc`] of its outcome record, so callers read details back
+//! from the log. That keeps RAM per pending event small (a budget of 200
+//! bytes at a million pending events):
+//!
+//! - `slots`: one 32-byte `Slot` per event in a `HashMap` (48 bytes per
+//!   entry with its key, plus the table's spare capacity);
+//! - one `BTreeSet<(schedule_at, id)>` entry (24 bytes plus node overhead)
+//!   per event, in the set of its status, which serves [`Projection::list`]
+//!   and, for `scheduled` events on their first attempt, is the dispatch
+//!   queue;
+//! - for the few events waiting for a retry, the in-flight attempts, the
+//!   invocations and the cancelled ids: separate, sparse maps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::iter::Peekable;
 
 use crate::log::Loc;
-use crate::record::{AttemptId, EventId, UnixMicros};
+use crate::record::{AttemptId, EventId, Record, UnixMicros};
 
 /// An event's status, with Hasura's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,4 +97,1531 @@ pub struct InvocationRef {
     /// (with give_up) record lives.
     pub loc: Loc,
     pub at: UnixMicros,
+}
+
+impl EventView {
+    /// When the event is next due to be sent: its retry time if it has one,
+    /// else its scheduled time. Only meaningful while `scheduled`.
+    pub fn due_at(&self) -> UnixMicros {
+        self.next_retry_at.unwrap_or(self.schedule_at)
+    }
+}
+
+/// What [`Projection::apply`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record changed the state.
+    Changed,
+    /// The record was about an unknown or cancelled event, or did not fit
+    /// the event's state (e.g. a stale attempt's outcome); the state is
+    /// unchanged. The text says why, for logs.
+    Ignored(&'static str),
+}
+
+impl Applied {
+    /// Whether the record changed the state.
+    pub fn is_changed(self) -> bool {
+        matches!(self, Applied::Changed)
+    }
+}
+
+/// An ordering key: a time and the event's id, which breaks ties so that
+/// every order the projection gives is total and deterministic.
+type Key = (UnixMicros, EventId);
+
+/// The largest id, to make a range bound that includes every id at a time.
+const MAX_ID: EventId = EventId::from_u128(u128::MAX);
+
+// The ordered sets, one per status, except that `scheduled` is split in two:
+// events on their first attempt (due at `schedule_at`, so their set is also
+// the dispatch queue) and events waiting for a retry (due at
+// `next_retry_at`, queued in `retry_queue`; their set here only serves
+// listing, which orders by `schedule_at`). An event is in exactly one set.
+const FIRST: usize = 0;
+const RETRYING: usize = 1;
+const LOCKED: usize = 2;
+const DELIVERED: usize = 3;
+const ERROR: usize = 4;
+const DEAD: usize = 5;
+const SETS: usize = 6;
+
+/// The sets that hold events of `status`.
+fn sets_of(status: Status) -> &'static [usize] {
+    match status {
+        Status::Scheduled => &[FIRST, RETRYING],
+        Status::Locked => &[LOCKED],
+        Status::Delivered => &[DELIVERED],
+        Status::Error => &[ERROR],
+        Status::Dead => &[DEAD],
+    }
+}
+
+/// The per-event state, kept compact because there is one per event: 32
+/// bytes (checked by a test). `next_retry_at` is stored as a value plus a
+/// flag rather than an `Option`, which would take 16 bytes instead of 8 + 1;
+/// `interrupted` is a `u16` (it saturates) so that everything fits in 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    loc: Loc,
+    schedule_at: UnixMicros,
+    /// Meaningful only when `has_retry`.
+    retry_at: UnixMicros,
+    tries: u32,
+    interrupted: u16,
+    status: Status,
+    has_retry: bool,
+}
+
+impl Slot {
+    fn next_retry_at(&self) -> Option<UnixMicros> {
+        self.has_retry.then_some(self.retry_at)
+    }
+
+    /// The set this event belongs in.
+    fn set(&self) -> usize {
+        match self.status {
+            Status::Scheduled if self.has_retry => RETRYING,
+            Status::Scheduled => FIRST,
+            Status::Locked => LOCKED,
+            Status::Delivered => DELIVERED,
+            Status::Error => ERROR,
+            Status::Dead => DEAD,
+        }
+    }
+
+    fn clear_retry(&mut self) {
+        self.has_retry = false;
+        self.retry_at = UnixMicros(0);
+    }
+
+    fn view(&self, id: EventId) -> EventView {
+        EventView {
+            id,
+            loc: self.loc,
+            schedule_at: self.schedule_at,
+            status: self.status,
+            tries: self.tries,
+            interrupted: u32::from(self.interrupted),
+            next_retry_at: self.next_retry_at(),
+        }
+    }
+}
+
+/// The state of every event, derived from records. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    /// Every event in view (not cancelled).
+    slots: HashMap<EventId, Slot>,
+    /// `(schedule_at, id)` of every event in view, by set (see [`sets_of`]).
+    sets: [BTreeSet<Key>; SETS],
+    /// `(next_retry_at, id)` of `scheduled` events waiting for a retry.
+    retry_queue: BTreeSet<Key>,
+    /// The in-flight attempt of each `locked` event. Separate from the slots
+    /// because few events are locked at once and an id takes 16 bytes.
+    in_flight: HashMap<EventId, AttemptId>,
+    /// Ids of cancelled events, so that records about them that come later
+    /// (an outcome of an attempt that was in flight, a re-create) are
+    /// ignored rather than bringing them back.
+    cancelled: HashSet<EventId>,
+    /// Every invocation in view, by the order it was applied in.
+    invocations: BTreeMap<u64, InvocationRef>,
+    /// The keys in `invocations` of each event that has any, oldest first;
+    /// lets an event's log be paged, and cancel remove it.
+    invocations_by_event: HashMap<EventId, Vec<u64>>,
+    /// The next key for `invocations`; counts every invocation ever applied,
+    /// so keys never repeat even after cancels remove some.
+    next_invocation: u64,
+}
+
+impl Projection {
+    /// An empty projection, as before the first record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one record, found at `loc` in the log. Records must be applied
+    /// in log order. A record that does not fit the current state changes
+    /// nothing and returns [`Applied::Ignored`]: replay must never fail on a
+    /// record that was valid when it was written (e.g. an outcome that lost a
+    /// race with a cancel).
+    pub fn apply(&mut self, loc: Loc, record: &Record) -> Applied {
+        let id = record.event_id();
+        if self.cancelled.contains(&id) {
+            return Applied::Ignored("event was cancelled");
+        }
+        match record {
+            Record::EventCreated(created) => {
+                if self.slots.contains_key(&id) {
+                    return Applied::Ignored("duplicate event id");
+                }
+                let slot = Slot {
+                    loc,
+                    schedule_at: created.schedule_at,
+                    retry_at: UnixMicros(0),
+                    tries: 0,
+                    interrupted: 0,
+                    status: Status::Scheduled,
+                    has_retry: false,
+                };
+                self.index(id, &slot);
+                self.slots.insert(id, slot);
+                Applied::Changed
+            }
+            Record::AttemptStarted { attempt_id, .. } => self.start(id, *attempt_id),
+            Record::AttemptSucceeded { attempt_id, at, .. } => self
+                .finish(id, *attempt_id, |slot| {
+                    slot.status = Status::Delivered;
+                    slot.tries = slot.tries.saturating_add(1);
+                    slot.clear_retry();
+                })
+                .map_or_else(Applied::Ignored, |()| {
+                    self.add_invocation(id, *attempt_id, loc, *at)
+                }),
+            Record::AttemptFailed {
+                attempt_id,
+                at,
+                next_retry_at,
+                ..
+            } => self
+                .finish(id, *attempt_id, |slot| {
+                    slot.tries = slot.tries.saturating_add(1);
+                    match next_retry_at {
+                        Some(t) => {
+                            slot.status = Status::Scheduled;
+                            slot.has_retry = true;
+                            slot.retry_at = *t;
+                        }
+                        None => {
+                            slot.status = Status::Error;
+                            slot.clear_retry();
+                        }
+                    }
+                })
+                .map_or_else(Applied::Ignored, |()| {
+                    self.add_invocation(id, *attempt_id, loc, *at)
+                }),
+            Record::AttemptInterrupted {
+                attempt_id,
+                at,
+                give_up,
+                ..
+            } => self.interrupt(id, *attempt_id, loc, *at, *give_up),
+            Record::EventExpired { .. } => self.expire(id),
+            Record::EventCancelled { .. } => self.cancel(id),
+        }
+    }
+
+    /// `AttemptStarted`: a scheduled event becomes locked. A locked one means
+    /// the process died during the previous attempt before recording its
+    /// outcome: that attempt counts as interrupted and the new one takes its
+    /// place.
+    fn start(&mut self, id: EventId, attempt_id: AttemptId) -> Applied {
+        let Some(&old) = self.slots.get(&id) else {
+            return Applied::Ignored("unknown event");
+        };
+        let mut new = old;
+        match old.status {
+            Status::Scheduled => new.status = Status::Locked,
+            Status::Locked => {
+                if self.in_flight.get(&id) == Some(&attempt_id) {
+                    return Applied::Ignored("attempt already in flight");
+                }
+                new.interrupted = new.interrupted.saturating_add(1);
+            }
+            Status::Delivered | Status::Error | Status::Dead => {
+                return Applied::Ignored("event is not scheduled or locked");
+            }
+        }
+        self.in_flight.insert(id, attempt_id);
+        self.replace(id, &old, new);
+        Applied::Changed
+    }
+
+    /// The common part of `AttemptSucceeded` and `AttemptFailed`: checks the
+    /// outcome belongs to the in-flight attempt, then applies `change` and
+    /// ends the attempt. The caller adds the invocation.
+    fn finish(
+        &mut self,
+        id: EventId,
+        attempt_id: AttemptId,
+        change: impl FnOnce(&mut Slot),
+    ) -> Result<(), &'static str> {
+        let Some(&old) = self.slots.get(&id) else {
+            return Err("unknown event");
+        };
+        if old.status != Status::Locked {
+            return Err("event is not locked");
+        }
+        if self.in_flight.get(&id) != Some(&attempt_id) {
+            return Err("stale attempt: not the one in flight");
+        }
+        let mut new = old;
+        change(&mut new);
+        self.in_flight.remove(&id);
+        self.replace(id, &old, new);
+        Ok(())
+    }
+
+    /// `AttemptInterrupted`: the attempt's outcome is unknown. It does not
+    /// use up a try. Unless the event gives up, it is scheduled again with
+    /// the due time it had, so an overdue event fires again at once.
+    ///
+    /// A `scheduled` event may be interrupted too (e.g. recovery making it
+    /// give up without starting another attempt). It has no in-flight
+    /// attempt to match the record against, so any attempt id is accepted;
+    /// the cost is that a very late, stale interrupt for an attempt that was
+    /// already superseded would count twice, which no writer produces.
+    fn interrupt(
+        &mut self,
+        id: EventId,
+        attempt_id: AttemptId,
+        loc: Loc,
+        at: UnixMicros,
+        give_up: bool,
+    ) -> Applied {
+        let Some(&old) = self.slots.get(&id) else {
+            return Applied::Ignored("unknown event");
+        };
+        match old.status {
+            Status::Locked => {
+                if self.in_flight.get(&id) != Some(&attempt_id) {
+                    return Applied::Ignored("stale attempt: not the one in flight");
+                }
+                self.in_flight.remove(&id);
+            }
+            Status::Scheduled => {}
+            Status::Delivered | Status::Error | Status::Dead => {
+                return Applied::Ignored("event is not scheduled or locked");
+            }
+        }
+        let mut new = old;
+        new.interrupted = new.interrupted.saturating_add(1);
+        if give_up {
+            new.status = Status::Error;
+            new.clear_retry();
+        } else {
+            new.status = Status::Scheduled;
+        }
+        self.replace(id, &old, new);
+        if give_up {
+            // The give-up is the event's last word: it must show in the
+            // invocation log, or the failure would be invisible (Hasura #9311).
+            self.add_invocation(id, attempt_id, loc, at)
+        } else {
+            Applied::Changed
+        }
+    }
+
+    /// `EventExpired`: too late to send; ends as `dead` with no try used.
+    fn expire(&mut self, id: EventId) -> Applied {
+        let Some(&old) = self.slots.get(&id) else {
+            return Applied::Ignored("unknown event");
+        };
+        if !matches!(old.status, Status::Scheduled | Status::Locked) {
+            return Applied::Ignored("event is not scheduled or locked");
+        }
+        let mut new = old;
+        new.status = Status::Dead;
+        // A dead event has no next retry.
+        new.clear_retry();
+        self.in_flight.remove(&id);
+        self.replace(id, &old, new);
+        Applied::Changed
+    }
+
+    /// `EventCancelled`: the event and its invocations leave every view, in
+    /// whatever status it was.
+    fn cancel(&mut self, id: EventId) -> Applied {
+        let Some(old) = self.slots.remove(&id) else {
+            return Applied::Ignored("unknown event");
+        };
+        self.unindex(id, &old);
+        self.in_flight.remove(&id);
+        for key in self.invocations_by_event.remove(&id).unwrap_or_default() {
+            self.invocations.remove(&key);
+        }
+        self.cancelled.insert(id);
+        Applied::Changed
+    }
+
+    fn add_invocation(
+        &mut self,
+        event_id: EventId,
+        attempt_id: AttemptId,
+        loc: Loc,
+        at: UnixMicros,
+    ) -> Applied {
+        let key = self.next_invocation;
+        self.next_invocation += 1;
+        self.invocations.insert(
+            key,
+            InvocationRef {
+                attempt_id,
+                event_id,
+                loc,
+                at,
+            },
+        );
+        self.invocations_by_event
+            .entry(event_id)
+            .or_default()
+            .push(key);
+        Applied::Changed
+    }
+
+    /// Moves an event from the sets of its `old` state to those of `new`.
+    fn replace(&mut self, id: EventId, old: &Slot, new: Slot) {
+        self.unindex(id, old);
+        self.index(id, &new);
+        self.slots.insert(id, new);
+    }
+
+    fn index(&mut self, id: EventId, slot: &Slot) {
+        self.sets[slot.set()].insert((slot.schedule_at, id));
+        if slot.status == Status::Scheduled && slot.has_retry {
+            self.retry_queue.insert((slot.retry_at, id));
+        }
+    }
+
+    fn unindex(&mut self, id: EventId, slot: &Slot) {
+        self.sets[slot.set()].remove(&(slot.schedule_at, id));
+        if slot.status == Status::Scheduled && slot.has_retry {
+            self.retry_queue.remove(&(slot.retry_at, id));
+        }
+    }
+
+    /// The event, or `None` if it is unknown or cancelled.
+    pub fn event(&self, id: EventId) -> Option<EventView> {
+        self.slots.get(&id).map(|slot| slot.view(id))
+    }
+
+    /// The attempt in flight for a `locked` event: what an
+    /// `AttemptInterrupted` for it must name (see [`Projection::locked`]).
+    pub fn in_flight(&self, id: EventId) -> Option<AttemptId> {
+        self.in_flight.get(&id).copied()
+    }
+
+    /// Which sets hold the events of `statuses` (all when empty).
+    fn selected(&self, statuses: &[Status]) -> Vec<&BTreeSet<Key>> {
+        let mut wanted = [statuses.is_empty(); SETS];
+        for &status in statuses {
+            for &set in sets_of(status) {
+                wanted[set] = true;
+            }
+        }
+        self.sets
+            .iter()
+            .zip(wanted)
+            .filter_map(|(set, w)| w.then_some(set))
+            .collect()
+    }
+
+    /// Events with one of `statuses` (all when empty), ordered by
+    /// `(schedule_at, id)`, skipping `offset` and returning at most `limit`.
+    /// Costs O(offset + limit) steps: the sets cannot seek by rank.
+    pub fn list(&self, statuses: &[Status], offset: usize, limit: Option<usize>) -> Vec<EventView> {
+        Merge::new(self.selected(statuses).into_iter().map(|set| set.iter()))
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            // Every key in the sets has a slot (index/unindex keep them in
+            // step); filter_map rather than unwrap so a bug cannot panic.
+            .filter_map(|&(_, id)| self.event(id))
+            .collect()
+    }
+
+    /// How many events have one of `statuses` (all when empty).
+    pub fn count(&self, statuses: &[Status]) -> usize {
+        self.selected(statuses).iter().map(|set| set.len()).sum()
+    }
+
+    /// The number of events per status, indexed like [`Status::ALL`].
+    pub fn counts(&self) -> [usize; 5] {
+        Status::ALL.map(|status| sets_of(status).iter().map(|&s| self.sets[s].len()).sum())
+    }
+
+    /// Invocations, newest (latest applied) first: of one event, or of all
+    /// when `event` is `None`; skipping `offset`, at most `limit`.
+    pub fn invocations(
+        &self,
+        event: Option<EventId>,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Vec<InvocationRef> {
+        let limit = limit.unwrap_or(usize::MAX);
+        match event {
+            None => self
+                .invocations
+                .values()
+                .rev()
+                .skip(offset)
+                .take(limit)
+                .copied()
+                .collect(),
+            Some(id) => self
+                .invocations_by_event
+                .get(&id)
+                .map(|keys| {
+                    keys.iter()
+                        .rev()
+                        .skip(offset)
+                        .take(limit)
+                        .filter_map(|key| self.invocations.get(key).copied())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// How many invocations one event has, or all events when `None`.
+    pub fn invocation_count(&self, event: Option<EventId>) -> usize {
+        match event {
+            None => self.invocations.len(),
+            Some(id) => self.invocations_by_event.get(&id).map_or(0, Vec::len),
+        }
+    }
+
+    /// The earliest due `scheduled` event and its due time (its
+    /// `next_retry_at` if set, else its `schedule_at`); ties go to the
+    /// smaller id. `None` when nothing is scheduled.
+    pub fn next_due(&self) -> Option<(UnixMicros, EventId)> {
+        match (self.sets[FIRST].first(), self.retry_queue.first()) {
+            (Some(&a), Some(&b)) => Some(a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    /// The `scheduled` events due at or before `now`, earliest first, at most
+    /// `max` of them.
+    pub fn due(&self, now: UnixMicros, max: usize) -> Vec<(UnixMicros, EventId)> {
+        let upto = ..=(now, MAX_ID);
+        Merge::new([self.sets[FIRST].range(upto), self.retry_queue.range(upto)])
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// The `locked` events, ordered by `(schedule_at, id)`. At startup these
+    /// are attempts that were interrupted by the process stopping.
+    pub fn locked(&self) -> Vec<EventId> {
+        self.sets[LOCKED].iter().map(|&(_, id)| id).collect()
+    }
+
+    /// How many events are in view (cancelled ones are not).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no event is in view.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// Merges iterators that each yield keys in ascending order into one
+/// ascending iterator. With at most six inputs a linear scan for the least
+/// head is cheaper than a heap.
+struct Merge<'a, I: Iterator<Item = &'a Key>> {
+    heads: Vec<Peekable<I>>,
+}
+
+impl<'a, I: Iterator<Item = &'a Key>> Merge<'a, I> {
+    fn new(inputs: impl IntoIterator<Item = I>) -> Self {
+        Merge {
+            heads: inputs.into_iter().map(Iterator::peekable).collect(),
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a Key>> Iterator for Merge<'a, I> {
+    type Item = &'a Key;
+
+    fn next(&mut self) -> Option<&'a Key> {
+        let mut least: Option<(usize, &'a Key)> = None;
+        for (i, head) in self.heads.iter_mut().enumerate() {
+            if let Some(&key) = head.peek()
+                && least.is_none_or(|(_, k)| key < k)
+            {
+                least = Some((i, key));
+            }
+        }
+        let (i, _) = least?;
+        self.heads[i].next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{EventCreated, Invocation, InvocationResponse, RetryConf};
+
+    fn ev(n: u128) -> EventId {
+        EventId::from_u128(n)
+    }
+
+    fn att(n: u128) -> AttemptId {
+        AttemptId::from_u128(1_000 + n)
+    }
+
+    fn t(micros: i64) -> UnixMicros {
+        UnixMicros(micros)
+    }
+
+    fn invocation() -> Invocation {
+        Invocation {
+            request_body: "{}".into(),
+            request_headers: vec![],
+            response: InvocationResponse::Webhook {
+                status: 500,
+                headers: vec![],
+                body: vec![],
+                truncated: false,
+            },
+        }
+    }
+
+    fn created(id: EventId, schedule_at: i64) -> Record {
+        created_with(id, schedule_at, RetryConf::default())
+    }
+
+    fn created_with(id: EventId, schedule_at: i64, retry_conf: RetryConf) -> Record {
+        Record::EventCreated(EventCreated {
+            event_id: id,
+            webhook: "http://127.0.0.1:1/hook".into(),
+            schedule_at: t(schedule_at),
+            payload: "null".into(),
+            headers: vec![],
+            retry_conf,
+            comment: None,
+            created_at: t(0),
+        })
+    }
+
+    fn started(id: EventId, attempt: AttemptId, at: i64) -> Record {
+        Record::AttemptStarted {
+            event_id: id,
+            attempt_id: attempt,
+            at: t(at),
+        }
+    }
+
+    fn succeeded(id: EventId, attempt: AttemptId, at: i64) -> Record {
+        Record::AttemptSucceeded {
+            event_id: id,
+            attempt_id: attempt,
+            at: t(at),
+            invocation: invocation(),
+        }
+    }
+
+    fn failed(id: EventId, attempt: AttemptId, at: i64, retry: Option<i64>) -> Record {
+        Record::AttemptFailed {
+            event_id: id,
+            attempt_id: attempt,
+            at: t(at),
+            invocation: invocation(),
+            next_retry_at: retry.map(t),
+        }
+    }
+
+    fn interrupted(id: EventId, attempt: AttemptId, at: i64, give_up: bool) -> Record {
+        Record::AttemptInterrupted {
+            event_id: id,
+            attempt_id: attempt,
+            at: t(at),
+            give_up,
+            reason: "interrupted".into(),
+        }
+    }
+
+    fn expired(id: EventId, at: i64) -> Record {
+        Record::EventExpired {
+            event_id: id,
+            at: t(at),
+        }
+    }
+
+    fn cancelled(id: EventId, at: i64) -> Record {
+        Record::EventCancelled {
+            event_id: id,
+            at: t(at),
+        }
+    }
+
+    /// A projection fed records at consecutive locations, as the log would.
+    #[derive(Default)]
+    struct Feed {
+        p: Projection,
+        next: u32,
+    }
+
+    impl Feed {
+        fn loc(n: u32) -> Loc {
+            Loc {
+                segment: 0,
+                offset: n * 100,
+            }
+        }
+
+        /// Applies `r` and returns what happened and where `r` lives.
+        fn apply(&mut self, r: Record) -> (Applied, Loc) {
+            let loc = Self::loc(self.next);
+            self.next += 1;
+            (self.p.apply(loc, &r), loc)
+        }
+
+        fn ok(&mut self, r: Record) -> Loc {
+            let (applied, loc) = self.apply(r.clone());
+            assert_eq!(applied, Applied::Changed, "{r:?}");
+            loc
+        }
+
+        fn ignored(&mut self, r: Record) {
+            let (applied, _) = self.apply(r.clone());
+            assert!(matches!(applied, Applied::Ignored(_)), "{r:?}: {applied:?}");
+        }
+
+        fn view(&self, id: EventId) -> EventView {
+            self.p.event(id).expect("event in view")
+        }
+    }
+
+    #[test]
+    fn slot_is_compact() {
+        let size = std::mem::size_of::<Slot>();
+        println!("size_of::<Slot>() = {size}");
+        // The budget allows 64; 32 is what the layout was built for, so a
+        // field added carelessly shows up here.
+        assert!(size <= 32, "Slot grew to {size} bytes");
+        assert!(size <= 64);
+    }
+
+    #[test]
+    fn created_event_is_scheduled() {
+        let mut f = Feed::default();
+        let loc = f.ok(created(ev(1), 50));
+        assert_eq!(
+            f.view(ev(1)),
+            EventView {
+                id: ev(1),
+                loc,
+                schedule_at: t(50),
+                status: Status::Scheduled,
+                tries: 0,
+                interrupted: 0,
+                next_retry_at: None,
+            }
+        );
+        assert_eq!(f.p.len(), 1);
+        assert!(!f.p.is_empty());
+        assert_eq!(f.p.next_due(), Some((t(50), ev(1))));
+        // A duplicate id leaves the first event as it was.
+        f.ignored(created(ev(1), 10));
+        assert_eq!(f.view(ev(1)).loc, loc);
+        assert_eq!(f.view(ev(1)).schedule_at, t(50));
+        assert_eq!(f.p.len(), 1);
+    }
+
+    #[test]
+    fn records_about_unknown_events_are_ignored() {
+        let mut f = Feed::default();
+        f.ignored(started(ev(9), att(1), 1));
+        f.ignored(succeeded(ev(9), att(1), 1));
+        f.ignored(failed(ev(9), att(1), 1, Some(5)));
+        f.ignored(interrupted(ev(9), att(1), 1, true));
+        f.ignored(expired(ev(9), 1));
+        f.ignored(cancelled(ev(9), 1));
+        assert!(f.p.is_empty());
+        assert_eq!(f.p.event(ev(9)), None);
+        assert_eq!(f.p.invocation_count(None), 0);
+        // Cancelling an unknown id does not block creating it later.
+        f.ok(created(ev(9), 1));
+    }
+
+    #[test]
+    fn success_delivers_with_one_invocation() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(started(ev(1), att(1), 11));
+        assert_eq!(f.view(ev(1)).status, Status::Locked);
+        assert_eq!(f.p.locked(), vec![ev(1)]);
+        assert_eq!(f.p.in_flight(ev(1)), Some(att(1)));
+        assert_eq!(f.p.next_due(), None);
+        let loc = f.ok(succeeded(ev(1), att(1), 12));
+        let v = f.view(ev(1));
+        assert_eq!(v.status, Status::Delivered);
+        assert_eq!(v.tries, 1);
+        assert_eq!(v.next_retry_at, None);
+        assert_eq!(f.p.locked(), Vec::<EventId>::new());
+        assert_eq!(f.p.in_flight(ev(1)), None);
+        assert_eq!(
+            f.p.invocations(Some(ev(1)), 0, None),
+            vec![InvocationRef {
+                attempt_id: att(1),
+                event_id: ev(1),
+                loc,
+                at: t(12),
+            }]
+        );
+        // Nothing further happens to a delivered event.
+        f.ignored(started(ev(1), att(2), 13));
+        f.ignored(expired(ev(1), 13));
+        f.ignored(succeeded(ev(1), att(1), 13));
+    }
+
+    /// Hasura's own test: `num_retries: 1` against a webhook answering 500
+    /// ends as `error` with `tries = 2` and two invocation logs.
+    #[test]
+    fn hasura_two_failures_end_in_error() {
+        let mut f = Feed::default();
+        let conf = RetryConf {
+            num_retries: 1,
+            ..RetryConf::default()
+        };
+        f.ok(created_with(ev(1), 100, conf));
+        f.ok(started(ev(1), att(1), 100));
+        let first = f.ok(failed(ev(1), att(1), 101, Some(200)));
+        let v = f.view(ev(1));
+        assert_eq!(v.status, Status::Scheduled);
+        assert_eq!(v.tries, 1);
+        assert_eq!(v.next_retry_at, Some(t(200)));
+        assert_eq!(v.due_at(), t(200));
+        assert_eq!(f.p.next_due(), Some((t(200), ev(1))));
+        assert_eq!(f.p.due(t(199), 10), vec![]);
+        assert_eq!(f.p.due(t(200), 10), vec![(t(200), ev(1))]);
+
+        f.ok(started(ev(1), att(2), 200));
+        let second = f.ok(failed(ev(1), att(2), 201, None));
+        let v = f.view(ev(1));
+        assert_eq!(v.status, Status::Error);
+        assert_eq!(v.tries, 2);
+        assert_eq!(v.next_retry_at, None);
+        assert_eq!(f.p.next_due(), None);
+        assert_eq!(f.p.invocation_count(Some(ev(1))), 2);
+        let invs = f.p.invocations(Some(ev(1)), 0, None);
+        assert_eq!(
+            invs.iter()
+                .map(|i| (i.attempt_id, i.loc))
+                .collect::<Vec<_>>(),
+            vec![(att(2), second), (att(1), first)]
+        );
+    }
+
+    #[test]
+    fn retries_requeue_by_retry_time_but_list_by_schedule_time() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 20));
+        f.ok(created(ev(3), 30));
+        assert_eq!(f.p.next_due(), Some((t(10), ev(1))));
+        f.ok(started(ev(1), att(1), 10));
+        f.ok(failed(ev(1), att(1), 11, Some(25)));
+
+        assert_eq!(f.p.next_due(), Some((t(20), ev(2))));
+        assert_eq!(f.p.due(t(19), 10), vec![]);
+        assert_eq!(f.p.due(t(26), 10), vec![(t(20), ev(2)), (t(25), ev(1))]);
+        assert_eq!(
+            f.p.due(t(100), 10),
+            vec![(t(20), ev(2)), (t(25), ev(1)), (t(30), ev(3))]
+        );
+        assert_eq!(f.p.due(t(100), 2), vec![(t(20), ev(2)), (t(25), ev(1))]);
+        assert_eq!(f.p.due(t(100), 0), vec![]);
+        // Listing still orders by schedule_at.
+        let ids: Vec<_> = f.p.list(&[], 0, None).iter().map(|v| v.id).collect();
+        assert_eq!(ids, vec![ev(1), ev(2), ev(3)]);
+        assert_eq!(f.p.count(&[Status::Scheduled]), 3);
+
+        // Once started, the retry is no longer due.
+        f.ok(started(ev(1), att(2), 25));
+        assert_eq!(f.p.due(t(26), 10), vec![(t(20), ev(2))]);
+        assert_eq!(f.view(ev(1)).next_retry_at, Some(t(25)));
+    }
+
+    #[test]
+    fn due_ties_break_by_id() {
+        let mut f = Feed::default();
+        f.ok(created(ev(3), 10));
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 5));
+        f.ok(started(ev(2), att(1), 5));
+        f.ok(failed(ev(2), att(1), 6, Some(10)));
+        assert_eq!(f.p.next_due(), Some((t(10), ev(1))));
+        assert_eq!(
+            f.p.due(t(10), 10),
+            vec![(t(10), ev(1)), (t(10), ev(2)), (t(10), ev(3))]
+        );
+    }
+
+    #[test]
+    fn restarted_attempt_counts_the_first_as_interrupted() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(started(ev(1), att(1), 10));
+        // The same attempt cannot start twice.
+        f.ignored(started(ev(1), att(1), 10));
+        f.ok(started(ev(1), att(2), 11));
+        let v = f.view(ev(1));
+        assert_eq!(v.status, Status::Locked);
+        assert_eq!(v.interrupted, 1);
+        assert_eq!(v.tries, 0);
+        assert_eq!(f.p.in_flight(ev(1)), Some(att(2)));
+        // The first attempt's outcome is stale now.
+        f.ignored(succeeded(ev(1), att(1), 12));
+        f.ignored(failed(ev(1), att(1), 12, None));
+        f.ignored(interrupted(ev(1), att(1), 12, true));
+        f.ok(succeeded(ev(1), att(2), 12));
+        let v = f.view(ev(1));
+        assert_eq!(
+            (v.status, v.tries, v.interrupted),
+            (Status::Delivered, 1, 1)
+        );
+        assert_eq!(f.p.invocation_count(None), 1);
+    }
+
+    #[test]
+    fn interrupted_attempt_is_scheduled_again_with_its_due_time() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(started(ev(1), att(1), 10));
+        f.ok(interrupted(ev(1), att(1), 50, false));
+        let v = f.view(ev(1));
+        assert_eq!(
+            (v.status, v.tries, v.interrupted),
+            (Status::Scheduled, 0, 1)
+        );
+        assert_eq!(v.next_retry_at, None);
+        // Overdue, so due at once.
+        assert_eq!(f.p.due(t(50), 10), vec![(t(10), ev(1))]);
+        assert_eq!(f.p.invocation_count(None), 0);
+
+        // A retry that is interrupted keeps its retry time.
+        f.ok(started(ev(1), att(2), 50));
+        f.ok(failed(ev(1), att(2), 51, Some(60)));
+        f.ok(started(ev(1), att(3), 60));
+        f.ok(interrupted(ev(1), att(3), 70, false));
+        let v = f.view(ev(1));
+        assert_eq!(
+            (v.status, v.tries, v.interrupted),
+            (Status::Scheduled, 1, 2)
+        );
+        assert_eq!(v.next_retry_at, Some(t(60)));
+        assert_eq!(f.p.next_due(), Some((t(60), ev(1))));
+
+        // A scheduled event can be interrupted too (it has no in-flight
+        // attempt to match).
+        f.ok(interrupted(ev(1), att(9), 71, false));
+        assert_eq!(f.view(ev(1)).interrupted, 3);
+        assert_eq!(f.view(ev(1)).status, Status::Scheduled);
+    }
+
+    #[test]
+    fn giving_up_ends_in_error_with_one_invocation() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(started(ev(1), att(1), 10));
+        let loc = f.ok(interrupted(ev(1), att(1), 20, true));
+        let v = f.view(ev(1));
+        assert_eq!((v.status, v.tries, v.interrupted), (Status::Error, 0, 1));
+        assert_eq!(v.next_retry_at, None);
+        assert_eq!(f.p.next_due(), None);
+        assert_eq!(f.p.locked(), Vec::<EventId>::new());
+        assert_eq!(
+            f.p.invocations(Some(ev(1)), 0, None),
+            vec![InvocationRef {
+                attempt_id: att(1),
+                event_id: ev(1),
+                loc,
+                at: t(20),
+            }]
+        );
+        f.ignored(interrupted(ev(1), att(1), 21, true));
+        f.ignored(started(ev(1), att(2), 21));
+
+        // Giving up from scheduled works the same.
+        f.ok(created(ev(2), 10));
+        f.ok(interrupted(ev(2), att(3), 22, true));
+        assert_eq!(f.view(ev(2)).status, Status::Error);
+        assert_eq!(f.p.invocation_count(Some(ev(2))), 1);
+    }
+
+    #[test]
+    fn expired_event_is_dead_without_tries_or_invocations() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(expired(ev(1), 100));
+        let v = f.view(ev(1));
+        assert_eq!((v.status, v.tries, v.interrupted), (Status::Dead, 0, 0));
+        assert_eq!(f.p.invocation_count(None), 0);
+        assert_eq!(f.p.next_due(), None);
+        f.ignored(expired(ev(1), 101));
+        f.ignored(started(ev(1), att(1), 101));
+
+        // From locked, and from waiting for a retry.
+        f.ok(created(ev(2), 10));
+        f.ok(started(ev(2), att(2), 10));
+        f.ok(expired(ev(2), 100));
+        assert_eq!(f.view(ev(2)).status, Status::Dead);
+        assert_eq!(f.p.locked(), Vec::<EventId>::new());
+        f.ignored(succeeded(ev(2), att(2), 101));
+
+        f.ok(created(ev(3), 10));
+        f.ok(started(ev(3), att(3), 10));
+        f.ok(failed(ev(3), att(3), 11, Some(20)));
+        f.ok(expired(ev(3), 100));
+        let v = f.view(ev(3));
+        assert_eq!(
+            (v.status, v.tries, v.next_retry_at),
+            (Status::Dead, 1, None)
+        );
+        assert_eq!(f.p.next_due(), None);
+        assert_eq!(f.p.counts(), [0, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn cancel_hides_everything_and_later_records_are_ignored() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 20));
+        f.ok(started(ev(1), att(1), 10));
+        f.ok(failed(ev(1), att(1), 11, Some(15)));
+        f.ok(started(ev(1), att(2), 15));
+        f.ok(started(ev(2), att(3), 20));
+        f.ok(succeeded(ev(2), att(3), 21));
+        assert_eq!(f.p.invocation_count(None), 2);
+
+        f.ok(cancelled(ev(1), 16));
+        assert_eq!(f.p.event(ev(1)), None);
+        assert_eq!(f.p.len(), 1);
+        assert_eq!(f.p.counts(), [0, 0, 1, 0, 0]);
+        assert_eq!(f.p.count(&[]), 1);
+        assert_eq!(f.p.list(&[], 0, None).len(), 1);
+        assert_eq!(f.p.locked(), Vec::<EventId>::new());
+        assert_eq!(f.p.in_flight(ev(1)), None);
+        assert_eq!(f.p.next_due(), None);
+        assert_eq!(f.p.due(t(1_000), 10), vec![]);
+        assert_eq!(f.p.invocation_count(Some(ev(1))), 0);
+        assert_eq!(f.p.invocations(Some(ev(1)), 0, None), vec![]);
+        assert_eq!(f.p.invocation_count(None), 1);
+        assert_eq!(f.p.invocations(None, 0, None)[0].event_id, ev(2));
+
+        // The in-flight attempt's outcome, and anything else, is ignored.
+        f.ignored(succeeded(ev(1), att(2), 17));
+        f.ignored(failed(ev(1), att(2), 17, None));
+        f.ignored(interrupted(ev(1), att(2), 17, true));
+        f.ignored(started(ev(1), att(4), 17));
+        f.ignored(expired(ev(1), 17));
+        f.ignored(cancelled(ev(1), 17));
+        f.ignored(created(ev(1), 10));
+        assert_eq!(f.p.event(ev(1)), None);
+        assert_eq!(f.p.invocation_count(None), 1);
+
+        // A delivered event can be cancelled too: it leaves every view.
+        f.ok(cancelled(ev(2), 30));
+        assert!(f.p.is_empty());
+        assert_eq!(f.p.counts(), [0; 5]);
+        assert_eq!(f.p.invocation_count(None), 0);
+        assert_eq!(f.p.invocations(None, 0, None), vec![]);
+    }
+
+    #[test]
+    fn stale_and_out_of_order_outcomes_are_ignored() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        // Outcomes before any attempt started.
+        f.ignored(succeeded(ev(1), att(1), 11));
+        f.ignored(failed(ev(1), att(1), 11, Some(20)));
+        f.ok(started(ev(1), att(1), 11));
+        // An outcome naming another attempt.
+        f.ignored(succeeded(ev(1), att(2), 12));
+        f.ignored(failed(ev(1), att(2), 12, None));
+        f.ignored(interrupted(ev(1), att(2), 12, false));
+        f.ok(failed(ev(1), att(1), 12, Some(20)));
+        // The same outcome twice: the second is stale (not locked any more).
+        f.ignored(failed(ev(1), att(1), 12, Some(20)));
+        f.ignored(succeeded(ev(1), att(1), 12));
+        let v = f.view(ev(1));
+        assert_eq!((v.status, v.tries), (Status::Scheduled, 1));
+        assert_eq!(f.p.invocation_count(None), 1);
+    }
+
+    /// Builds: ev(1..=6) scheduled at 60, 50, .., 10 (reverse of id order),
+    /// then moves some to other statuses.
+    fn mixed() -> Feed {
+        let mut f = Feed::default();
+        for n in 1..=6u128 {
+            f.ok(created(ev(n), 70 - 10 * n as i64));
+        }
+        // ev(1) @60 delivered, ev(2) @50 error, ev(3) @40 dead,
+        // ev(4) @30 locked, ev(5) @20 scheduled (retry), ev(6) @10 scheduled.
+        f.ok(started(ev(1), att(1), 60));
+        f.ok(succeeded(ev(1), att(1), 61));
+        f.ok(started(ev(2), att(2), 50));
+        f.ok(failed(ev(2), att(2), 51, None));
+        f.ok(expired(ev(3), 100));
+        f.ok(started(ev(4), att(4), 30));
+        f.ok(started(ev(5), att(5), 20));
+        f.ok(failed(ev(5), att(5), 21, Some(500)));
+        f
+    }
+
+    fn ids(views: Vec<EventView>) -> Vec<u128> {
+        views.iter().map(|v| v.id.as_u128()).collect()
+    }
+
+    #[test]
+    fn list_orders_filters_and_pages() {
+        let f = mixed();
+        let p = &f.p;
+        assert_eq!(ids(p.list(&[], 0, None)), vec![6, 5, 4, 3, 2, 1]);
+        assert_eq!(ids(p.list(&[], 1, Some(2))), vec![5, 4]);
+        assert_eq!(ids(p.list(&[], 5, Some(10))), vec![1]);
+        assert_eq!(ids(p.list(&[], 6, None)), Vec::<u128>::new());
+        assert_eq!(ids(p.list(&[], 0, Some(0))), Vec::<u128>::new());
+        assert_eq!(ids(p.list(&[Status::Scheduled], 0, None)), vec![6, 5]);
+        assert_eq!(ids(p.list(&[Status::Locked], 0, None)), vec![4]);
+        assert_eq!(
+            ids(p.list(&[Status::Delivered, Status::Scheduled], 0, None)),
+            vec![6, 5, 1]
+        );
+        assert_eq!(
+            ids(p.list(&[Status::Error, Status::Dead, Status::Error], 0, None)),
+            vec![3, 2]
+        );
+        assert_eq!(
+            ids(p.list(&[Status::Scheduled, Status::Dead], 1, Some(1))),
+            vec![5]
+        );
+        let v = &p.list(&[Status::Scheduled], 1, None)[0];
+        assert_eq!((v.tries, v.next_retry_at), (1, Some(t(500))));
+    }
+
+    #[test]
+    fn counts_per_status() {
+        let f = mixed();
+        let p = &f.p;
+        assert_eq!(p.counts(), [2, 1, 1, 1, 1]);
+        assert_eq!(p.count(&[]), 6);
+        assert_eq!(p.len(), 6);
+        assert_eq!(p.count(&[Status::Scheduled]), 2);
+        assert_eq!(p.count(&[Status::Scheduled, Status::Locked]), 3);
+        // A status named twice counts once.
+        assert_eq!(p.count(&[Status::Dead, Status::Dead]), 1);
+        assert_eq!(p.count(&Status::ALL), 6);
+        assert_eq!(p.locked(), vec![ev(4)]);
+    }
+
+    #[test]
+    fn invocations_newest_first_with_paging() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 10));
+        let mut all = vec![];
+        let mut one = vec![];
+        for round in 0..3u128 {
+            f.ok(started(ev(1), att(10 + round), 10));
+            let l1 = f.ok(failed(ev(1), att(10 + round), 11, Some(12)));
+            f.ok(started(ev(2), att(20 + round), 10));
+            let l2 = f.ok(failed(ev(2), att(20 + round), 11, Some(12)));
+            all.push(l1);
+            one.push(l1);
+            all.push(l2);
+        }
+        all.reverse();
+        one.reverse();
+        let locs = |v: Vec<InvocationRef>| v.iter().map(|i| i.loc).collect::<Vec<_>>();
+        assert_eq!(f.p.invocation_count(None), 6);
+        assert_eq!(f.p.invocation_count(Some(ev(1))), 3);
+        assert_eq!(f.p.invocation_count(Some(ev(3))), 0);
+        assert_eq!(locs(f.p.invocations(None, 0, None)), all);
+        assert_eq!(locs(f.p.invocations(None, 2, Some(3))), all[2..5].to_vec());
+        assert_eq!(locs(f.p.invocations(None, 6, None)), vec![]);
+        assert_eq!(locs(f.p.invocations(Some(ev(1)), 0, None)), one);
+        assert_eq!(locs(f.p.invocations(Some(ev(1)), 1, Some(1))), vec![one[1]]);
+        assert_eq!(locs(f.p.invocations(Some(ev(3)), 0, None)), vec![]);
+        let newest = f.p.invocations(Some(ev(2)), 0, Some(1))[0];
+        assert_eq!((newest.event_id, newest.attempt_id), (ev(2), att(22)));
+    }
+
+    /// Rough RSS check of the memory budget (200 bytes per pending event at
+    /// 1,000,000 pending). Run alone: `cargo test --lib projection::tests::
+    /// memory -- --ignored --nocapture` (RSS is per process).
+    #[test]
+    #[ignore = "slow; measures the whole process's RSS"]
+    fn memory_per_pending_event() {
+        fn rss_bytes() -> usize {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            let pages: usize = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            pages * 4096
+        }
+        const N: u32 = 1_000_000;
+        let record = created(ev(0), 0);
+        let Record::EventCreated(template) = record else {
+            unreachable!()
+        };
+        let before = rss_bytes();
+        let mut p = Projection::new();
+        for n in 0..N {
+            let mut e = template.clone();
+            e.event_id = EventId::new_v4();
+            e.schedule_at = t(1_700_000_000_000_000 + i64::from(n % 10_000) * 1_000_000);
+            p.apply(
+                Loc {
+                    segment: n / 100_000,
+                    offset: n,
+                },
+                &Record::EventCreated(e),
+            );
+        }
+        let after = rss_bytes();
+        assert_eq!(p.len(), N as usize);
+        let per_event = (after - before) / N as usize;
+        println!("RSS growth per pending event: {per_event} bytes");
+        assert!(per_event <= 200, "{per_event} bytes per event");
+    }
+
+    mod model {
+        //! A naive reference model: a Vec of events scanned for every query,
+        //! written without the projection's indexes so the two can be
+        //! checked against each other.
+
+        use super::super::*;
+
+        #[derive(Clone, Debug)]
+        pub struct MEvent {
+            pub id: EventId,
+            pub loc: Loc,
+            pub schedule_at: UnixMicros,
+            pub status: Status,
+            pub tries: u32,
+            pub interrupted: u32,
+            pub next_retry_at: Option<UnixMicros>,
+            pub in_flight: Option<AttemptId>,
+            pub cancelled: bool,
+        }
+
+        #[derive(Default, Debug)]
+        pub struct Model {
+            pub events: Vec<MEvent>,
+            pub invocations: Vec<InvocationRef>,
+        }
+
+        impl Model {
+            fn find(&mut self, id: EventId) -> Option<&mut MEvent> {
+                self.events.iter_mut().find(|e| e.id == id)
+            }
+
+            /// Returns whether the record changed anything.
+            pub fn apply(&mut self, loc: Loc, record: &Record) -> bool {
+                let id = record.event_id();
+                if let Record::EventCreated(c) = record {
+                    if self.events.iter().any(|e| e.id == id) {
+                        return false;
+                    }
+                    self.events.push(MEvent {
+                        id,
+                        loc,
+                        schedule_at: c.schedule_at,
+                        status: Status::Scheduled,
+                        tries: 0,
+                        interrupted: 0,
+                        next_retry_at: None,
+                        in_flight: None,
+                        cancelled: false,
+                    });
+                    return true;
+                }
+                let Some(e) = self.find(id) else {
+                    return false;
+                };
+                if e.cancelled {
+                    return false;
+                }
+                let mut invocation = None;
+                match record {
+                    Record::EventCreated(_) => unreachable!(),
+                    Record::AttemptStarted { attempt_id, .. } => match e.status {
+                        Status::Scheduled => {
+                            e.status = Status::Locked;
+                            e.in_flight = Some(*attempt_id);
+                        }
+                        Status::Locked if e.in_flight != Some(*attempt_id) => {
+                            e.interrupted += 1;
+                            e.in_flight = Some(*attempt_id);
+                        }
+                        _ => return false,
+                    },
+                    Record::AttemptSucceeded { attempt_id, at, .. } => {
+                        if e.status != Status::Locked || e.in_flight != Some(*attempt_id) {
+                            return false;
+                        }
+                        e.status = Status::Delivered;
+                        e.tries += 1;
+                        e.next_retry_at = None;
+                        e.in_flight = None;
+                        invocation = Some((*attempt_id, *at));
+                    }
+                    Record::AttemptFailed {
+                        attempt_id,
+                        at,
+                        next_retry_at,
+                        ..
+                    } => {
+                        if e.status != Status::Locked || e.in_flight != Some(*attempt_id) {
+                            return false;
+                        }
+                        e.tries += 1;
+                        e.next_retry_at = *next_retry_at;
+                        e.status = if next_retry_at.is_some() {
+                            Status::Scheduled
+                        } else {
+                            Status::Error
+                        };
+                        e.in_flight = None;
+                        invocation = Some((*attempt_id, *at));
+                    }
+                    Record::AttemptInterrupted {
+                        attempt_id,
+                        at,
+                        give_up,
+                        ..
+                    } => {
+                        let ok = match e.status {
+                            Status::Locked => e.in_flight == Some(*attempt_id),
+                            Status::Scheduled => true,
+                            _ => false,
+                        };
+                        if !ok {
+                            return false;
+                        }
+                        e.interrupted += 1;
+                        e.in_flight = None;
+                        if *give_up {
+                            e.status = Status::Error;
+                            e.next_retry_at = None;
+                            invocation = Some((*attempt_id, *at));
+                        } else {
+                            e.status = Status::Scheduled;
+                        }
+                    }
+                    Record::EventExpired { .. } => {
+                        if !matches!(e.status, Status::Scheduled | Status::Locked) {
+                            return false;
+                        }
+                        e.status = Status::Dead;
+                        e.next_retry_at = None;
+                        e.in_flight = None;
+                    }
+                    Record::EventCancelled { .. } => {
+                        e.cancelled = true;
+                        e.in_flight = None;
+                    }
+                }
+                if let Some((attempt_id, at)) = invocation {
+                    self.invocations.push(InvocationRef {
+                        attempt_id,
+                        event_id: id,
+                        loc,
+                        at,
+                    });
+                }
+                true
+            }
+
+            fn live(&self) -> impl Iterator<Item = &MEvent> {
+                self.events.iter().filter(|e| !e.cancelled)
+            }
+
+            fn view(e: &MEvent) -> EventView {
+                EventView {
+                    id: e.id,
+                    loc: e.loc,
+                    schedule_at: e.schedule_at,
+                    status: e.status,
+                    tries: e.tries,
+                    interrupted: e.interrupted,
+                    next_retry_at: e.next_retry_at,
+                }
+            }
+
+            pub fn event(&self, id: EventId) -> Option<EventView> {
+                self.live().find(|e| e.id == id).map(Self::view)
+            }
+
+            pub fn list(
+                &self,
+                statuses: &[Status],
+                offset: usize,
+                limit: Option<usize>,
+            ) -> Vec<EventView> {
+                let mut v: Vec<EventView> = self
+                    .live()
+                    .filter(|e| statuses.is_empty() || statuses.contains(&e.status))
+                    .map(Self::view)
+                    .collect();
+                v.sort_by_key(|e| (e.schedule_at, e.id));
+                v.into_iter()
+                    .skip(offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .collect()
+            }
+
+            pub fn counts(&self) -> [usize; 5] {
+                Status::ALL.map(|s| self.live().filter(|e| e.status == s).count())
+            }
+
+            fn due_all(&self) -> Vec<(UnixMicros, EventId)> {
+                let mut v: Vec<_> = self
+                    .live()
+                    .filter(|e| e.status == Status::Scheduled)
+                    .map(|e| (e.next_retry_at.unwrap_or(e.schedule_at), e.id))
+                    .collect();
+                v.sort();
+                v
+            }
+
+            pub fn next_due(&self) -> Option<(UnixMicros, EventId)> {
+                self.due_all().first().copied()
+            }
+
+            pub fn due(&self, now: UnixMicros, max: usize) -> Vec<(UnixMicros, EventId)> {
+                self.due_all()
+                    .into_iter()
+                    .filter(|&(t, _)| t <= now)
+                    .take(max)
+                    .collect()
+            }
+
+            pub fn locked(&self) -> Vec<EventId> {
+                self.list(&[Status::Locked], 0, None)
+                    .iter()
+                    .map(|e| e.id)
+                    .collect()
+            }
+
+            pub fn invocations(
+                &self,
+                event: Option<EventId>,
+                offset: usize,
+                limit: Option<usize>,
+            ) -> Vec<InvocationRef> {
+                self.invocations
+                    .iter()
+                    .rev()
+                    .filter(|i| self.event(i.event_id).is_some())
+                    .filter(|i| event.is_none_or(|e| e == i.event_id))
+                    .skip(offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .copied()
+                    .collect()
+            }
+        }
+    }
+
+    mod prop {
+        use super::model::Model;
+        use super::*;
+        use proptest::prelude::*;
+
+        const EVENTS: u128 = 5;
+
+        /// Small pools of ids and times, so that duplicates, stale attempts
+        /// and ties happen often.
+        fn record() -> impl Strategy<Value = Record> {
+            let e = (0..EVENTS).prop_map(ev);
+            let a = (0..4u128).prop_map(att);
+            prop_oneof![
+                3 => (e.clone(), 0..8i64).prop_map(|(e, s)| created(e, s)),
+                4 => (e.clone(), a.clone()).prop_map(|(e, a)| started(e, a, 0)),
+                2 => (e.clone(), a.clone(), 0..50i64).prop_map(|(e, a, at)| succeeded(e, a, at)),
+                3 => (e.clone(), a.clone(), 0..50i64, proptest::option::of(0..12i64))
+                    .prop_map(|(e, a, at, r)| failed(e, a, at, r)),
+                2 => (e.clone(), a, 0..50i64, any::<bool>())
+                    .prop_map(|(e, a, at, g)| interrupted(e, a, at, g)),
+                1 => e.clone().prop_map(|e| expired(e, 0)),
+                1 => e.prop_map(|e| cancelled(e, 0)),
+            ]
+        }
+
+        fn status_subsets() -> Vec<Vec<Status>> {
+            (0u32..32)
+                .map(|mask| {
+                    Status::ALL
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, s)| s)
+                        .collect()
+                })
+                .collect()
+        }
+
+        fn check(p: &Projection, m: &Model, offset: usize, limit: Option<usize>) {
+            assert_eq!(p.counts(), m.counts());
+            assert_eq!(p.len(), m.counts().iter().sum::<usize>());
+            assert_eq!(p.is_empty(), m.counts() == [0; 5]);
+            for statuses in status_subsets() {
+                let expected = m.list(&statuses, 0, None);
+                assert_eq!(p.list(&statuses, 0, None), expected, "{statuses:?}");
+                assert_eq!(p.count(&statuses), expected.len());
+                assert_eq!(
+                    p.list(&statuses, offset, limit),
+                    m.list(&statuses, offset, limit)
+                );
+            }
+            assert_eq!(p.next_due(), m.next_due());
+            for now in [-1, 0, 5, 11, 100] {
+                for max in [0, 1, 3, usize::MAX] {
+                    assert_eq!(p.due(t(now), max), m.due(t(now), max));
+                }
+            }
+            assert_eq!(p.locked(), m.locked());
+            assert_eq!(p.invocations(None, 0, None), m.invocations(None, 0, None));
+            assert_eq!(
+                p.invocations(None, offset, limit),
+                m.invocations(None, offset, limit)
+            );
+            assert_eq!(p.invocation_count(None), m.invocations(None, 0, None).len());
+            for n in 0..EVENTS {
+                let id = ev(n);
+                assert_eq!(p.event(id), m.event(id));
+                assert_eq!(
+                    p.invocations(Some(id), 0, None),
+                    m.invocations(Some(id), 0, None)
+                );
+                assert_eq!(
+                    p.invocations(Some(id), offset, limit),
+                    m.invocations(Some(id), offset, limit)
+                );
+                assert_eq!(
+                    p.invocation_count(Some(id)),
+                    m.invocations(Some(id), 0, None).len()
+                );
+                let locked = p.event(id).is_some_and(|v| v.status == Status::Locked);
+                assert_eq!(p.in_flight(id).is_some(), locked);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn agrees_with_naive_model(
+                records in proptest::collection::vec(record(), 0..60),
+                offset in 0usize..4,
+                limit in proptest::option::of(0usize..4),
+            ) {
+                let mut p = Projection::new();
+                let mut m = Model::default();
+                for (n, r) in records.iter().enumerate() {
+                    let loc = Loc { segment: 0, offset: u32::try_from(n).unwrap() };
+                    let changed = p.apply(loc, r).is_changed();
+                    prop_assert_eq!(changed, m.apply(loc, r), "{:?}", r);
+                    check(&p, &m, offset, limit);
+                }
+            }
+        }
+    }
 }

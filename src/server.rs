@@ -1,0 +1,219 @@
+//! `chime serve`: locks the data directory, replays the log, then runs the
+//! API and the dispatcher until asked to stop.
+//!
+//! [`Server::open`] does everything that can fail before serving; [`Server::run`]
+//! takes an already bound listener and a shutdown future, so tests bind
+//! 127.0.0.1:0 and stop the server when they choose.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{Api, router};
+use crate::clock::{Clock, SystemClock};
+use crate::datadir::{DataDir, DataDirError};
+use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
+use crate::log::LogOptions;
+use crate::service::{Service, ServiceError, Startup};
+use crate::tls::{TlsError, TlsListener};
+
+/// Everything `serve` needs, resolved from flags and environment.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_secret: Option<String>,
+    /// Serve without a secret on a non-loopback address anyway.
+    pub allow_unauthenticated: bool,
+    pub log: LogOptions,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: usize,
+    pub dispatch: DispatchConfig,
+    /// PEM certificate chain and key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ServeConfig {
+    /// Defaults for a data directory: loopback port 8080, no secret.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_secret: None,
+            allow_unauthenticated: false,
+            log: LogOptions::default(),
+            max_body_bytes: 1024 * 1024,
+            dispatch: DispatchConfig::default(),
+            tls: None,
+        }
+    }
+
+    /// Refuses to expose an API without a secret beyond this machine.
+    pub fn check(&self) -> Result<(), ServeError> {
+        if self.admin_secret.is_none() {
+            if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+                return Err(ServeError::Unauthenticated(self.listen));
+            }
+            tracing::warn!(
+                listen = %self.listen,
+                "NO ADMIN SECRET IS SET: anyone who can reach this address can create and delete events. Set --admin-secret or CHIME_ADMIN_SECRET."
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Errors of `serve`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "refusing to listen on {0} without an admin secret: set --admin-secret (or CHIME_ADMIN_SECRET), or pass --allow-unauthenticated"
+    )]
+    Unauthenticated(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A server whose log is replayed and ready to serve.
+pub struct Server {
+    config: ServeConfig,
+    service: Arc<Service>,
+    pub startup: Startup,
+    /// Held for the lock it carries until the server is dropped.
+    _data_dir: DataDir,
+}
+
+impl Server {
+    /// Locks the data directory and replays the log, with the system clock.
+    pub fn open(config: ServeConfig) -> Result<Server, ServeError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Server::open`] with an injected clock.
+    pub fn open_with_clock(
+        config: ServeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServeError> {
+        config.check()?;
+        let data_dir = DataDir::lock(&config.data_dir, true)?;
+        let (service, startup) = Service::open(&data_dir.log_dir(), &config.log, clock)?;
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            segments = startup.recovery.segments,
+            records = startup.replayed,
+            events = service.projection().len(),
+            seconds = startup.replay_seconds,
+            "log replayed"
+        );
+        Ok(Server {
+            config,
+            service: Arc::new(service),
+            startup,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The service, for tests and tools that look inside.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, ServeError> {
+        TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: self.config.listen,
+                source,
+            })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops taking
+    /// requests, lets in-flight deliveries finish within the grace period,
+    /// and returns. Everything acknowledged is already durable.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let local = listener.local_addr().map_err(ServeError::Http)?;
+        let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?;
+        dispatcher.recover_interrupted().await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dispatching = tokio::spawn(dispatcher.run(stop_rx));
+        let api = Arc::new(Api {
+            service: self.service.clone(),
+            admin_secret: self.config.admin_secret.clone(),
+            max_body_bytes: self.config.max_body_bytes,
+        });
+        let app = router(api);
+        let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("stopping: no new requests or deliveries");
+            let _ = stop_tx.send(true);
+            let _ = http_stop_tx.send(());
+        });
+        let http_stopped = async {
+            let _ = http_stop_rx.await;
+        };
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("listening on {scheme}://{local}");
+        let served = match &self.config.tls {
+            Some((cert, key)) => {
+                let tls = crate::tls::server_config(cert, key)?;
+                let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_stopped)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_stopped)
+                    .await
+            }
+        };
+        served.map_err(ServeError::Http)?;
+        if let Err(e) = dispatching.await {
+            tracing::error!(error = %e, "dispatcher task failed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,145 @@
+//! The service's state: the log, the projections rebuilt from it, and the
+//! one path by which records are appended and then applied.
+//!
+//! The API and the dispatcher both write through [`Service::append`], which
+//! answers only after the records are durable *and* applied, so whoever
+//! acknowledges a record to a user has already made it visible.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery};
+use crate::projection::Projection;
+use crate::record::{Record, RecordError, UnixMicros};
+
+/// Errors of the service's write and read paths.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("record at segment {} offset {}: {source}", .loc.segment, .loc.offset)]
+    Record { loc: Loc, source: RecordError },
+    #[error("cannot encode record: {0}")]
+    Encode(RecordError),
+}
+
+/// What opening the service found.
+#[derive(Clone, Debug)]
+pub struct Startup {
+    pub recovery: Recovery,
+    pub replayed: u64,
+    pub replay_seconds: f64,
+}
+
+/// The log and its projections, shared by the API and the dispatcher.
+pub struct Service {
+    /// The source of truth.
+    pub log: Log,
+    /// Rebuilt from the log at startup, kept current by `append`. A std
+    /// mutex, not Tokio's: it is held for microseconds and never across an
+    /// `.await`, so blocking is cheaper than an async lock.
+    projection: Mutex<Projection>,
+    /// "Now" for the API and the dispatcher.
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the dispatcher: an event due sooner than it planned, or an
+    /// attempt finished and a delivery slot freed.
+    pub wake: Notify,
+    /// When the dispatcher plans to wake next (unix micros), so that a
+    /// create wakes it only if the new event is due before that.
+    pub next_wake: AtomicI64,
+}
+
+impl Service {
+    /// Opens the log in `log_dir` and rebuilds the projections by replaying
+    /// every record.
+    pub fn open(
+        log_dir: &std::path::Path,
+        opts: &LogOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Service, Startup), ServiceError> {
+        let (log, recovery) = Log::open(log_dir, opts)?;
+        let started = Instant::now();
+        let mut projection = Projection::new();
+        let mut replayed = 0u64;
+        let mut last_report = Instant::now();
+        log.replay(|entry| {
+            let record = Record::decode(entry.payload).map_err(|source| ServiceError::Record {
+                loc: entry.loc,
+                source,
+            })?;
+            projection.apply(entry.loc, &record);
+            replayed += 1;
+            if replayed % 65_536 == 0 && last_report.elapsed().as_secs_f64() >= 2.0 {
+                last_report = Instant::now();
+                tracing::info!(
+                    replayed,
+                    of = recovery.records,
+                    percent = replayed * 100 / recovery.records.max(1),
+                    "replaying the log"
+                );
+            }
+            Ok::<(), ServiceError>(())
+        })?;
+        let startup = Startup {
+            recovery,
+            replayed,
+            replay_seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok((
+            Service {
+                log,
+                projection: Mutex::new(projection),
+                clock,
+                wake: Notify::new(),
+                next_wake: AtomicI64::new(i64::MAX),
+            },
+            startup,
+        ))
+    }
+
+    /// Appends `records` as one all-or-nothing batch, waits until it is
+    /// durable, applies it to the projections, and returns where each
+    /// record lives.
+    pub async fn append(&self, records: &[Record]) -> Result<Vec<Appended>, ServiceError> {
+        let batch = records
+            .iter()
+            .map(Record::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServiceError::Encode)?;
+        let appended = self.log.append(batch).await?;
+        let mut projection = self.projection();
+        for (record, a) in records.iter().zip(&appended) {
+            projection.apply(a.loc, record);
+        }
+        Ok(appended)
+    }
+
+    /// Reads back the record at `loc`.
+    pub fn read(&self, loc: Loc) -> Result<Record, ServiceError> {
+        let bytes = self.log.read(loc)?;
+        Record::decode(&bytes).map_err(|source| ServiceError::Record { loc, source })
+    }
+
+    /// The projections, locked. Keep the guard short and never hold it
+    /// across an `.await`.
+    pub fn projection(&self) -> MutexGuard<'_, Projection> {
+        // A panic while holding the lock cannot leave the projection half
+        // updated in a way later readers could trust less than a crash would,
+        // and `apply` does not panic; so a poisoned lock is still used.
+        self.projection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the dispatcher if an event due at `due` is sooner than its
+    /// planned wake-up.
+    pub fn due_at(&self, due: UnixMicros) {
+        if due.0 < self.next_wake.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+}
