@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::hasura::{self, ApiError, Command, Endpoint};
@@ -248,11 +248,7 @@ impl Api {
                 }
             }
         }
-        let mut out = json!({ "events": events });
-        if let Some(count) = count {
-            out["count"] = json!(count);
-        }
-        Ok(out)
+        Ok(hasura::events_answer(events, count))
     }
 
     fn invocations(
@@ -285,11 +281,7 @@ impl Api {
                 invocations.push(v);
             }
         }
-        let mut out = json!({ "invocations": invocations });
-        if let Some(count) = count {
-            out["count"] = json!(count);
-        }
-        Ok(out)
+        Ok(hasura::invocations_answer(invocations, count))
     }
 }
 

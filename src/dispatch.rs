@@ -100,30 +100,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .filter(|&s| s > 0)
 }
 
-/// Replaces `{{VAR}}` in a webhook template with the environment's values.
-pub fn resolve_webhook(
-    template: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed placeholder in webhook {template:?}"))?;
-        let name = after[..end].trim();
-        let value = env(name).ok_or_else(|| {
-            format!("environment variable {name:?} used in the webhook URL is not set")
-        })?;
-        out.push_str(&value);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// The process environment, as the dispatcher reads it.
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -137,12 +113,12 @@ struct Prepared {
     /// The headers as logged: values read from the environment are not
     /// written to the log, only the variable's name.
     logged_headers: Vec<(String, String)>,
+    /// Why the request cannot be sent (a missing environment variable, a
+    /// header value that is not valid HTTP): a failed attempt.
+    problem: Option<String>,
 }
 
-fn prepare(
-    created: &EventCreated,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Prepared, (String, Vec<(String, String)>, String)> {
+fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<String>) -> Prepared {
     let body = hasura::webhook_body(created);
     let mut headers = HeaderMap::new();
     let mut logged = Vec::new();
@@ -191,15 +167,16 @@ fn prepare(
         headers.insert(http::header::USER_AGENT, v);
     }
     logged.push(("User-Agent".into(), ua));
-    let url = resolve_webhook(&created.webhook, env);
-    match (url, problem) {
-        (Ok(url), None) => Ok(Prepared {
-            url,
-            headers,
-            body,
-            logged_headers: logged,
-        }),
-        (Err(p), _) | (_, Some(p)) => Err((p, logged, body)),
+    let (url, problem) = match hasura::resolve_webhook(&created.webhook, env) {
+        Ok(url) => (url, problem),
+        Err(p) => (String::new(), problem.or(Some(p))),
+    };
+    Prepared {
+        url,
+        headers,
+        body,
+        logged_headers: logged,
+        problem,
     }
 }
 
@@ -214,7 +191,6 @@ struct Inner {
     /// Events picked by the loop whose `AttemptStarted` is not applied yet:
     /// until it is, the projection still lists them as due.
     claimed: Mutex<HashSet<EventId>>,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
 }
 
 /// Fires due events until `shutdown` turns true, then lets in-flight
@@ -247,7 +223,6 @@ impl Dispatcher {
                 client,
                 config,
                 claimed: Mutex::new(HashSet::new()),
-                env: Box::new(process_env),
             }),
         })
     }
@@ -434,7 +409,7 @@ impl Inner {
         let succeeded = matches!(
             invocation.response,
             InvocationResponse::Webhook { status, .. } if (200..300).contains(&status)
-        ) && retry_after.is_none_or(|_| true);
+        );
         let record = if succeeded {
             Record::AttemptSucceeded {
                 event_id: id,
@@ -464,19 +439,17 @@ impl Inner {
     /// Makes the HTTP call and describes it as an invocation, with the
     /// `Retry-After` of a non-2xx answer.
     async fn call(&self, created: &EventCreated) -> (Invocation, Option<u64>) {
-        let prepared = match prepare(created, &*self.env) {
-            Ok(p) => p,
-            Err((message, headers, body)) => {
-                return (
-                    Invocation {
-                        request_body: body,
-                        request_headers: headers,
-                        response: InvocationResponse::ClientError { message },
-                    },
-                    None,
-                );
-            }
-        };
+        let prepared = prepare(created, &process_env);
+        if let Some(message) = prepared.problem {
+            return (
+                Invocation {
+                    request_body: prepared.body,
+                    request_headers: prepared.logged_headers,
+                    response: InvocationResponse::ClientError { message },
+                },
+                None,
+            );
+        }
         let timeout = Duration::from_secs(u64::from(created.retry_conf.timeout_seconds));
         let cap = self.config.response_body_cap;
         let request = self
@@ -638,17 +611,5 @@ mod tests {
             HttpHeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
-    fn webhook_placeholders_resolve_from_env() {
-        let env = |k: &str| (k == "HOST").then(|| "127.0.0.1:9".to_string());
-        assert_eq!(
-            resolve_webhook("http://{{HOST}}/x", &env).unwrap(),
-            "http://127.0.0.1:9/x"
-        );
-        assert_eq!(resolve_webhook("http://h/x", &env).unwrap(), "http://h/x");
-        let err = resolve_webhook("http://{{NOPE}}/x", &env).unwrap_err();
-        assert!(err.contains("NOPE"), "{err}");
     }
 }

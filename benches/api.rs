@@ -1,0 +1,232 @@
+//! API benchmark: creates/s over HTTP (single creates at 64 connections,
+//! bulk requests of 1,000) and RAM per pending event with 1,000,000
+//! pending.
+//!
+//! Run: `cargo bench --bench api` (a filter picks cases: `create`, `bulk`,
+//! `ram`). `CHIME_BENCH_SECS` sets the time per case (default 5),
+//! `CHIME_BENCH_DIR` the disk (default `target/bench-tmp`). Figures go into
+//! docs/performance.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chime::clock::SystemClock;
+use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
+use chime::server::{ServeConfig, Server};
+use chime::service::Service;
+use serde_json::json;
+
+fn bench_dir() -> PathBuf {
+    let base = std::env::var_os("CHIME_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));
+    std::fs::create_dir_all(&base).expect("create bench dir");
+    base
+}
+
+fn secs() -> f64 {
+    std::env::var("CHIME_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0)
+}
+
+/// Starts a server on 127.0.0.1:0 in `dir`; returns its base URL and a stop handle.
+async fn start(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut config = ServeConfig::new(dir);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let server = Server::open(config).expect("open");
+    let listener = server.bind().await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(listener, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+fn create_body(i: u64) -> serde_json::Value {
+    json!({
+        "type": "create_scheduled_event",
+        "args": {
+            // Far in the future: this measures the write path, not delivery.
+            "webhook": "http://127.0.0.1:9/never",
+            "schedule_at": "2099-01-01T00:00:00Z",
+            "payload": {"user": i, "email": "bob@ross.com"},
+            "headers": [{"name": "x-k", "value": "v"}],
+        }
+    })
+}
+
+fn client() -> reqwest::Client {
+    chime::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+async fn run_load(
+    url: &str,
+    connections: usize,
+    make: impl Fn(u64) -> serde_json::Value + Send + Sync + 'static,
+    events_per_request: u64,
+) -> (u64, f64) {
+    let client = client();
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for c in 0..connections {
+        let (client, done, count, make) =
+            (client.clone(), done.clone(), count.clone(), make.clone());
+        let url = format!("{url}/v1/query");
+        tasks.push(tokio::spawn(async move {
+            let mut i = c as u64 * 1_000_000_000;
+            while !done.load(Ordering::Relaxed) {
+                let body = serde_json::to_vec(&make(i)).expect("json");
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("send");
+                assert!(resp.status().is_success(), "{}", resp.status());
+                resp.bytes().await.expect("body");
+                count.fetch_add(events_per_request, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs())).await;
+    done.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    (count.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
+}
+
+fn creates(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    rt.block_on(async {
+        let (url, _stop) = start(dir.path()).await;
+        let (n, s) = run_load(&url, 64, create_body, 1).await;
+        println!(
+            "create  single creates, 64 connections: {:>9.0} creates/s ({n} in {s:.2}s)",
+            n as f64 / s
+        );
+    });
+}
+
+fn bulk(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    rt.block_on(async {
+        let (url, _stop) = start(dir.path()).await;
+        let make = |i: u64| {
+            let args: Vec<_> = (0..1000).map(|k| create_body(i * 1000 + k)).collect();
+            json!({"type": "bulk", "args": args})
+        };
+        let (n, s) = run_load(&url, 4, make, 1000).await;
+        println!(
+            "bulk    bulk of 1,000 creates, 4 connections: {:>9.0} events/s ({n} in {s:.2}s)",
+            n as f64 / s
+        );
+    });
+}
+
+/// Anonymous resident memory of this process, from /proc: file-backed
+/// pages of the memory-mapped log are the page cache's, not chime's.
+fn rss_anon_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("RssAnon")
+        * 1024
+}
+
+const RAM_EVENTS: u64 = 1_000_000;
+
+fn ram(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let log_dir = dir.path().join("log");
+    rt.block_on(async {
+        let (service, _) =
+            Service::open(&log_dir, &Default::default(), Arc::new(SystemClock)).expect("open");
+        for chunk in 0..RAM_EVENTS / 1000 {
+            let records: Vec<Record> = (0..1000)
+                .map(|k| {
+                    let i = chunk * 1000 + k;
+                    Record::EventCreated(EventCreated {
+                        event_id: EventId::new_v4(),
+                        webhook: "http://127.0.0.1:9/never".into(),
+                        schedule_at: UnixMicros(4_000_000_000_000_000 + i as i64),
+                        payload: format!(r#"{{"user":{i},"email":"bob@ross.com"}}"#),
+                        headers: vec![],
+                        retry_conf: RetryConf::default(),
+                        comment: None,
+                        created_at: UnixMicros(0),
+                    })
+                })
+                .collect();
+            service.append(&records).await.expect("append");
+        }
+    });
+    // Measure the replay in a fresh process, so the writer's freed memory
+    // does not count.
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--replay-rss")
+        .arg(&log_dir)
+        .output()
+        .expect("child");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn replay_rss(log_dir: &Path) {
+    let before = rss_anon_bytes();
+    let start = Instant::now();
+    let (service, startup) =
+        Service::open(log_dir, &Default::default(), Arc::new(SystemClock)).expect("open");
+    let elapsed = start.elapsed().as_secs_f64();
+    let pending = service.projection().len() as u64;
+    let after = rss_anon_bytes();
+    println!(
+        "ram     {pending} pending events: {:.0} B/event anonymous RSS ({} MiB), replay of {} records in {elapsed:.2}s",
+        (after - before) as f64 / pending as f64,
+        (after - before) / (1024 * 1024),
+        startup.replayed
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--replay-rss") {
+        replay_rss(Path::new(&args[i + 1]));
+        return;
+    }
+    let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if want("create") {
+        creates(&rt);
+    }
+    if want("bulk") {
+        bulk(&rt);
+    }
+    if want("ram") {
+        ram(&rt);
+    }
+}
