@@ -74,9 +74,7 @@ impl ServeArgs {
             listen: self.listen,
             admin_secret: self.admin_secret.filter(|s| !s.is_empty()),
             allow_unauthenticated: self.allow_unauthenticated,
-            log: LogOptions {
-                segment_bytes: self.segment_bytes,
-            },
+            log: LogOptions::with_segment_bytes(self.segment_bytes),
             max_body_bytes: self.max_body_bytes,
             dispatch: DispatchConfig {
                 max_in_flight: self.max_in_flight as usize,

@@ -6,7 +6,7 @@ use chime::log::{DirScan, Log, LogError, LogOptions};
 use proptest::prelude::*;
 
 fn opts(segment_bytes: u64) -> LogOptions {
-    LogOptions { segment_bytes }
+    LogOptions::with_segment_bytes(segment_bytes)
 }
 
 fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {

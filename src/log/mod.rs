@@ -12,6 +12,7 @@
 //! whole batch; damage anywhere else refuses to open, naming file and offset.
 
 pub mod frame;
+pub mod fs;
 pub mod segment;
 mod writer;
 
@@ -22,6 +23,7 @@ use memmap2::Mmap;
 use tokio::sync::oneshot;
 
 use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD, SegmentScan};
+use fs::{FileSystem, StdFs};
 use segment::SegmentFile;
 
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest
@@ -47,12 +49,25 @@ pub struct LogOptions {
     /// batch bigger than this still goes into one segment: batches never
     /// span segments. At most 4 GiB, since a [`Loc`] offset is a `u32`.
     pub segment_bytes: u64,
+    /// The file system; tests put a faulty one here.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl LogOptions {
+    /// Default options with `segment_bytes`.
+    pub fn with_segment_bytes(segment_bytes: u64) -> Self {
+        LogOptions {
+            segment_bytes,
+            ..LogOptions::default()
+        }
+    }
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            fs: Arc::new(StdFs),
         }
     }
 }
@@ -154,14 +169,14 @@ impl DirScan {
     /// nothing on disk (leftover temporary files are only removed by
     /// [`Log::open`]).
     pub fn read(log_dir: &Path) -> Result<DirScan, LogError> {
-        Self::read_inner(log_dir, false)
+        Self::read_inner(&StdFs, log_dir, false)
     }
 
-    fn read_inner(log_dir: &Path, clean: bool) -> Result<DirScan, LogError> {
-        let files = segment::list(log_dir, clean)?;
+    fn read_inner(fs: &dyn FileSystem, log_dir: &Path, clean: bool) -> Result<DirScan, LogError> {
+        let files = segment::list(fs, log_dir, clean)?;
         let mut segments: Vec<ScannedSegment> = Vec::with_capacity(files.len());
         for file in files {
-            let map = segment::map(&file.path)?;
+            let map = segment::map(fs, &file.path)?;
             segment::check_header(&map, &file)?;
             // After a damaged segment the next one cannot line up; the
             // damage itself is what `refusal` reports.
@@ -297,6 +312,7 @@ struct ReadSegment {
 
 /// State shared by the handle, the readers and the writer thread.
 struct Shared {
+    fs: Arc<dyn FileSystem>,
     /// Every segment, by ordinal. The writer pushes new ones and raises the
     /// active one's `durable_len`; readers take the read lock briefly.
     segments: RwLock<Vec<ReadSegment>>,
@@ -318,8 +334,10 @@ impl Log {
         if !(min..=u64::from(u32::MAX)).contains(&opts.segment_bytes) {
             return Err(LogError::BadSegmentBytes(opts.segment_bytes));
         }
-        std::fs::create_dir_all(log_dir).map_err(|e| LogError::io("create", log_dir, e))?;
-        let mut scan = DirScan::read_inner(log_dir, true)?;
+        let fs = &*opts.fs;
+        fs.create_dir_all(log_dir)
+            .map_err(|e| LogError::io("create", log_dir, e))?;
+        let mut scan = DirScan::read_inner(fs, log_dir, true)?;
         if let Some(refused) = scan.refusal() {
             return Err(refused);
         }
@@ -332,7 +350,7 @@ impl Log {
         if let Some((seg, keep, dropped)) = scan.torn_tail() {
             let path = seg.file.path.clone();
             let damage = seg.scan.damage.clone();
-            truncate(&path, keep)?;
+            truncate(fs, &path, keep)?;
             tracing::warn!(
                 segment = %path.display(),
                 dropped_bytes = dropped,
@@ -342,11 +360,11 @@ impl Log {
             );
             recovery.truncated = Some((path, dropped));
             // Rescan the cut segment so the maps and lengths match the file.
-            scan = DirScan::read_inner(log_dir, false)?;
+            scan = DirScan::read_inner(fs, log_dir, false)?;
         }
         if scan.segments.is_empty() {
-            segment::create(log_dir, FIRST_SEQ)?;
-            scan = DirScan::read_inner(log_dir, false)?;
+            segment::create(fs, log_dir, FIRST_SEQ)?;
+            scan = DirScan::read_inner(fs, log_dir, false)?;
             recovery.segments = 1;
         }
         let last = scan.segments.last().ok_or(LogError::Closed)?;
@@ -365,6 +383,7 @@ impl Log {
             .collect();
         let active_ordinal = segments.len() as u32 - 1;
         let shared = Arc::new(Shared {
+            fs: opts.fs.clone(),
             segments: RwLock::new(segments),
         });
         let tx = writer::spawn(writer::Active {
@@ -375,6 +394,7 @@ impl Log {
             next_seq,
             segment_bytes: opts.segment_bytes,
             shared: shared.clone(),
+            fs: opts.fs.clone(),
         })?;
         Ok((Log { shared, tx }, recovery))
     }
@@ -439,7 +459,7 @@ impl Log {
     /// Maps a segment again after it grew past its map (a batch larger than
     /// the room mapped ahead).
     fn remap(&self, ordinal: u32, path: &Path) -> Result<Arc<Mmap>, LogError> {
-        let map = Arc::new(segment::map(path)?);
+        let map = Arc::new(segment::map(&*self.shared.fs, path)?);
         let mut segments = self.shared.segments.write().map_err(|_| LogError::Closed)?;
         if let Some(seg) = segments.get_mut(ordinal as usize) {
             seg.map = map.clone();
@@ -470,11 +490,8 @@ impl Log {
 }
 
 /// Cuts a segment back to `len` bytes and makes that durable.
-fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| LogError::io("open", path, e))?;
+fn truncate(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<(), LogError> {
+    let mut file = fs.open(path).map_err(|e| LogError::io("open", path, e))?;
     file.set_len(len)
         .map_err(|e| LogError::io("truncate", path, e))?;
     file.sync_all()

@@ -11,8 +11,6 @@
 //! fsync is fatal: the thread answers every later request with
 //! [`LogError::Poisoned`].
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -20,6 +18,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use super::frame::{self, FRAME_HEADER_LEN};
+use super::fs::{FileSystem, SegmentIo};
 use super::{Appended, Loc, LogError, ReadSegment, Shared, segment};
 
 /// Stop gathering a group once it holds this many bytes, so one fsync does
@@ -52,13 +51,13 @@ pub(super) struct Active {
     pub next_seq: u64,
     pub segment_bytes: u64,
     pub shared: Arc<Shared>,
+    pub fs: Arc<dyn FileSystem>,
 }
 
 /// Starts the writer thread for `active`.
 pub(super) fn spawn(active: Active) -> Result<Sender<Request>, LogError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
+    let file = active
+        .fs
         .open(&active.path)
         .map_err(|e| LogError::io("open", &active.path, e))?;
     let mut writer = Writer {
@@ -77,7 +76,7 @@ pub(super) fn spawn(active: Active) -> Result<Sender<Request>, LogError> {
 }
 
 struct Writer {
-    file: File,
+    file: Box<dyn SegmentIo>,
     active: Active,
     /// Set after a failed fsync; every later request gets this message.
     poisoned: Option<String>,
@@ -240,7 +239,8 @@ impl Writer {
     /// Seals the active segment (its frames are already durable) and starts
     /// a new one at the next sequence number.
     fn roll(&mut self) -> Result<(), LogError> {
-        let (path, file) = segment::create(&self.active.dir, self.active.next_seq)?;
+        let (path, file) =
+            segment::create(&*self.active.fs, &self.active.dir, self.active.next_seq)?;
         self.file = file;
         self.active.path = path;
         self.active.ordinal += 1;
@@ -256,7 +256,7 @@ impl Writer {
                 base_seq: self.active.next_seq,
                 path: self.active.path.clone(),
                 // Replaced by `map_active` just below.
-                map: Arc::new(segment::map_file(&self.file, &self.active.path)?),
+                map: Arc::new(segment::map(&*self.active.fs, &self.active.path)?),
                 durable_len: segment::EMPTY_LEN,
             });
         }
@@ -267,7 +267,11 @@ impl Writer {
     /// larger) for the readers.
     fn map_active(&mut self) -> Result<(), LogError> {
         let len = self.active.segment_bytes.max(self.active.len) as usize;
-        let map = Arc::new(segment::map_ahead(&self.file, &self.active.path, len)?);
+        let map = Arc::new(
+            self.file
+                .map_ahead(len)
+                .map_err(|e| LogError::io("mmap", &self.active.path, e))?,
+        );
         let mut segments = self
             .active
             .shared

@@ -1,0 +1,126 @@
+//! The file system under the log, behind a trait so tests can swap in one
+//! that fails or forgets on purpose (see `tests/` for the fault-injecting
+//! implementation). Every byte the log writes and every fsync it makes goes
+//! through here; reads go through memory maps of the same files.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+/// The operations the log needs from a file system.
+pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The paths of the entries in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Creates (or truncates) a file for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes entries created or renamed in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Maps a whole file read-only.
+    fn map(&self, path: &Path) -> io::Result<Mmap>;
+}
+
+/// An open segment file.
+pub trait SegmentIo: Send {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// fdatasync.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// fsync.
+    fn sync_all(&mut self) -> io::Result<()>;
+    /// Maps the file read-only, `len` bytes from its start, which may reach
+    /// past its end: the active segment is mapped ahead so that readers see
+    /// appended frames without a new map.
+    fn map_ahead(&self, len: usize) -> io::Result<Mmap>;
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdFs;
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn map(&self, path: &Path) -> io::Result<Mmap> {
+        let file = File::open(path)?;
+        // SAFETY: the map is read-only and chime never rewrites bytes of a
+        // segment that a reader can reach: frames are only appended, and the
+        // one truncation (recovery of a torn tail, or cutting back a failed
+        // write) only removes bytes past what any reader was handed. The
+        // data-dir lock keeps other chime processes that write (serve, log
+        // repair) out. A process outside chime that truncates the file could
+        // still make reads fault; docs/log-format.md says so.
+        unsafe { Mmap::map(&file) }
+    }
+}
+
+/// A real open file.
+#[derive(Debug)]
+pub struct StdFile(pub File);
+
+impl SegmentIo for StdFile {
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn map_ahead(&self, len: usize) -> io::Result<Mmap> {
+        // SAFETY: pages past the end of the file are never touched: readers
+        // stop at the durable length, which lies inside the file.
+        unsafe { memmap2::MmapOptions::new().len(len).map(&self.0) }
+    }
+}
