@@ -1324,7 +1324,7 @@ async fn a_second_server_on_a_held_data_dir_fails_at_once() {
 async fn a_write_the_log_refuses_gets_503_and_reads_keep_working() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = ServeConfig::new(dir.path());
-    config.log = LogOptions { segment_bytes: 64 };
+    config.log = LogOptions::with_segment_bytes(64);
     let server = TestServer::start(config.clone()).await;
     let args = json!({"webhook": "http://example.invalid/", "schedule_at": "2099-01-01T00:00:00Z"});
     let kept = server.create(args.clone()).await;
