@@ -7,44 +7,26 @@
 //! `CHIME_BENCH_DIR` the disk (default `target/bench-tmp`). Figures go into
 //! docs/performance.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chime::clock::SystemClock;
 use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
-use chime::server::{ServeConfig, Server};
 use chime::service::Service;
 use serde_json::json;
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("CHIME_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));
-    std::fs::create_dir_all(&base).expect("create bench dir");
-    base
-}
+mod common;
+use common::{ServerProcess, bench_dir};
 
 fn secs() -> f64 {
-    std::env::var("CHIME_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0)
+    common::secs(5.0)
 }
 
-/// Starts a server on 127.0.0.1:0 in `dir`; returns its base URL and a stop handle.
-async fn start(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut config = ServeConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    let server = Server::open(config).expect("open");
-    let listener = server.bind().await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
-    (url, tx)
+/// Starts the server process on `dir`.
+fn start(dir: &Path) -> ServerProcess {
+    ServerProcess::start(dir, &[])
 }
 
 fn create_body(i: u64) -> serde_json::Value {
@@ -125,7 +107,11 @@ fn wrk(url: &str, connections: usize, body: &serde_json::Value) -> Option<f64> {
     )
     .ok()?;
     let out = std::process::Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{}s", secs())])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{}s", secs()),
+        ])
         .arg("-s")
         .arg(&script)
         .arg(url)
@@ -141,7 +127,8 @@ fn wrk(url: &str, connections: usize, body: &serde_json::Value) -> Option<f64> {
 fn creates(rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     rt.block_on(async {
-        let (url, _stop) = start(dir.path()).await;
+        let server = start(dir.path());
+        let url = server.url.clone();
         let target = format!("{url}/v1/metadata");
         let body = create_body(1);
         match tokio::task::block_in_place(|| wrk(&target, 64, &body)) {
@@ -165,7 +152,8 @@ fn bulk_body(i: u64) -> serde_json::Value {
 fn bulk(rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     rt.block_on(async {
-        let (url, _stop) = start(dir.path()).await;
+        let server = start(dir.path());
+        let url = server.url.clone();
         let target = format!("{url}/v1/query");
         let body = bulk_body(0);
         match tokio::task::block_in_place(|| wrk(&target, 4, &body)) {

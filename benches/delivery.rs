@@ -7,7 +7,7 @@
 //! `lateness`; `CHIME_BENCH_DIR` chooses the disk, default
 //! `target/bench-tmp`). Figures go into docs/performance.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,16 +18,10 @@ use axum::extract::State;
 use axum::routing::post;
 use chime::clock::SystemClock;
 use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
-use chime::server::{ServeConfig, Server};
 use chime::service::Service;
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("CHIME_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));
-    std::fs::create_dir_all(&base).expect("create bench dir");
-    base
-}
+mod common;
+use common::{ServerProcess, bench_dir};
 
 /// What the receiver saw.
 #[derive(Default)]
@@ -96,18 +90,6 @@ async fn write_events(dir: &Path, url: &str, times: impl Iterator<Item = UnixMic
     n
 }
 
-async fn serve(dir: &Path) -> tokio::sync::oneshot::Sender<()> {
-    let mut config = ServeConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    let server = Server::open(config).expect("open");
-    let listener = server.bind().await.expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
-    tx
-}
-
 async fn wait_for(seen: &Seen, n: u64, limit: Duration) {
     let start = Instant::now();
     while seen.count.load(Ordering::Relaxed) < n {
@@ -132,7 +114,7 @@ async fn burst() {
     let at = UnixMicros::from_timestamp(jiff::Timestamp::now());
     write_events(dir.path(), &url, (0..N).map(|_| at)).await;
     let start = Instant::now();
-    let _stop = serve(dir.path()).await;
+    let _server = ServerProcess::start(dir.path(), &[]);
     wait_for(&seen, N, Duration::from_secs(600)).await;
     let s = start.elapsed().as_secs_f64();
     println!(
@@ -153,7 +135,7 @@ async fn lateness() {
         (0..PER_SECOND * SECONDS).map(|i| UnixMicros(t0 + i * 1_000_000 / PER_SECOND)),
     )
     .await;
-    let _stop = serve(dir.path()).await;
+    let _server = ServerProcess::start(dir.path(), &[]);
     wait_for(&seen, n, Duration::from_secs(60)).await;
     let mut late = seen.lateness.lock().expect("lock").clone();
     late.sort_unstable();
