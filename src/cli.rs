@@ -24,6 +24,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: replay the log, then serve the API and deliver events.
     Serve(ServeArgs),
+    /// Read, check and mend the log: dump, stats, verify, repair.
+    Log {
+        #[command(subcommand)]
+        command: crate::logcli::LogCommand,
+    },
 }
 
 /// Flags of `chime serve`.

@@ -18,6 +18,8 @@
 //! - [`tls`]: rustls (ring) for the server.
 //! - [`clock`]: injected time.
 //! - [`cli`]: command-line flags.
+//! - [`logcli`]: `chime log dump | stats | verify | repair`, over the log's
+//!   own scan; the one place outside recovery that cuts a segment.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -28,6 +30,7 @@ pub mod datadir;
 pub mod dispatch;
 pub mod hasura;
 pub mod log;
+pub mod logcli;
 pub mod projection;
 pub mod record;
 pub mod server;

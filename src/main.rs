@@ -25,6 +25,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Log { command } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut err = std::io::stderr();
+            let progress = std::io::IsTerminal::is_terminal(&err);
+            ExitCode::from(chime::logcli::run(&command, &mut out, &mut err, progress))
+        }
     }
 }
 

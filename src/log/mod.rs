@@ -154,6 +154,24 @@ pub struct DirScan {
     pub segments: Vec<ScannedSegment>,
 }
 
+/// What [`DirScan::read_partial`] found.
+#[derive(Debug)]
+pub struct PartialScan {
+    /// The segments scanned, oldest first, up to the one that stopped the scan.
+    pub scan: DirScan,
+    /// Why the scan stopped before the last segment, if it did.
+    pub stopped: Option<StoppedScan>,
+}
+
+/// A segment that could not be scanned, and every segment after it.
+#[derive(Debug)]
+pub struct StoppedScan {
+    /// A [`LogError::Corruption`] naming the segment.
+    pub error: LogError,
+    /// The segment named in `error`, then every later one, oldest first.
+    pub unscanned: Vec<SegmentFile>,
+}
+
 /// One segment's scan.
 #[derive(Debug)]
 pub struct ScannedSegment {
@@ -174,24 +192,60 @@ impl DirScan {
 
     fn read_inner(fs: &dyn FileSystem, log_dir: &Path, clean: bool) -> Result<DirScan, LogError> {
         let files = segment::list(fs, log_dir, clean)?;
-        let mut segments: Vec<ScannedSegment> = Vec::with_capacity(files.len());
-        for file in files {
+        let partial = Self::scan_files(fs, files, |_, _| {})?;
+        match partial.stopped {
+            Some(stopped) => Err(stopped.error),
+            None => Ok(partial.scan),
+        }
+    }
+
+    /// Like [`DirScan::read`], but a segment that cannot be scanned (a bad
+    /// header, or a first sequence number that does not follow on from the
+    /// previous segment) does not fail the whole read: the segments before
+    /// it come back, with the error and the files left unscanned. Calls
+    /// `progress(done, total)` after each segment. For `chime log`, which
+    /// reports everything it can read; [`Log::open`] refuses such a log.
+    pub fn read_partial(
+        log_dir: &Path,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<PartialScan, LogError> {
+        Self::scan_files(&StdFs, segment::list(&StdFs, log_dir, false)?, progress)
+    }
+
+    fn scan_files(
+        fs: &dyn FileSystem,
+        files: Vec<SegmentFile>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<PartialScan, LogError> {
+        let total = files.len();
+        let mut segments: Vec<ScannedSegment> = Vec::with_capacity(total);
+        let mut files = files.into_iter();
+        while let Some(file) = files.next() {
             let map = segment::map(fs, &file.path)?;
-            segment::check_header(&map, &file)?;
+            let header = segment::check_header(&map, &file);
             // After a damaged segment the next one cannot line up; the
             // damage itself is what `refusal` reports.
             let expected = segments
                 .last()
                 .filter(|prev| prev.scan.damage.is_none())
                 .map_or(file.base_seq, |prev| prev.next_seq());
-            if file.base_seq != expected {
-                return Err(LogError::Corruption {
+            let lined_up = if file.base_seq == expected {
+                Ok(())
+            } else {
+                Err(LogError::Corruption {
                     path: file.path.clone(),
                     offset: 16,
                     reason: format!(
                         "segment starts at sequence number {}, but the previous one ends before {expected}",
                         file.base_seq
                     ),
+                })
+            };
+            if let Err(error) = header.and(lined_up) {
+                let unscanned = std::iter::once(file).chain(files).collect();
+                return Ok(PartialScan {
+                    scan: DirScan { segments },
+                    stopped: Some(StoppedScan { error, unscanned }),
                 });
             }
             let scan = frame::scan_segment(&map, file.base_seq, |_, _, _| {});
@@ -201,8 +255,12 @@ impl DirScan {
                 scan,
                 map: Arc::new(map),
             });
+            progress(segments.len(), total);
         }
-        Ok(DirScan { segments })
+        Ok(PartialScan {
+            scan: DirScan { segments },
+            stopped: None,
+        })
     }
 
     /// The first damage that the recovery policy refuses to repair on its
@@ -253,6 +311,11 @@ impl DirScan {
 }
 
 impl ScannedSegment {
+    /// The segment's bytes as they were scanned (header included).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// The sequence number the next segment must start with.
     fn next_seq(&self) -> u64 {
         self.scan.last_seq.map_or(self.file.base_seq, |s| s + 1)
@@ -350,7 +413,7 @@ impl Log {
         if let Some((seg, keep, dropped)) = scan.torn_tail() {
             let path = seg.file.path.clone();
             let damage = seg.scan.damage.clone();
-            truncate(fs, &path, keep)?;
+            truncate_segment(fs, &path, keep)?;
             tracing::warn!(
                 segment = %path.display(),
                 dropped_bytes = dropped,
@@ -489,8 +552,10 @@ impl Log {
     }
 }
 
-/// Cuts a segment back to `len` bytes and makes that durable.
-fn truncate(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<(), LogError> {
+/// Cuts a segment back to `len` bytes and makes that durable. The one
+/// truncation of recovery: [`Log::open`] cuts a torn tail with it, and
+/// `chime log repair` the damage it was asked to cut.
+pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<(), LogError> {
     let mut file = fs.open(path).map_err(|e| LogError::io("open", path, e))?;
     file.set_len(len)
         .map_err(|e| LogError::io("truncate", path, e))?;
