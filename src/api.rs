@@ -38,6 +38,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/metadata", post(metadata))
         .route("/v1/query", post(query))
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
 }

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod console;
 pub mod datadir;
 pub mod dispatch;
 pub mod hasura;
