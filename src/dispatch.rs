@@ -139,10 +139,14 @@ struct Prepared {
     logged_headers: Vec<(String, String)>,
 }
 
+/// Why a request could not be prepared, with the headers and body as they
+/// are shown in the invocation log.
+type Unprepared = (String, Vec<(String, String)>, String);
+
 fn prepare(
     created: &EventCreated,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Prepared, (String, Vec<(String, String)>, String)> {
+) -> Result<Prepared, Unprepared> {
     let body = hasura::webhook_body(created);
     let mut headers = HeaderMap::new();
     let mut logged = Vec::new();
@@ -203,6 +207,9 @@ fn prepare(
     }
 }
 
+/// Reads an environment variable (the process environment, or a stand-in).
+type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
+
 /// A stop signal the dispatcher watches.
 pub type Shutdown = watch::Receiver<bool>;
 
@@ -214,7 +221,7 @@ struct Inner {
     /// Events picked by the loop whose `AttemptStarted` is not applied yet:
     /// until it is, the projection still lists them as due.
     claimed: Mutex<HashSet<EventId>>,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: Box<Env>,
 }
 
 /// Fires due events until `shutdown` turns true, then lets in-flight

@@ -73,7 +73,7 @@ impl Service {
             })?;
             projection.apply(entry.loc, &record);
             replayed += 1;
-            if replayed % 65_536 == 0 && last_report.elapsed().as_secs_f64() >= 2.0 {
+            if replayed.is_multiple_of(65_536) && last_report.elapsed().as_secs_f64() >= 2.0 {
                 last_report = Instant::now();
                 tracing::info!(
                     replayed,
