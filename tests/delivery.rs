@@ -4,7 +4,6 @@
 //! Each test has its own data directory, server and receiver on
 //! 127.0.0.1:0. States are awaited by bounded polling of the API; the only
 //! fixed waits are the ones whose point is that nothing happens.
-#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -417,21 +416,22 @@ async fn deleted_events_are_never_delivered() {
     let server = TestServer::start().await;
     let api = &server.api;
     let soon = in_seconds(1.0);
+    // Deleted right after creating, well before it is due.
+    let near = api
+        .create(json!({"webhook": receiver.url("/near"), "schedule_at": soon.to_string()}))
+        .await;
+    api.delete(&near).await;
     let far = api
         .create(
             json!({"webhook": receiver.url("/far"), "schedule_at": in_seconds(3600.0).to_string()}),
         )
         .await;
-    let near = api
-        .create(json!({"webhook": receiver.url("/near"), "schedule_at": soon.to_string()}))
-        .await;
+    api.delete(&far).await;
     // Due at the same moment and not deleted: shows the dispatcher was
     // running and the wait below was long enough to matter.
     let control = api
         .create(json!({"webhook": receiver.url("/control"), "schedule_at": soon.to_string()}))
         .await;
-    api.delete(&far).await;
-    api.delete(&near).await;
     let listed: Vec<Value> = api.events().await.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(listed, [json!(control)]);
     for id in [&far, &near] {

@@ -4,7 +4,7 @@
 //!
 //! Every wait here is bounded polling of something observable (the API, the
 //! receiver's count): a test never sleeps to let things settle.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
