@@ -365,9 +365,11 @@ impl Inner {
         if let Err(e) = self.try_attempt(id, loc).await {
             tracing::error!(event_id = %id, error = %e, "delivery attempt could not be recorded");
             // Without a durable record the event stays due; back off so a
-            // broken disk does not turn into a busy loop.
-            self.release(id);
+            // broken disk does not turn into a busy loop. The claim is kept
+            // through the back-off: released first, the loop would pick the
+            // event again at once and the sleep would only hold a slot.
             tokio::time::sleep(Duration::from_secs(1)).await;
+            self.release(id);
         }
     }
 
@@ -611,5 +613,40 @@ mod tests {
             HttpHeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// A dispatcher on an empty log in `dir`, with a clock that stands still.
+    fn dispatcher(dir: &std::path::Path) -> Dispatcher {
+        let clock = Arc::new(crate::clock::ManualClock::new(UnixMicros(1_000 * S)));
+        let (service, _) = Service::open(dir, &crate::log::LogOptions::default(), clock).unwrap();
+        Dispatcher::new(Arc::new(service), DispatchConfig::default()).unwrap()
+    }
+
+    /// An attempt that cannot be recorded leaves its event due; the event
+    /// must stay claimed while the attempt backs off, or the loop picks it
+    /// again at once and a broken disk becomes a busy loop.
+    #[tokio::test(start_paused = true)]
+    async fn unrecordable_attempt_keeps_its_claim_while_backing_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dispatcher(dir.path()).inner;
+        let id = EventId::from_u128(1);
+        inner.claimed.lock().unwrap().insert(id);
+        // No such segment: reading the event fails, as a broken disk would.
+        let nowhere = Loc {
+            segment: 99,
+            offset: 0,
+        };
+        let task = tokio::spawn({
+            let inner = inner.clone();
+            async move { inner.attempt(id, nowhere).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!task.is_finished(), "no back-off at all");
+        assert!(
+            inner.claimed.lock().unwrap().contains(&id),
+            "released while backing off"
+        );
+        task.await.unwrap();
+        assert!(!inner.claimed.lock().unwrap().contains(&id));
     }
 }

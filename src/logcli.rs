@@ -29,8 +29,8 @@ use serde_json::value::RawValue;
 
 use crate::datadir::{self, DataDir, DataDirError};
 use crate::log::frame::{self, FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD};
-use crate::log::segment::{self, SegmentFile};
 use crate::log::fs::{FileSystem, StdFs};
+use crate::log::segment::{self, SegmentFile};
 use crate::log::{DirScan, Entry, LogError, PartialScan, truncate_segment};
 use crate::projection::{Applied, Projection, Status as EventStatus};
 use crate::record::{
@@ -1578,13 +1578,11 @@ fn execute(plan: &Plan, log_dir: &Path, out: &mut dyn Write) -> Result<(), LogCl
             plural(plan.aside.len() as u64, "segment")
         )?;
     }
-    StdFs
-        .sync_dir(log_dir)
-        .map_err(|e| LogError::Io {
-            op: "fsync directory",
-            path: log_dir.to_path_buf(),
-            source: e,
-        })?;
+    StdFs.sync_dir(log_dir).map_err(|e| LogError::Io {
+        op: "fsync directory",
+        path: log_dir.to_path_buf(),
+        source: e,
+    })?;
     if let Some(c) = &plan.cut {
         truncate_segment(&StdFs, &c.path, c.keep)?;
         writeln!(

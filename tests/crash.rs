@@ -60,10 +60,24 @@ struct Proc {
     base: String,
 }
 
+/// A failing test must not leave a server behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Proc {
     fn spawn(data_dir: &Path) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--segment-bytes", "65536"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--segment-bytes",
+                "65536",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn,chime::server=info")
@@ -150,7 +164,7 @@ async fn all_events(client: &reqwest::Client, base: &str) -> Vec<Value> {
 }
 
 /// What the clients sent and what the server acknowledged.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Ledger {
     /// Every marker ever sent, acknowledged or not.
     sent: HashSet<String>,
@@ -225,7 +239,10 @@ async fn check_survivors(base: &str, ledger: &Ledger) -> usize {
 fn log_verifies_clean(data_dir: &Path) {
     let scan = chime::log::DirScan::read(&data_dir.join("log")).unwrap();
     assert!(scan.refusal().is_none(), "{:?}", scan.refusal());
-    assert!(scan.torn_tail().is_none(), "a clean stop leaves no torn tail");
+    assert!(
+        scan.torn_tail().is_none(),
+        "a clean stop leaves no torn tail"
+    );
 }
 
 fn now_plus_ms(ms: i64) -> String {
@@ -239,7 +256,8 @@ async fn acknowledged_creates_survive_sigkill() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for iteration in 0..iterations() {
         let proc = Proc::spawn(dir.path());
-        let before = check_survivors(&proc.base, &ledger.lock().unwrap()).await;
+        let snapshot = ledger.lock().unwrap().clone();
+        let before = check_survivors(&proc.base, &snapshot).await;
         let tasks = drive_creates(
             &proc.base,
             &ledger,
@@ -248,7 +266,7 @@ async fn acknowledged_creates_survive_sigkill() {
             |_| "2099-01-01T00:00:00Z".to_string(),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(300))).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
         proc.kill9();
         for t in tasks {
             t.await.unwrap();
@@ -261,7 +279,7 @@ async fn acknowledged_creates_survive_sigkill() {
         );
     }
     let proc = Proc::spawn(dir.path());
-    let l = ledger.lock().unwrap();
+    let l = ledger.lock().unwrap().clone();
     let n = check_survivors(&proc.base, &l).await;
     assert!(n >= l.acked.len());
     assert!(!l.acked.is_empty());
@@ -349,7 +367,10 @@ async fn every_due_event_is_delivered_across_sigkills() {
     log_verifies_clean(dir.path());
     let per_event = received.per_event.lock().unwrap();
     for id in &acked {
-        assert!(per_event.get(id).copied().unwrap_or(0) >= 1, "{id} never arrived");
+        assert!(
+            per_event.get(id).copied().unwrap_or(0) >= 1,
+            "{id} never arrived"
+        );
     }
     let duplicates: usize = per_event.values().map(|n| n - 1).sum();
     eprintln!(
