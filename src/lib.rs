@@ -12,6 +12,8 @@
 //! - [`service`]: the log plus its projections; the one append-then-apply path.
 //! - [`hasura`]: Hasura's metadata API: parsing, validation, rendering. No IO.
 //! - [`api`]: the HTTP handlers (axum).
+//! - [`console`]: the web console at `/console`: embedded HTML, CSS and JS
+//!   that use only the public API.
 //! - [`dispatch`]: fires due events with reqwest; retries, tolerance, timeouts.
 //! - [`server`]: `chime serve`: lock, replay, serve, stop.
 //! - [`datadir`]: the data directory's layout and lock.
@@ -20,8 +22,13 @@
 //! - [`cli`]: command-line flags.
 //! - [`logcli`]: `chime log dump | stats | verify | repair`, over the log's
 //!   own scan; the one place outside recovery that cuts a segment.
+// A panic in the service is a bug; `unwrap` outside tests must say why it
+// cannot fail (and use `expect`), so it is denied here.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// The memory map (log::fs) is the one place that needs `unsafe`; each use
+// carries a SAFETY comment.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod api;
 pub mod cli;
