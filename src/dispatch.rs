@@ -433,7 +433,21 @@ impl Inner {
                 ),
             }
         };
-        service.append(&[record]).await?;
+        // The call happened: its outcome must reach the log, or the event
+        // stays `locked` until a restart. A full disk may free up, so keep
+        // trying; a fatal error (failed fsync) will not, so give up then
+        // and let the restart count the attempt as interrupted.
+        let records = [record];
+        loop {
+            match service.append(&records).await {
+                Ok(_) => break,
+                Err(ServiceError::Log(e)) if e.is_fatal() => return Err(ServiceError::Log(e)),
+                Err(e) => {
+                    tracing::warn!(event_id = %id, error = %e, "cannot record the attempt's outcome yet; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
         service.wake.notify_one();
         Ok(())
     }
