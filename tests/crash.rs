@@ -9,9 +9,8 @@
 //! runs more. `CHIME_CRASH_SEED` replays a run.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,74 +54,37 @@ impl Rng {
     }
 }
 
-struct Proc {
-    child: Child,
-    base: String,
-}
+mod harness;
+use harness::ChildServer;
 
-/// A failing test must not leave a server behind.
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server under test, as a child process (killed on drop).
+struct Proc {
+    server: ChildServer,
+    base: String,
 }
 
 impl Proc {
     fn spawn(data_dir: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--segment-bytes",
-                "65536",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "warn,chime::server=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chime did not start");
+        let server = ChildServer::start(data_dir, &["--segment-bytes", "65536"]);
         Proc {
-            child,
-            base: format!("http://{addr}"),
+            base: format!("http://{}", server.addr),
+            server,
         }
     }
 
     fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+        self.server.kill();
     }
 
-    fn stop(mut self) {
+    async fn stop(mut self) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.server.pid().to_string()])
             .status()
             .unwrap()
             .success();
         assert!(ok);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert_eq!(status.code(), Some(0));
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no clean stop");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = self.server.wait_exit(Duration::from_secs(20)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "no clean stop");
     }
 }
 
@@ -283,7 +245,7 @@ async fn acknowledged_creates_survive_sigkill() {
     let n = check_survivors(&proc.base, &l).await;
     assert!(n >= l.acked.len());
     assert!(!l.acked.is_empty());
-    proc.stop();
+    proc.stop().await;
     log_verifies_clean(dir.path());
     eprintln!(
         "{} iterations, {} acknowledged creates checked, {} sent, lost: 0",
@@ -363,7 +325,7 @@ async fn every_due_event_is_delivered_across_sigkills() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    proc.stop();
+    proc.stop().await;
     log_verifies_clean(dir.path());
     let per_event = received.per_event.lock().unwrap();
     for id in &acked {

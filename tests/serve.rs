@@ -1,32 +1,16 @@
 //! `chime serve` as a real process: readiness, the data-dir lock, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// Starts `chime serve` on a free port and returns the child and its
-/// address, read from the "listening on" log line.
-fn spawn(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chime"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server did not report its address");
-    (child, addr)
+mod harness;
+use harness::ChildServer;
+
+/// Starts `chime serve` on a free port; returns it and its address.
+fn spawn(data_dir: &std::path::Path) -> (ChildServer, String) {
+    let server = ChildServer::start(data_dir, &[]);
+    let addr = server.addr.to_string();
+    (server, addr)
 }
 
 fn get(addr: &str, path: &str) -> String {
@@ -64,7 +48,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 #[test]
 fn serves_healthz_refuses_a_second_server_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn(dir.path());
+    let (mut server, addr) = spawn(dir.path());
     assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
 
     // A second server on the same data dir fails at once, saying why.
@@ -79,15 +63,14 @@ fn serves_healthz_refuses_a_second_server_and_stops_on_sigterm() {
     assert!(err.contains("locked by another chime process"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10));
 
-    kill_term(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    kill_term(&server.child);
+    let status = wait_exit(&mut server.child, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
 
     // The lock died with the process: the data dir opens again.
-    let (mut child, addr) = spawn(dir.path());
+    let (mut server, addr) = spawn(dir.path());
     assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.kill();
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Helpers for the delivery tests (tests/delivery.rs): a chime server in-process or as a
+//! Helpers for the delivery and crash tests: a chime server in-process or as a
 //! child process, a client of its metadata API, and a webhook receiver that
 //! records what it is sent and answers from a script.
 //!
