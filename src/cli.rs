@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// Seconds in-flight deliveries may take to finish after SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// An event whose deliveries were cut short by a server stop this many
+    /// times gives up (status error), so an event that crashes the server
+    /// cannot loop forever.
+    #[arg(long, value_name = "N", default_value_t = crate::record::MAX_INTERRUPTED_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_interrupted_attempts: u32,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -85,6 +91,7 @@ impl ServeArgs {
                 max_in_flight: self.max_in_flight as usize,
                 response_body_cap: self.response_body_cap,
                 shutdown_grace: Duration::from_secs_f64(self.shutdown_grace.max(0.0)),
+                max_interrupted_attempts: self.max_interrupted_attempts,
             },
             tls: self.tls_cert.zip(self.tls_key),
         }

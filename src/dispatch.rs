@@ -45,6 +45,10 @@ pub struct DispatchConfig {
     pub response_body_cap: usize,
     /// How long in-flight attempts may run on after a stop is asked for.
     pub shutdown_grace: Duration,
+    /// An event whose attempts were cut short by a stop this many times
+    /// gives up (`error`), so that an event that crashes the server every
+    /// time cannot loop forever.
+    pub max_interrupted_attempts: u32,
 }
 
 impl Default for DispatchConfig {
@@ -53,6 +57,7 @@ impl Default for DispatchConfig {
             max_in_flight: 256,
             response_body_cap: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            max_interrupted_attempts: MAX_INTERRUPTED_ATTEMPTS,
         }
     }
 }
@@ -229,11 +234,12 @@ impl Dispatcher {
 
     /// Marks every attempt that was in flight when the process last
     /// stopped as interrupted, so the event is sent again. An event
-    /// interrupted [`MAX_INTERRUPTED_ATTEMPTS`] times gives up (`error`),
+    /// interrupted `max_interrupted_attempts` times gives up (`error`),
     /// so one that crashes the server every time cannot loop forever.
     pub async fn recover_interrupted(&self) -> Result<usize, ServiceError> {
         let service = &self.inner.service;
         let now = service.clock.now();
+        let max = self.inner.config.max_interrupted_attempts.max(1);
         let records: Vec<Record> = {
             let projection = service.projection();
             projection
@@ -241,7 +247,7 @@ impl Dispatcher {
                 .into_iter()
                 .filter_map(|id| Some((projection.event(id)?, projection.in_flight(id)?)))
                 .map(|(view, attempt_id)| {
-                    let give_up = view.interrupted + 1 >= MAX_INTERRUPTED_ATTEMPTS;
+                    let give_up = view.interrupted + 1 >= max;
                     Record::AttemptInterrupted {
                         event_id: view.id,
                         attempt_id,
@@ -249,7 +255,7 @@ impl Dispatcher {
                         give_up,
                         reason: if give_up {
                             format!(
-                                "delivery was interrupted {MAX_INTERRUPTED_ATTEMPTS} times by a server stop; giving up"
+                                "delivery was interrupted {max} times by a server stop; giving up"
                             )
                         } else {
                             "the attempt in flight was interrupted by a server stop; it will be sent again".into()

@@ -91,7 +91,8 @@ pub enum Record {
     },
     /// An attempt was in flight when the process stopped, so its outcome is
     /// unknown. It does not use up one of the event's tries; after
-    /// [`MAX_INTERRUPTED_ATTEMPTS`] of them the event gives up (`give_up`)
+    /// `--max-interrupted-attempts` of them (default
+    /// [`MAX_INTERRUPTED_ATTEMPTS`]) the event gives up (`give_up`)
     /// and ends as `error`, with `reason` shown in its invocation log.
     AttemptInterrupted {
         event_id: EventId,
@@ -108,7 +109,8 @@ pub enum Record {
     EventCancelled { event_id: EventId, at: UnixMicros },
 }
 
-/// How many interrupted attempts an event survives before it gives up.
+/// How many interrupted attempts an event survives before it gives up, by
+/// default.
 pub const MAX_INTERRUPTED_ATTEMPTS: u32 = 3;
 
 /// The arguments of `create_scheduled_event`, resolved and validated.

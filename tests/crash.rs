@@ -65,7 +65,18 @@ struct Proc {
 
 impl Proc {
     fn spawn(data_dir: &Path) -> Proc {
-        let server = ChildServer::start(data_dir, &["--segment-bytes", "65536"]);
+        // The give-up rule for events interrupted again and again is tested
+        // in tests/delivery.rs; here the kills are ours, not the events'
+        // fault, and every due event must end delivered.
+        let server = ChildServer::start(
+            data_dir,
+            &[
+                "--segment-bytes",
+                "65536",
+                "--max-interrupted-attempts",
+                "1000000",
+            ],
+        );
         Proc {
             base: format!("http://{}", server.addr),
             server,

@@ -638,6 +638,40 @@ async fn delivery_interrupted_by_sigkill_is_sent_again_without_using_a_try() {
     assert_eq!(invocation["status"], 200);
 }
 
+/// An event whose delivery is cut short by a stop every time (as one that
+/// crashed the server would be) gives up after `--max-interrupted-attempts`
+/// (default 3), as `error`, with the reason in its invocation log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_interrupted_three_times_gives_up_with_the_reason_logged() {
+    let receiver = Receiver::start(vec![Reply::Hang, Reply::Hang, Reply::Hang], Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ChildServer::spawn(dir.path(), &[]).await;
+    let id = server
+        .api
+        .create(
+            json!({"webhook": receiver.url("/loop"), "schedule_at": in_seconds(0.0).to_string()}),
+        )
+        .await;
+    for sent in 1..=2 {
+        receiver.wait_for(sent).await;
+        server.kill();
+        server = ChildServer::spawn(dir.path(), &[]).await;
+    }
+    // The third attempt is in flight; the third stop is the last straw.
+    receiver.wait_for(3).await;
+    server.kill();
+    let server = ChildServer::spawn(dir.path(), &[]).await;
+    let event = server.api.wait_status(&id, "error").await;
+    assert_eq!(
+        event["tries"], 0,
+        "interrupted attempts are not tries: {event}"
+    );
+    let invocation = only_invocation(&server.api, &id).await;
+    let message = invocation["response"]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("interrupted 3 times"), "{invocation}");
+    assert_eq!(receiver.count(), 3, "not sent a fourth time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_blocked_delivery_exits_zero_after_the_grace() {
     let receiver = Receiver::start(vec![Reply::Hang], Reply::ok()).await;
