@@ -82,14 +82,28 @@ fn retry_seconds_micros(seconds: u64) -> i64 {
 /// left. `tries` counts attempts made including the one that just failed;
 /// `retry_after` is a `Retry-After` the webhook sent, which replaces the
 /// configured interval.
+///
+/// A retry never waits past the first instant the event is too late
+/// (`schedule_at + tolerance_seconds`, plus a microsecond): by then it
+/// would be `dead` at its next try anyway, and a huge `Retry-After` would
+/// otherwise park it as `scheduled` for centuries.
 pub fn next_retry_at(
     retry: &RetryConf,
+    schedule_at: UnixMicros,
     tries: u32,
     now: UnixMicros,
     retry_after: Option<u64>,
 ) -> Option<UnixMicros> {
-    (tries <= retry.num_retries)
-        .then(|| now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds))))
+    let too_late = UnixMicros(
+        schedule_at
+            .0
+            .saturating_add(retry_seconds_micros(retry.tolerance_seconds))
+            .saturating_add(1),
+    );
+    (tries <= retry.num_retries).then(|| {
+        now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds)))
+            .min(too_late)
+    })
 }
 
 /// A `Retry-After` value in whole seconds greater than zero; anything else
@@ -433,6 +447,7 @@ impl Inner {
                 invocation,
                 next_retry_at: next_retry_at(
                     &created.retry_conf,
+                    created.schedule_at,
                     tries_before + 1,
                     at,
                     retry_after,
@@ -605,18 +620,42 @@ mod tests {
     #[test]
     fn retries_until_num_retries_plus_one_tries() {
         let now = UnixMicros(50 * S);
+        let at = UnixMicros(40 * S);
         // num_retries 1: after the first failure retry in 10 s, after the second give up.
         assert_eq!(
-            next_retry_at(&conf(1), 1, now, None),
+            next_retry_at(&conf(1), at, 1, now, None),
             Some(UnixMicros(60 * S))
         );
-        assert_eq!(next_retry_at(&conf(1), 2, now, None), None);
+        assert_eq!(next_retry_at(&conf(1), at, 2, now, None), None);
         // num_retries 0 (the default): the first failure is final.
-        assert_eq!(next_retry_at(&conf(0), 1, now, None), None);
+        assert_eq!(next_retry_at(&conf(0), at, 1, now, None), None);
         // Retry-After replaces the interval.
         assert_eq!(
-            next_retry_at(&conf(3), 1, now, Some(7)),
+            next_retry_at(&conf(3), at, 1, now, Some(7)),
             Some(UnixMicros(57 * S))
+        );
+    }
+
+    #[test]
+    fn a_retry_never_waits_past_the_tolerance() {
+        let retry = RetryConf {
+            num_retries: 5,
+            tolerance_seconds: 60,
+            ..RetryConf::default()
+        };
+        let at = UnixMicros(1000 * S);
+        let now = UnixMicros(1050 * S);
+        let too_late = UnixMicros(1060 * S + 1);
+        // A Retry-After of ~292,000 years is cut to the tolerance...
+        let next = next_retry_at(&retry, at, 1, now, Some(9_223_372_036_854)).unwrap();
+        assert_eq!(next, too_late);
+        // ...where the event is expired, so the next look makes it dead.
+        assert!(expired(at, &retry, next));
+        assert!(!expired(at, &retry, UnixMicros(next.0 - 1)));
+        // Within the tolerance nothing changes.
+        assert_eq!(
+            next_retry_at(&retry, at, 1, now, Some(5)),
+            Some(UnixMicros(1055 * S))
         );
     }
 
