@@ -149,36 +149,34 @@ impl Api {
         let service = &self.service;
         let now = service.clock.now();
         let mut records = Vec::new();
-        let mut earliest = None;
-        let mut created = Vec::new();
+        let mut earliest: Option<crate::record::UnixMicros> = None;
+        // Each command's answer, or the read it still has to make once the
+        // writes are in.
+        let mut planned = Vec::with_capacity(commands.len());
         {
             let projection = service.projection();
-            for (i, command) in commands.iter().enumerate() {
+            for (i, command) in commands.into_iter().enumerate() {
                 match command {
                     Command::CreateScheduledEvent(new) => {
                         let id = EventId::new_v4();
-                        let record = new.clone().into_record(id, now);
+                        let record = new.into_record(id, now);
                         earliest = Some(
-                            earliest.map_or(record.schedule_at, |e: crate::record::UnixMicros| {
-                                e.min(record.schedule_at)
-                            }),
+                            earliest.map_or(record.schedule_at, |e| e.min(record.schedule_at)),
                         );
-                        created.push((i, id));
                         records.push(Record::EventCreated(record));
+                        planned.push((i, Ok(hasura::created(id))));
                     }
                     Command::DeleteScheduledEvent { event_id } => {
-                        if projection.event(*event_id).is_none() {
+                        if projection.event(event_id).is_none() {
                             return Err(ApiError::not_found(
                                 path(i, "event_id"),
                                 format!("scheduled event {event_id} does not exist"),
                             ));
                         }
-                        records.push(Record::EventCancelled {
-                            event_id: *event_id,
-                            at: now,
-                        });
+                        records.push(Record::EventCancelled { event_id, at: now });
+                        planned.push((i, Ok(hasura::success())));
                     }
-                    _ => {}
+                    read => planned.push((i, Err(read))),
                 }
             }
         }
@@ -188,18 +186,20 @@ impl Api {
         if let Some(due) = earliest {
             service.due_at(due);
         }
-        let mut answers = Vec::with_capacity(commands.len());
-        for (i, command) in commands.into_iter().enumerate() {
-            answers.push(match command {
-                Command::CreateScheduledEvent(_) => {
-                    let id = created
-                        .iter()
-                        .find(|(at, _)| *at == i)
-                        .map(|(_, id)| *id)
-                        .unwrap_or_default();
-                    hasura::created(id)
+        let mut answers = Vec::with_capacity(planned.len());
+        for (i, plan) in planned {
+            let command = match plan {
+                Ok(answer) => {
+                    answers.push(answer);
+                    continue;
                 }
-                Command::DeleteScheduledEvent { .. } => hasura::success(),
+                Err(read) => read,
+            };
+            answers.push(match command {
+                Command::CreateScheduledEvent(_) | Command::DeleteScheduledEvent { .. } => {
+                    // Writes were answered above.
+                    continue;
+                }
                 Command::GetScheduledEvents {
                     statuses,
                     limit,
