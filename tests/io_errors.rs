@@ -248,6 +248,46 @@ fn a_failed_create_or_rename_during_a_roll_refuses_the_batch_and_the_log_goes_on
     }
 }
 
+/// Regression: a failed fsync of the directory after the new segment was
+/// renamed into place was reported as fatal, but the writer was not
+/// poisoned: it went on appending to the old segment, past the sequence
+/// number the new (empty) segment is named after, and the log refused to
+/// open ("segment starts at sequence number N, but the previous one ends
+/// before N+k").
+#[test]
+fn a_failed_fsync_during_a_roll_poisons_the_log() {
+    for (op, power_loss) in [(Op::SyncDir, false), (Op::SyncDir, true), (Op::Sync, false)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let fs = FaultFs::new(17);
+        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let mut acked = Acked::default();
+        acked.append(&log, vec![record(0, 100)]);
+        // The roll's first fsync is the new segment's header.
+        fs.fail(op, Errno::Io, Times::Once);
+        let err = log.append_blocking(vec![record(1, 100)]).expect_err("roll");
+        assert!(matches!(err, LogError::Fatal { .. }), "{op:?}: {err:?}");
+        fs.heal();
+        for i in 2..4 {
+            let err = log
+                .append_blocking(vec![record(i, 10)])
+                .expect_err("poisoned");
+            assert!(matches!(err, LogError::Poisoned(_)), "{op:?}: {err:?}");
+        }
+        drop(log);
+        if power_loss {
+            fs.crash();
+        }
+        assert_eq!(reopen(dir), acked.0, "{op:?} power_loss={power_loss}");
+        // And the log goes on after the restart.
+        let (log, _) = Log::open(dir, &LogOptions::with_segment_bytes(200)).expect("open");
+        assert_eq!(
+            log.append_blocking(vec![record(9, 9)]).expect("append")[0].seq,
+            2
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Through the API
 

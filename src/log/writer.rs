@@ -126,6 +126,14 @@ impl Writer {
                 // segments, which keeps "all or nothing" a per-file matter.
                 self.flush(std::mem::take(&mut pending));
                 if let Err(e) = self.roll() {
+                    // A failed fsync of the new segment or of the directory
+                    // is as fatal here as anywhere: without this the writer
+                    // would go on in the old segment, past the sequence
+                    // number a renamed-in new segment is already named after.
+                    if e.is_fatal() {
+                        tracing::error!(error = %e, "rolling the log failed fatally; no more writes are accepted");
+                        self.poisoned = Some(e.to_string());
+                    }
                     let _ = req.reply.send(Err(e));
                     continue;
                 }
