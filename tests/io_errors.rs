@@ -6,8 +6,11 @@
 mod common;
 mod faultfs;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use chime::log::{Appended, Log, LogError, LogOptions};
 use chime::server::ServeConfig;
@@ -78,6 +81,53 @@ fn io_kind(e: &LogError) -> Option<i32> {
         LogError::Io { source, .. } | LogError::Fatal { source, .. } => source.raw_os_error(),
         _ => None,
     }
+}
+
+/// Starts an append and lets it reach the writer's queue, without waiting
+/// for the answer (the writer is held by the test).
+type Pending = Pin<Box<dyn Future<Output = Result<Vec<Appended>, LogError>> + Send>>;
+
+fn queue(log: &Log, batch: Vec<Vec<u8>>) -> Pending {
+    let log = log.clone();
+    let mut fut: Pending = Box::pin(async move { log.append(batch).await });
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));
+    fut
+}
+
+fn answer(fut: Pending) -> Result<Vec<Appended>, LogError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(fut)
+}
+
+/// Holds the writer in the fdatasync of a first batch, queues `batches`
+/// behind it (so they form one group commit), runs `arm`, then lets the
+/// writer go and returns the answers of the queued batches.
+fn group_behind_a_held_sync(
+    log: &Log,
+    fs: &FaultFs,
+    acked: &mut Acked,
+    first: Vec<Vec<u8>>,
+    batches: Vec<Vec<Vec<u8>>>,
+    arm: impl FnOnce(),
+) -> Vec<Result<Vec<Appended>, LogError>> {
+    fs.hold_next(Op::Sync);
+    let held = {
+        let log = log.clone();
+        let first = first.clone();
+        std::thread::spawn(move || log.append_blocking(first))
+    };
+    fs.wait_held();
+    let queued: Vec<Pending> = batches.into_iter().map(|b| queue(log, b)).collect();
+    arm();
+    fs.release();
+    let appended = held.join().expect("held appender").expect("first batch");
+    for (a, p) in appended.iter().zip(first) {
+        acked.0.push((a.seq, p));
+    }
+    queued.into_iter().map(answer).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -196,6 +246,47 @@ fn a_failed_fsync_is_fatal_and_every_later_append_is_poisoned() {
             found.len()
         );
         assert_eq!(found[..acked.0.len()], acked.0[..]);
+    }
+}
+
+/// Regression: a group commit gathers b1 then b2; b2 does not fit, so the
+/// writer makes b1 durable first, and that fdatasync fails. The writer was
+/// poisoned, yet it went on to roll and acknowledge b2 in a new segment
+/// that starts at b1's sequence number, behind an old segment that still
+/// held b1's frames: the log then refused to open.
+#[test]
+fn a_failed_fsync_before_a_roll_poisons_the_rest_of_the_group() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let fs = FaultFs::new(9);
+    let (log, _) = Log::open(dir, &faulty(&fs, 300)).expect("open");
+    let mut acked = Acked::default();
+    let answers = group_behind_a_held_sync(
+        &log,
+        &fs,
+        &mut acked,
+        vec![record(0, 50)],
+        vec![vec![record(1, 50)], vec![record(2, 150)]],
+        || fs.fail(Op::Sync, Errno::Io, Times::Once),
+    );
+    let err = answers[0].as_ref().expect_err("b1's fsync failed");
+    assert!(matches!(err, LogError::Fatal { .. }), "{err:?}");
+    let err = answers[1]
+        .as_ref()
+        .expect_err("b2 comes after a fatal error");
+    assert!(matches!(err, LogError::Poisoned(_)), "{err:?}");
+    let err = log
+        .append_blocking(vec![record(3, 5)])
+        .expect_err("poisoned");
+    assert!(matches!(err, LogError::Poisoned(_)), "{err:?}");
+    drop(log);
+    for power_loss in [false, true] {
+        if power_loss {
+            fs.crash();
+        }
+        let found = reopen(dir);
+        assert_eq!(found[..1], acked.0[..], "power_loss={power_loss}");
+        assert!(found.len() <= 2, "only b1 may be there: {found:?}");
     }
 }
 

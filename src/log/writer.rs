@@ -125,6 +125,12 @@ impl Writer {
                 // this segment, then start a new one. Batches never span
                 // segments, which keeps "all or nothing" a per-file matter.
                 self.flush(std::mem::take(&mut pending));
+                // That flush may have failed fatally: then nothing more may
+                // be written, in a new segment or any other.
+                if let Some(why) = &self.poisoned {
+                    let _ = req.reply.send(Err(LogError::Poisoned(why.clone())));
+                    continue;
+                }
                 if let Err(e) = self.roll() {
                     // A failed fsync of the new segment or of the directory
                     // is as fatal here as anywhere: without this the writer
