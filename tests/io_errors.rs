@@ -249,6 +249,36 @@ fn a_failed_fsync_is_fatal_and_every_later_append_is_poisoned() {
     }
 }
 
+/// Regression: every appender of a group whose fsync failed is told the
+/// error is fatal (the others used to get a plain, non-fatal I/O error,
+/// although their records may well be on disk).
+#[test]
+fn every_appender_of_a_group_whose_fsync_failed_gets_a_fatal_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let fs = FaultFs::new(5);
+    let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+    let mut acked = Acked::default();
+    let answers = group_behind_a_held_sync(
+        &log,
+        &fs,
+        &mut acked,
+        vec![record(0, 10)],
+        vec![
+            vec![record(1, 10)],
+            vec![record(2, 10)],
+            vec![record(3, 10)],
+        ],
+        || fs.fail(Op::Sync, Errno::Io, Times::Once),
+    );
+    for a in &answers {
+        let err = a.as_ref().expect_err("the group's fsync failed");
+        assert!(err.is_fatal(), "{err:?}");
+    }
+    drop(log);
+    assert_eq!(reopen(dir)[..1], acked.0[..]);
+}
+
 /// Regression: a group commit gathers b1 then b2; b2 does not fit, so the
 /// writer makes b1 durable first, and that fdatasync fails. The writer was
 /// poisoned, yet it went on to roll and acknowledge b2 in a new segment

@@ -190,18 +190,34 @@ impl Writer {
             }
             Err(e) => {
                 let msg = e.to_string();
-                if e.is_fatal() {
+                let fatal = e.is_fatal();
+                if fatal {
                     tracing::error!(error = %msg, "log write failed fatally; no more writes are accepted");
                     self.poisoned = Some(msg.clone());
                 } else {
                     tracing::error!(error = %msg, "log write failed; the batch was refused");
                 }
+                // The others of the group get the same kind of error: after
+                // a failed fsync their records may be on disk too, so a
+                // plain (non-fatal) error would tell them too much.
                 let mut first = Some(e);
                 for (reply, _) in pending.waiting {
-                    let err = first.take().unwrap_or_else(|| LogError::Io {
-                        op: "append to",
-                        path: self.active.path.clone(),
-                        source: std::io::Error::other(msg.clone()),
+                    let err = first.take().unwrap_or_else(|| {
+                        let path = self.active.path.clone();
+                        let source = std::io::Error::other(msg.clone());
+                        if fatal {
+                            LogError::Fatal {
+                                op: "append to",
+                                path,
+                                source,
+                            }
+                        } else {
+                            LogError::Io {
+                                op: "append to",
+                                path,
+                                source,
+                            }
+                        }
                     });
                     let _ = reply.send(Err(err));
                 }
