@@ -181,6 +181,62 @@ fn a_failed_write_refuses_its_batch_is_cut_back_and_the_log_goes_on() {
     }
 }
 
+/// Regression: a failed write was cut back with `set_len` but the cut was
+/// not made durable. When the next batch then rolled to a new segment, the
+/// old segment was sealed with the cut only in the page cache; a power loss
+/// could bring the half-written batch back into a *sealed* segment, and
+/// the log refused to open ("damage inside a sealed segment").
+#[test]
+fn a_refused_write_stays_cut_back_after_a_roll_and_a_power_loss() {
+    for seed in 0..32 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let fs = FaultFs::new(seed);
+        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let mut acked = Acked::default();
+        acked.append(&log, vec![record(0, 100)]); // 32 + 116 = 148 bytes
+        fs.fail_short_write(Errno::NoSpace, Times::Once);
+        log.append_blocking(vec![record(1, 30)]) // would end at 194
+            .expect_err("refused");
+        acked.append(&log, vec![record(2, 60)]); // does not fit: rolls
+        assert_eq!(files(dir).len(), 2, "rolled");
+        drop(log);
+        fs.crash();
+        assert_eq!(reopen(dir), acked.0, "seed {seed}");
+    }
+}
+
+/// Regression: the same, for a group commit whose one write was cut short
+/// after the first batch's frames were whole. Without a durable cut-back, a
+/// power loss could keep that batch, which its appender had been told was
+/// refused.
+#[test]
+fn a_refused_group_does_not_come_back_after_a_power_loss() {
+    for seed in 0..24 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let fs = FaultFs::new(seed);
+        let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+        let mut acked = Acked::default();
+        acked.append(&log, vec![record(0, 10)]);
+        let answers = group_behind_a_held_sync(
+            &log,
+            &fs,
+            &mut acked,
+            vec![record(1, 10)],
+            vec![vec![record(2, 10)], vec![record(3, 200)]],
+            || fs.fail_short_write(Errno::Io, Times::Once),
+        );
+        for a in &answers {
+            let err = a.as_ref().expect_err("the group's write failed");
+            assert!(!err.is_fatal(), "{err}");
+        }
+        drop(log);
+        fs.crash();
+        assert_eq!(reopen(dir), acked.0, "seed {seed}");
+    }
+}
+
 #[test]
 fn a_failed_cut_back_after_a_failed_write_is_fatal() {
     let tmp = tempfile::tempdir().expect("tempdir");

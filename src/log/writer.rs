@@ -6,10 +6,10 @@
 //! only then answers each appender. While it waits on the disk, new requests
 //! queue, so the busier the log the more appenders share one fsync.
 //!
-//! A failed write is cut back (`ftruncate` to the length before it) before
-//! the next append, so a later batch never lands behind garbage. A failed
-//! fsync is fatal: the thread answers every later request with
-//! [`LogError::Poisoned`].
+//! A failed write is cut back (`ftruncate` to the length before it, made
+//! durable with an fsync) before the next append, so a later batch never
+//! lands behind garbage. A failed fsync is fatal: the thread answers every
+//! later request with [`LogError::Poisoned`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -237,16 +237,20 @@ impl Writer {
         }
         if let Err(e) = self.file.write_all_at(buf, self.active.len) {
             // Cut back whatever part of the batch reached the file, so the
-            // next append starts at a frame boundary. If even that fails the
-            // file's tail is unknown: stop writing.
-            return Err(match self.file.set_len(self.active.len) {
+            // next append starts at a frame boundary, and make the cut
+            // durable: the segment may be sealed by a roll before anything
+            // else is synced in it, and a power loss must not bring back
+            // frames whose appenders were told they were refused. If either
+            // fails the file's tail is unknown: stop writing.
+            let cut = self.file.set_len(self.active.len);
+            return Err(match cut.and_then(|()| self.file.sync_all()) {
                 Ok(()) => LogError::Io {
                     op: "write",
                     path: path.clone(),
                     source: e,
                 },
                 Err(cut) => LogError::Fatal {
-                    op: "truncate after a failed write",
+                    op: "truncate (and fsync) after a failed write",
                     path: path.clone(),
                     source: cut,
                 },
