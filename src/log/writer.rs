@@ -6,10 +6,10 @@
 //! only then answers each appender. While it waits on the disk, new requests
 //! queue, so the busier the log the more appenders share one fsync.
 //!
-//! A failed write is cut back (`ftruncate` to the length before it) before
-//! the next append, so a later batch never lands behind garbage. A failed
-//! fsync is fatal: the thread answers every later request with
-//! [`LogError::Poisoned`].
+//! A failed write is cut back (`ftruncate` to the length before it, made
+//! durable with an fsync) before the next append, so a later batch never
+//! lands behind garbage. A failed fsync is fatal: the thread answers every
+//! later request with [`LogError::Poisoned`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,7 +125,21 @@ impl Writer {
                 // this segment, then start a new one. Batches never span
                 // segments, which keeps "all or nothing" a per-file matter.
                 self.flush(std::mem::take(&mut pending));
+                // That flush may have failed fatally: then nothing more may
+                // be written, in a new segment or any other.
+                if let Some(why) = &self.poisoned {
+                    let _ = req.reply.send(Err(LogError::Poisoned(why.clone())));
+                    continue;
+                }
                 if let Err(e) = self.roll() {
+                    // A failed fsync of the new segment or of the directory
+                    // is as fatal here as anywhere: without this the writer
+                    // would go on in the old segment, past the sequence
+                    // number a renamed-in new segment is already named after.
+                    if e.is_fatal() {
+                        tracing::error!(error = %e, "rolling the log failed fatally; no more writes are accepted");
+                        self.poisoned = Some(e.to_string());
+                    }
                     let _ = req.reply.send(Err(e));
                     continue;
                 }
@@ -176,18 +190,34 @@ impl Writer {
             }
             Err(e) => {
                 let msg = e.to_string();
-                if e.is_fatal() {
+                let fatal = e.is_fatal();
+                if fatal {
                     tracing::error!(error = %msg, "log write failed fatally; no more writes are accepted");
                     self.poisoned = Some(msg.clone());
                 } else {
                     tracing::error!(error = %msg, "log write failed; the batch was refused");
                 }
+                // The others of the group get the same kind of error: after
+                // a failed fsync their records may be on disk too, so a
+                // plain (non-fatal) error would tell them too much.
                 let mut first = Some(e);
                 for (reply, _) in pending.waiting {
-                    let err = first.take().unwrap_or_else(|| LogError::Io {
-                        op: "append to",
-                        path: self.active.path.clone(),
-                        source: std::io::Error::other(msg.clone()),
+                    let err = first.take().unwrap_or_else(|| {
+                        let path = self.active.path.clone();
+                        let source = std::io::Error::other(msg.clone());
+                        if fatal {
+                            LogError::Fatal {
+                                op: "append to",
+                                path,
+                                source,
+                            }
+                        } else {
+                            LogError::Io {
+                                op: "append to",
+                                path,
+                                source,
+                            }
+                        }
                     });
                     let _ = reply.send(Err(err));
                 }
@@ -207,16 +237,20 @@ impl Writer {
         }
         if let Err(e) = self.file.write_all_at(buf, self.active.len) {
             // Cut back whatever part of the batch reached the file, so the
-            // next append starts at a frame boundary. If even that fails the
-            // file's tail is unknown: stop writing.
-            return Err(match self.file.set_len(self.active.len) {
+            // next append starts at a frame boundary, and make the cut
+            // durable: the segment may be sealed by a roll before anything
+            // else is synced in it, and a power loss must not bring back
+            // frames whose appenders were told they were refused. If either
+            // fails the file's tail is unknown: stop writing.
+            let cut = self.file.set_len(self.active.len);
+            return Err(match cut.and_then(|()| self.file.sync_all()) {
                 Ok(()) => LogError::Io {
                     op: "write",
                     path: path.clone(),
                     source: e,
                 },
                 Err(cut) => LogError::Fatal {
-                    op: "truncate after a failed write",
+                    op: "truncate (and fsync) after a failed write",
                     path: path.clone(),
                     source: cut,
                 },

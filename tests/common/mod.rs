@@ -3,6 +3,7 @@
 //!
 //! Nothing here sleeps to "let things settle": state is awaited with
 //! [`eventually`], which polls with a deadline and fails loudly.
+#![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::future::Future;
 use std::net::SocketAddr;
