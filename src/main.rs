@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use chime::cli::{Cli, Command};
+
+/// mimalloc instead of the system allocator: a delivery or a create makes
+/// many small short-lived allocations (JSON, headers, records), and glibc's
+/// malloc was ~15% of a delivery burst's CPU under perf.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use chime::server::{Server, stop_signal};
 
 fn main() -> ExitCode {
