@@ -172,16 +172,9 @@ fn bulk(rt: &tokio::runtime::Runtime) {
     });
 }
 
-/// Anonymous resident memory of this process, from /proc: file-backed
-/// pages of the memory-mapped log are the page cache's, not chime's.
+/// Anonymous resident memory of this process.
 fn rss_anon_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("RssAnon")
-        * 1024
+    common::rss_anon_bytes_of("/proc/self/status")
 }
 
 const RAM_EVENTS: u64 = 1_000_000;
@@ -223,6 +216,17 @@ fn ram(rt: &tokio::runtime::Runtime) {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // And the service itself: `chime serve` over these events against
+    // `chime serve` over an empty data dir.
+    let empty = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let base = ServerProcess::start(empty.path(), &[]).rss_anon_bytes();
+    let full = ServerProcess::start(dir.path(), &[]).rss_anon_bytes();
+    println!(
+        "ram     chime serve with {RAM_EVENTS} pending events: {:.0} B/event anonymous RSS over an empty server ({} MiB vs {} MiB)",
+        full.saturating_sub(base) as f64 / RAM_EVENTS as f64,
+        full / (1024 * 1024),
+        base / (1024 * 1024)
     );
 }
 

@@ -61,6 +61,26 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// Anonymous resident memory of the server process (its heap), from
+    /// /proc: file-backed pages of the memory-mapped log are the page
+    /// cache's, not the server's.
+    pub fn rss_anon_bytes(&self) -> u64 {
+        rss_anon_bytes_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+/// `RssAnon` from a /proc status file, in bytes.
+pub fn rss_anon_bytes_of(status_path: &str) -> u64 {
+    let status = std::fs::read_to_string(status_path).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("RssAnon")
+        * 1024
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
