@@ -275,26 +275,31 @@ impl Writer {
     fn roll(&mut self) -> Result<(), LogError> {
         let (path, file) =
             segment::create(&*self.active.fs, &self.active.dir, self.active.next_seq)?;
+        // Map before switching: if mapping fails the writer stays on the
+        // old segment, so readers never miss a segment it writes to. The
+        // new one holds only a header; the next roll replaces it (rename
+        // over it), and a restart reads it as an empty last segment.
+        let len = self.active.segment_bytes as usize;
+        let map = Arc::new(
+            file.map_ahead(len)
+                .map_err(|e| LogError::io("mmap", &path, e))?,
+        );
+        self.active
+            .shared
+            .segments
+            .write()
+            .map_err(|_| LogError::Closed)?
+            .push(ReadSegment {
+                base_seq: self.active.next_seq,
+                path: path.clone(),
+                map,
+                durable_len: segment::EMPTY_LEN,
+            });
         self.file = file;
         self.active.path = path;
         self.active.ordinal += 1;
         self.active.len = segment::EMPTY_LEN;
-        {
-            let mut segments = self
-                .active
-                .shared
-                .segments
-                .write()
-                .map_err(|_| LogError::Closed)?;
-            segments.push(ReadSegment {
-                base_seq: self.active.next_seq,
-                path: self.active.path.clone(),
-                // Replaced by `map_active` just below.
-                map: Arc::new(segment::map(&*self.active.fs, &self.active.path)?),
-                durable_len: segment::EMPTY_LEN,
-            });
-        }
-        self.map_active()
+        Ok(())
     }
 
     /// Maps the active segment up to `segment_bytes` (or its length, if
