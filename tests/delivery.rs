@@ -12,30 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{ChildServer, Receiver, Reply, TestServer, closed_port, in_seconds, secs_between, ts};
+use common::{
+    ChildServer, Receiver, Reply, TestServer, client_error, closed_port, in_seconds,
+    only_invocation, secs_between, ts,
+};
 
 fn user_agent() -> String {
     format!("chime/{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// The one invocation of an event, after checking there is exactly one.
-async fn only_invocation(api: &common::Api, id: &str) -> Value {
-    let invocations = api.invocations(id).await;
-    assert_eq!(invocations.len(), 1, "{invocations:#?}");
-    invocations[0].clone()
-}
-
-/// The `client_error` message of an invocation, after checking its shape.
-fn client_error(invocation: &Value) -> String {
-    assert_eq!(invocation["status"], Value::Null, "{invocation:#}");
-    assert_eq!(
-        invocation["response"]["type"], "client_error",
-        "{invocation:#}"
-    );
-    invocation["response"]["data"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// A response header of a `webhook_response` invocation, by name in any case.

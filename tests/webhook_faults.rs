@@ -22,7 +22,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use harness::{Api, Receiver, Reply, TestServer, WAIT, in_seconds, secs_between, ts};
+use harness::{
+    Api, Receiver, Reply, TestServer, WAIT, client_error, in_seconds, only_invocation,
+    secs_between, ts,
+};
 
 /// The dispatcher's default response body cap.
 const CAP: usize = 64 * 1024;
@@ -303,26 +306,6 @@ async fn self_signed_tls() -> SelfSigned {
 
 // ---------------------------------------------------------------------------
 // Reading the outcome
-
-/// The one invocation of an event, after checking there is exactly one.
-async fn only_invocation(api: &Api, id: &str) -> Value {
-    let invocations = api.invocations(id).await;
-    assert_eq!(invocations.len(), 1, "{invocations:#?}");
-    invocations[0].clone()
-}
-
-/// The `client_error` message of an invocation, after checking its shape.
-fn client_error(invocation: &Value) -> String {
-    assert_eq!(invocation["status"], Value::Null, "{invocation:#}");
-    assert_eq!(
-        invocation["response"]["type"], "client_error",
-        "{invocation:#}"
-    );
-    invocation["response"]["data"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// Creates an event due now for `webhook`.
 async fn due_now(api: &Api, webhook: &str, retry_conf: Value) -> String {

@@ -515,3 +515,23 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// The one invocation of an event, after checking there is exactly one.
+pub async fn only_invocation(api: &Api, id: &str) -> Value {
+    let invocations = api.invocations(id).await;
+    assert_eq!(invocations.len(), 1, "{invocations:#?}");
+    invocations[0].clone()
+}
+
+/// The `client_error` message of an invocation, after checking its shape.
+pub fn client_error(invocation: &Value) -> String {
+    assert_eq!(invocation["status"], Value::Null, "{invocation:#}");
+    assert_eq!(
+        invocation["response"]["type"], "client_error",
+        "{invocation:#}"
+    );
+    invocation["response"]["data"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
