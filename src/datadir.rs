@@ -43,6 +43,17 @@ impl DataDir {
                 path: root.to_path_buf(),
                 source,
             })?;
+            // Make the data directory's entry durable: the log's fsyncs
+            // cover what is inside it, not the directory itself.
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| DataDirError::Io {
+                        op: "fsync",
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+            }
         } else if !root.is_dir() {
             return Err(DataDirError::Missing(root.to_path_buf()));
         }

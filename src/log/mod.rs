@@ -400,6 +400,12 @@ impl Log {
         let fs = &*opts.fs;
         fs.create_dir_all(log_dir)
             .map_err(|e| LogError::io("create", log_dir, e))?;
+        // The log directory's own entry must be durable too, or a power
+        // loss soon after the first start could take the whole log with it.
+        if let Some(parent) = log_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(|e| LogError::fatal("fsync directory", parent, e))?;
+        }
         let mut scan = DirScan::read_inner(fs, log_dir, true)?;
         if let Some(refused) = scan.refusal() {
             return Err(refused);
