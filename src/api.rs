@@ -176,6 +176,14 @@ impl Api {
                         records.push(Record::EventCancelled { event_id, at: now });
                         planned.push((i, Ok(hasura::success())));
                     }
+                    Command::Bulk(_) => {
+                        // Refused before anything is appended, so the
+                        // outer bulk stays all-or-nothing.
+                        return Err(ApiError::not_supported(
+                            format!("$.args[{i}]"),
+                            "a bulk inside a bulk is not supported",
+                        ));
+                    }
                     read => planned.push((i, Err(read))),
                 }
             }
@@ -196,10 +204,6 @@ impl Api {
                 Err(read) => read,
             };
             answers.push(match command {
-                Command::CreateScheduledEvent(_) | Command::DeleteScheduledEvent { .. } => {
-                    // Writes were answered above.
-                    continue;
-                }
                 Command::GetScheduledEvents {
                     statuses,
                     limit,
@@ -214,9 +218,10 @@ impl Api {
                 } => {
                     self.invocations(event_id, limit, offset, get_rows_count, path(i, "event_id"))?
                 }
-                Command::Bulk(_) => {
-                    return Err(ApiError::not_supported("$.args", "nested bulk"));
-                }
+                // Writes and nested bulks were dealt with in the first pass.
+                Command::CreateScheduledEvent(_)
+                | Command::DeleteScheduledEvent { .. }
+                | Command::Bulk(_) => continue,
             });
         }
         Ok(answers)

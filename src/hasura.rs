@@ -18,8 +18,9 @@
 //! - `request_transform` / `response_transform` are refused with
 //!   `not-supported` rather than ignored.
 //! - `null` for an optional argument means "absent".
-//! - `bulk` is accepted on `/v1/query` only; nested bulks are allowed (Hasura
-//!   allows them) up to [`MAX_BULK_DEPTH`] levels.
+//! - `bulk` is accepted on `/v1/query` only. Nested bulks parse (up to
+//!   [`MAX_BULK_DEPTH`] levels, so errors inside them get their paths), but
+//!   the API refuses to run one (`not-supported`) before appending anything.
 //! - A malformed `event_id` is `parse-failed` at its path, not `not-found`:
 //!   the client sent something that is not an id at all.
 //! - `retry_conf.timeout_seconds: 0` is `validation-failed`: a call that may

@@ -1075,6 +1075,16 @@ async fn bulk_is_all_or_nothing() {
     assert_eq!(err["path"], "$.args[1]");
     assert_eq!(err["error"], "unknown metadata command \"nope\"");
     assert_eq!(server.count().await, 0);
+    // A bulk inside a bulk is refused before the creates beside it happen.
+    let (status, err) = server
+        .query(json!({"type": "bulk", "args": [good(1), {"type": "bulk", "args": [good(2)]}]}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        (err["code"].as_str(), err["path"].as_str()),
+        (Some("not-supported"), Some("$.args[1]"))
+    );
+    assert_eq!(server.count().await, 0, "nothing from the refused bulk");
 
     // All valid: one answer per request, reads see the writes before them.
     let (status, answers) = server
