@@ -252,12 +252,8 @@ fn main() {
         replay_rss(Path::new(&args[i + 1]));
         return;
     }
-    let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
-    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let want = common::cases();
+    let rt = common::runtime();
     if want("create") {
         creates(&rt);
     }

@@ -171,12 +171,8 @@ async fn lateness() {
 }
 
 fn main() {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let want = common::cases();
+    let rt = common::runtime();
     rt.block_on(async {
         if want("lateness") {
             lateness().await;

@@ -6,26 +6,17 @@
 //! default `target/bench-tmp`). Prints one line per case; figures go into
 //! docs/performance.md.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chime::log::{Log, LogOptions};
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("CHIME_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));
-    std::fs::create_dir_all(&base).expect("create bench dir");
-    base
-}
+mod common;
+use common::bench_dir;
 
 fn secs() -> f64 {
-    std::env::var("CHIME_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0)
+    common::secs(3.0)
 }
 
 fn appends(rt: &tokio::runtime::Runtime, appenders: usize, size: usize) {
@@ -92,13 +83,8 @@ fn replay(records: usize, size: usize) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument picks cases.
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let want = common::cases();
+    let rt = common::runtime();
     for size in [256, 4096] {
         for appenders in [1, 16, 256] {
             if want("append") {

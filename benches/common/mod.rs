@@ -26,6 +26,22 @@ pub fn secs(default: f64) -> f64 {
         .unwrap_or(default)
 }
 
+/// Which cases to run: `cargo bench --bench NAME -- FILTER` runs the cases
+/// whose name contains FILTER (all without one; `cargo bench` itself passes
+/// `--bench`, which is not a filter).
+pub fn cases() -> impl Fn(&str) -> bool {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    move |name: &str| filter.as_deref().is_none_or(|f| name.contains(f))
+}
+
+/// The multi-threaded runtime the benchmarks drive their load from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// `chime serve` on 127.0.0.1:0 over `data_dir`, killed on drop.
 pub struct ServerProcess {
     child: Child,
