@@ -593,3 +593,82 @@ async fn a_failed_fsync_answers_503_until_restart_and_loses_nothing_acknowledged
     server.create(far_future()).await;
     server.stop().await;
 }
+
+/// A webhook that reads one request, waits until `answer` fires, then
+/// answers 200; later requests are counted and answered at once.
+async fn gated_receiver() -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (answer, gate) = tokio::sync::oneshot::channel::<()>();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let mut gate = Some(gate);
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let gate = gate.take();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // One read holds the whole small request here.
+                let _ = conn.read(&mut buf).await;
+                seen.fetch_add(1, Ordering::SeqCst);
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, answer, requests)
+}
+
+/// The call was made, but the disk is full when its outcome is to be
+/// recorded: the dispatcher keeps trying to record it (it does not leave
+/// the event `locked` until a restart), and once there is room the event
+/// is `delivered` on its one try, without a second call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fs = FaultFs::new(29);
+    let mut config = ServeConfig::new(tmp.path());
+    config.log = faulty(&fs, 1 << 20);
+    let server = TestServer::start(config).await;
+    let (url, answer, requests) = gated_receiver().await;
+    let id = server
+        .create(json!({"webhook": url, "schedule_at": common::from_now(-1)}))
+        .await;
+    common::eventually("the call to reach the webhook", || {
+        let requests = requests.clone();
+        async move { (requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    fs.fail(Op::Write, Errno::NoSpace, Times::Always);
+    answer.send(()).expect("receiver waiting");
+    // The outcome cannot be written: the event stays locked meanwhile.
+    let event = server.event(&id).await;
+    assert_eq!(event["status"], "locked", "{event}");
+    fs.heal();
+    let event = server.wait_status(&id, "delivered").await;
+    assert_eq!(event["tries"], 1, "{event}");
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not sent again"
+    );
+    server.stop().await;
+}
