@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,12 +87,7 @@ impl Proc {
     }
 
     async fn stop(mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.server.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        self.server.terminate();
         let status = self.server.wait_exit(Duration::from_secs(20)).await;
         assert_eq!(status.and_then(|s| s.code()), Some(0), "no clean stop");
     }

@@ -668,11 +668,7 @@ async fn sigterm_with_a_blocked_delivery_exits_zero_after_the_grace() {
         .await;
     receiver.wait_for(1).await;
     let asked = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    child.terminate();
     let status = child.wait_exit(Duration::from_secs(5)).await;
     let took = asked.elapsed();
     let Some(status) = status else {

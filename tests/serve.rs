@@ -1,6 +1,6 @@
 //! `chime serve` as a real process: readiness, the data-dir lock, SIGTERM.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod harness;
@@ -26,27 +26,8 @@ fn get(addr: &str, path: &str) -> String {
     out
 }
 
-fn kill_term(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "process did not exit in {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn serves_healthz_refuses_a_second_server_and_stops_on_sigterm() {
+#[tokio::test]
+async fn serves_healthz_refuses_a_second_server_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = spawn(dir.path());
     assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
@@ -63,9 +44,13 @@ fn serves_healthz_refuses_a_second_server_and_stops_on_sigterm() {
     assert!(err.contains("locked by another chime process"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10));
 
-    kill_term(&server.child);
-    let status = wait_exit(&mut server.child, Duration::from_secs(15));
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM is a clean stop"
+    );
 
     // The lock died with the process: the data dir opens again.
     let (mut server, addr) = spawn(dir.path());

@@ -274,6 +274,15 @@ impl ChildServer {
         self.child.id()
     }
 
+    /// Sends SIGTERM: asks for a graceful stop (see [`ChildServer::wait_exit`]).
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid());
+    }
+
     /// SIGKILL, and waits until the process is gone (and its lock with it).
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
