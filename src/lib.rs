@@ -22,6 +22,8 @@
 //! - [`cli`]: command-line flags.
 //! - [`logcli`]: `chime log dump | stats | verify | repair`, over the log's
 //!   own scan; the one place outside recovery that cuts a segment.
+//! - `testing` (feature `testing`, for tests and benches only): servers,
+//!   client, receiver, waits and a fault-injecting file system.
 // A panic in the service is a bug; `unwrap` outside tests must say why it
 // cannot fail (and use `expect`), so it is denied here.
 #![deny(clippy::unwrap_used)]
@@ -44,3 +46,6 @@ pub mod record;
 pub mod server;
 pub mod service;
 pub mod tls;
+/// Test support for the integration tests and benches (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing;

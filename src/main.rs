@@ -1,5 +1,6 @@
 //! The `chime` binary: parses flags, sets up logging, calls the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -46,6 +47,14 @@ fn serve(args: chime::cli::ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::open(config)?;
         let listener = server.bind().await?;
+        // The machine-readable line (see `Listening`), flushed at once so a
+        // parent reading a pipe sees it before the first request.
+        let listening = server.listening(&listener)?;
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{listening}")?;
+            stdout.flush()?;
+        }
         server.run(listener, stop_signal()).await?;
         Ok(())
     })

@@ -217,3 +217,105 @@ pub async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+/// The line `chime serve` prints on stdout once it is bound, for scripts
+/// and tests that start it on port 0:
+///
+/// ```text
+/// listening addr=127.0.0.1:8080 scheme=https
+/// ```
+///
+/// Written with [`Display`](std::fmt::Display) and read back with
+/// [`Listening::parse`], so the two cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listening {
+    /// The bound address (the real port when `--listen` asked for port 0).
+    pub addr: SocketAddr,
+    /// Whether the address serves HTTPS.
+    pub tls: bool,
+}
+
+impl Listening {
+    const PREFIX: &'static str = "listening";
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// The base URL of the API: `SCHEME://ADDR`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.addr)
+    }
+
+    /// Reads a line written by `Display`; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Listening> {
+        let mut words = line.split_whitespace();
+        if words.next()? != Self::PREFIX {
+            return None;
+        }
+        let addr = words.next()?.strip_prefix("addr=")?.parse().ok()?;
+        let tls = match words.next()?.strip_prefix("scheme=")? {
+            "http" => false,
+            "https" => true,
+            _ => return None,
+        };
+        words.next().is_none().then_some(Listening { addr, tls })
+    }
+}
+
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} addr={} scheme={}",
+            Self::PREFIX,
+            self.addr,
+            self.scheme()
+        )
+    }
+}
+
+impl Server {
+    /// Whether [`Server::run`] will serve HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.config.tls.is_some()
+    }
+
+    /// What `chime serve` announces for `listener` (see [`Listening`]).
+    pub fn listening(&self, listener: &TcpListener) -> Result<Listening, ServeError> {
+        Ok(Listening {
+            addr: listener.local_addr().map_err(ServeError::Http)?,
+            tls: self.tls_enabled(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod listening_tests {
+    use super::Listening;
+
+    #[test]
+    fn the_listening_line_reads_back() {
+        for tls in [false, true] {
+            let line = Listening {
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                tls,
+            };
+            assert_eq!(Listening::parse(&line.to_string()), Some(line));
+        }
+        assert_eq!(
+            Listening {
+                addr: "[::1]:443".parse().unwrap(),
+                tls: true
+            }
+            .to_string(),
+            "listening addr=[::1]:443 scheme=https"
+        );
+        assert_eq!(Listening::parse("listening on http://127.0.0.1:1"), None);
+        assert_eq!(
+            Listening::parse("listening addr=127.0.0.1:1 scheme=ftp"),
+            None
+        );
+    }
+}

@@ -52,10 +52,6 @@
 //! A directory the `FaultFs` has touched belongs to it: [`FaultFs::crash`]
 //! rewrites the real directory from the model. After writing to the same
 //! directory with another file system, call [`FaultFs::resync`].
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the fault file system"
-)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -64,7 +60,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chime::log::fs::{FileSystem, SegmentIo, StdFile, StdFs};
+use crate::log::fs::{FileSystem, SegmentIo, StdFile, StdFs};
+use crate::testing::Rng;
 use memmap2::Mmap;
 
 /// The kinds of call that can be made to fail.
@@ -165,32 +162,6 @@ pub struct FaultFs {
 impl std::fmt::Debug for FaultFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FaultFs")
-    }
-}
-
-/// A small deterministic generator (xorshift64*): the crash outcomes follow
-/// from the seed.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // Never zero, or xorshift stays at zero.
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -1,0 +1,50 @@
+//! The benches' knobs: where they write, how long they run, which cases,
+//! their runtime, and memory as /proc reports it. The server under test
+//! runs as a [`ChildServer`](super::ChildServer) (the bench-profile binary),
+//! so the load generator's CPU is not counted as the server's.
+
+use std::path::PathBuf;
+
+/// Where benchmarks put their data: `CHIME_BENCH_DIR`, or `target/bench-tmp`.
+pub fn bench_dir() -> PathBuf {
+    let base = std::env::var_os("CHIME_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"));
+    std::fs::create_dir_all(&base).expect("create bench dir");
+    base
+}
+
+/// Seconds per case: `CHIME_BENCH_SECS`, or `default`.
+pub fn secs(default: f64) -> f64 {
+    std::env::var("CHIME_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Which cases to run: `cargo bench --bench NAME -- FILTER` runs the cases
+/// whose name contains FILTER (all without one; `cargo bench` itself passes
+/// `--bench`, which is not a filter).
+pub fn cases() -> impl Fn(&str) -> bool {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    move |name: &str| filter.as_deref().is_none_or(|f| name.contains(f))
+}
+
+/// The multi-threaded runtime the benchmarks drive their load from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `RssAnon` from a /proc status file, in bytes.
+pub fn rss_anon_bytes_of(status_path: &str) -> u64 {
+    let status = std::fs::read_to_string(status_path).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("RssAnon")
+        * 1024
+}

@@ -1,0 +1,183 @@
+//! `chime serve` as a child process: the real binary, its flags, its
+//! signals, its exit status.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::client::ApiClient;
+use super::wait::{POLL, WAIT};
+use crate::server::Listening;
+
+/// The `chime` binary cargo built beside the running test or bench:
+/// `target/<profile>/deps/<test>` runs, `target/<profile>/chime` is the
+/// server. (A library has no `CARGO_BIN_EXE_chime`; cargo always builds the
+/// binary before an integration test or bench.)
+pub fn chime_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()));
+    let binary = profile_dir.join("chime");
+    assert!(
+        binary.is_file(),
+        "no chime binary at {} (derived from {}): run the test through cargo, which builds it",
+        binary.display(),
+        exe.display()
+    );
+    binary
+}
+
+/// `chime serve` as a child process. Killed when dropped, so a failing test
+/// leaves no process behind.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub api: ApiClient,
+    /// Everything the child wrote to stderr so far, for failure messages.
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ChildServer {
+    /// Starts `chime serve --data-dir DIR --listen 127.0.0.1:0 EXTRA...`
+    /// (logging at `info`) and waits at most [`WAIT`] for its
+    /// [`Listening`] line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ChildServer {
+        Self::start_with(data_dir, extra, "info", WAIT)
+    }
+
+    /// [`ChildServer::start`] with `RUST_LOG=log_filter`, waiting at most
+    /// `ready_within` for the child to listen (a large log takes a while
+    /// to replay).
+    pub fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        log_filter: &str,
+        ready_within: Duration,
+    ) -> ChildServer {
+        let mut child = Command::new(chime_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chime serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+        // Both pipes are drained for the child's whole life so it never
+        // blocks on a full one; stdout reports the address once.
+        std::thread::spawn(move || {
+            let mut listening_tx = Some(listening_tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(listening) = Listening::parse(&line)
+                    && let Some(tx) = listening_tx.take()
+                {
+                    let _ = tx.send(listening);
+                }
+            }
+        });
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        let listening = match listening_rx.recv_timeout(ready_within) {
+            Ok(listening) => listening,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "chime serve did not report its address ({e}); stderr:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        ChildServer {
+            child,
+            addr: listening.addr,
+            api: ApiClient::new(listening.url()),
+            stderr: log,
+        }
+    }
+
+    /// [`ChildServer::start`] off the async workers (it blocks until the
+    /// child is listening).
+    pub async fn spawn(data_dir: &Path, extra: &[&str]) -> ChildServer {
+        let data_dir = data_dir.to_owned();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            ChildServer::start(&data_dir, &extra)
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM: asks for a graceful stop (see [`ChildServer::wait_exit`]).
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// SIGKILL, and waits until the process is gone (and its lock with it).
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits at most `limit` for the child to exit on its own.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Everything the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Anonymous resident memory of the child (its heap), from /proc:
+    /// file-backed pages of the memory-mapped log are the page cache's, not
+    /// the server's.
+    pub fn rss_anon_bytes(&self) -> u64 {
+        super::bench::rss_anon_bytes_of(&format!("/proc/{}/status", self.pid()))
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

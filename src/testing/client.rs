@@ -1,0 +1,209 @@
+//! A client of one chime's HTTP API, with the commands tests send most.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::wait::eventually;
+
+/// A plain HTTP client with a timeout, so a hung server fails the test
+/// instead of hanging it, and no proxy, so 127.0.0.1 is really local.
+pub fn http_client() -> reqwest::Client {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("build reqwest client")
+}
+
+/// Status and JSON body of a response (`Value::Null` if the body is not
+/// JSON).
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("response body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A client of one server's API: `/v1/metadata`, `/v1/query`, and the
+/// commands built on them.
+#[derive(Clone)]
+pub struct ApiClient {
+    /// `http://127.0.0.1:PORT` (or `https://…`).
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Sent as `X-Hasura-Admin-Secret` when set.
+    pub secret: Option<String>,
+}
+
+impl ApiClient {
+    /// A client of the server at `base` (a URL such as
+    /// [`Listening::url`](crate::server::Listening::url)), without a secret.
+    pub fn new(base: impl Into<String>) -> ApiClient {
+        ApiClient {
+            base: base.into(),
+            http: http_client(),
+            secret: None,
+        }
+    }
+
+    /// `base` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs raw bytes to `path` with the admin secret (if any); fails only
+    /// when no answer comes (the server is gone).
+    pub async fn try_post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(secret) = &self.secret {
+            request = request.header("x-hasura-admin-secret", secret);
+        }
+        Ok(read(request.send().await?).await)
+    }
+
+    /// [`ApiClient::try_post_raw`] that must be answered.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.try_post_raw(path, body).await.expect("request sent")
+    }
+
+    /// POSTs a JSON body to `/v1/metadata`: the status and the JSON answer.
+    pub async fn metadata(&self, body: Value) -> (u16, Value) {
+        self.post_raw("/v1/metadata", body.to_string()).await
+    }
+
+    /// POSTs a JSON body to `/v1/query`.
+    pub async fn query(&self, body: Value) -> (u16, Value) {
+        self.post_raw("/v1/query", body.to_string()).await
+    }
+
+    /// Runs a command that must succeed and returns its answer.
+    pub async fn ok(&self, body: Value) -> Value {
+        let (status, answer) = self.metadata(body.clone()).await;
+        assert_eq!(status, 200, "request {body} was answered {answer}");
+        answer
+    }
+
+    /// Creates an event from `args` and returns its id.
+    pub async fn create(&self, args: Value) -> String {
+        let answer = self
+            .ok(json!({"type": "create_scheduled_event", "args": args}))
+            .await;
+        assert_eq!(answer["message"], "success", "{answer}");
+        answer["event_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no event_id in {answer}"))
+            .to_owned()
+    }
+
+    /// Deletes the event `id`, which must succeed.
+    pub async fn delete(&self, id: &str) {
+        let answer = self
+            .ok(json!({
+                "type": "delete_scheduled_event",
+                "args": {"type": "one_off", "event_id": id},
+            }))
+            .await;
+        assert_eq!(answer, json!({"message": "success"}));
+    }
+
+    /// `get_scheduled_events` with `args`.
+    pub async fn events(&self, args: Value) -> Value {
+        self.ok(json!({"type": "get_scheduled_events", "args": args}))
+            .await
+    }
+
+    /// Every event, in the API's order.
+    pub async fn all_events(&self) -> Vec<Value> {
+        match self.events(json!({"type": "one_off"})).await["events"].take() {
+            Value::Array(events) => events,
+            other => panic!("events is not an array: {other}"),
+        }
+    }
+
+    /// The number of events, as `get_rows_count` reports it.
+    pub async fn count(&self) -> u64 {
+        let answer = self
+            .events(json!({"type": "one_off", "limit": 0, "get_rows_count": true}))
+            .await;
+        answer["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no count in {answer}"))
+    }
+
+    /// The event as `get_scheduled_events` shows it, or `None` when it is
+    /// not listed (unknown or deleted).
+    pub async fn find_event(&self, id: &str) -> Option<Value> {
+        self.all_events().await.into_iter().find(|e| e["id"] == id)
+    }
+
+    /// The event with `id`, which must be listed.
+    pub async fn event(&self, id: &str) -> Value {
+        self.find_event(id)
+            .await
+            .unwrap_or_else(|| panic!("event {id} is not listed"))
+    }
+
+    /// `get_scheduled_event_invocations` with `args`.
+    pub async fn invocations(&self, args: Value) -> Value {
+        self.ok(json!({"type": "get_scheduled_event_invocations", "args": args}))
+            .await
+    }
+
+    /// The invocation logs of event `id`, newest first.
+    pub async fn invocations_of(&self, id: &str) -> Vec<Value> {
+        match self
+            .invocations(json!({"type": "one_off", "event_id": id}))
+            .await["invocations"]
+            .take()
+        {
+            Value::Array(invocations) => invocations,
+            other => panic!("invocations is not an array: {other}"),
+        }
+    }
+
+    /// Waits (bounded) until event `id` is listed and `done` holds for it,
+    /// and returns it.
+    pub async fn wait_event(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        eventually(&format!("event {id} is {what}"), || async {
+            self.find_event(id).await.filter(|e| done(e))
+        })
+        .await
+    }
+
+    /// Waits (bounded) until event `id` has `status`, and returns it.
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        self.wait_event(id, status, |e| e["status"] == status).await
+    }
+}
+
+/// The one invocation of an event, after checking there is exactly one.
+pub async fn only_invocation(api: &ApiClient, id: &str) -> Value {
+    let invocations = api.invocations_of(id).await;
+    assert_eq!(invocations.len(), 1, "{invocations:#?}");
+    invocations[0].clone()
+}
+
+/// The `client_error` message of an invocation, after checking its shape.
+pub fn client_error(invocation: &Value) -> String {
+    assert_eq!(invocation["status"], Value::Null, "{invocation:#}");
+    assert_eq!(
+        invocation["response"]["type"], "client_error",
+        "{invocation:#}"
+    );
+    invocation["response"]["data"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

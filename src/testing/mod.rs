@@ -1,0 +1,37 @@
+//! Test support, shared by the integration tests (`tests/`) and the
+//! benches (`benches/`): chime in-process ([`TestServer`]) or as a child
+//! process ([`ChildServer`]), a client of its metadata API ([`ApiClient`]),
+//! a webhook receiver that records and answers from a script
+//! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
+//! generator, a fault-injecting file system ([`faultfs`]) and the benches'
+//! knobs ([`bench`]).
+//!
+//! Compiled only with the `testing` feature, which the tests and benches
+//! switch on through chime's self dev-dependency; it is never in a release
+//! build. Record fixtures live beside the records, in
+//! [`crate::record::fixtures`].
+//!
+//! Nothing here sleeps to let things settle: every wait polls something
+//! observable (the API, the receiver's count) with a deadline and fails
+//! loudly. Setup that fails panics, failing the test that asked for it.
+// Test support: a failed setup step is the calling test's failure, so
+// panicking on it (unwrap included) is the point, as in `cfg(test)` code.
+#![allow(clippy::unwrap_used)]
+
+pub mod bench;
+mod child;
+mod client;
+pub mod faultfs;
+mod receiver;
+mod rng;
+mod server;
+mod time;
+mod wait;
+
+pub use child::{ChildServer, chime_binary};
+pub use client::{ApiClient, client_error, http_client, only_invocation, read};
+pub use receiver::{Received, Receiver, Reply};
+pub use rng::Rng;
+pub use server::TestServer;
+pub use time::{free_port, from_now, in_seconds, secs_between, ts};
+pub use wait::{WAIT, eventually, eventually_within};

@@ -1,0 +1,92 @@
+//! chime in the test's own runtime, on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::client::ApiClient;
+use crate::server::{ServeConfig, ServeError, Server};
+
+/// A server running in this process, stopped with [`TestServer::stop`] (or
+/// when dropped, if a test fails first).
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// A client of this server, with its admin secret.
+    pub api: ApiClient,
+    /// Asks the server to stop; taken by `stop` or `drop`.
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The data directory the server made for itself, if it did; removed
+    /// after the server is dropped.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Opens a server for `config` (which must not use TLS) and serves it
+    /// on a fresh 127.0.0.1 port.
+    pub async fn start(config: ServeConfig) -> TestServer {
+        let secret = config.admin_secret.clone();
+        let server = Server::open(config).expect("Server::open");
+        Self::serve(server, secret).await
+    }
+
+    /// A server with default settings over a fresh temporary data directory.
+    pub async fn fresh() -> TestServer {
+        Self::fresh_with(|_| {}).await
+    }
+
+    /// [`TestServer::fresh`] after `configure` has adjusted its settings.
+    pub async fn fresh_with(configure: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mut config = ServeConfig::new(dir.path());
+        configure(&mut config);
+        let mut server = Self::start(config).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Serves an already opened server on a fresh 127.0.0.1 port.
+    pub async fn serve(server: Server, secret: Option<String>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listening = server.listening(&listener).expect("local_addr");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            stop_rx.await.ok();
+        }));
+        let mut api = ApiClient::new(listening.url());
+        api.secret = secret;
+        TestServer {
+            addr: listening.addr,
+            api,
+            stop: Some(stop_tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Asks the server to stop and waits until it has (its data directory
+    /// is unlocked once this returns).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server stops within 15 s")
+                .expect("server task did not panic")
+                .expect("server ran without error");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
