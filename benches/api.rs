@@ -17,16 +17,16 @@ use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
 use chime::service::Service;
 use serde_json::json;
 
-mod common;
-use common::{ServerProcess, bench_dir};
+use chime::testing::ChildServer;
+use chime::testing::bench::{self, bench_dir};
 
 fn secs() -> f64 {
-    common::secs(5.0)
+    bench::secs(5.0)
 }
 
 /// Starts the server process on `dir`.
-fn start(dir: &Path) -> ServerProcess {
-    ServerProcess::start(dir, &[])
+fn start(dir: &Path) -> ChildServer {
+    bench::serve(dir, &[])
 }
 
 fn create_body(i: u64) -> serde_json::Value {
@@ -128,7 +128,7 @@ fn creates(rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     rt.block_on(async {
         let server = start(dir.path());
-        let url = server.url.clone();
+        let url = server.api.base.clone();
         let target = format!("{url}/v1/metadata");
         let body = create_body(1);
         match tokio::task::block_in_place(|| wrk(&target, 64, &body)) {
@@ -153,7 +153,7 @@ fn bulk(rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     rt.block_on(async {
         let server = start(dir.path());
-        let url = server.url.clone();
+        let url = server.api.base.clone();
         let target = format!("{url}/v1/query");
         let body = bulk_body(0);
         match tokio::task::block_in_place(|| wrk(&target, 4, &body)) {
@@ -174,7 +174,7 @@ fn bulk(rt: &tokio::runtime::Runtime) {
 
 /// Anonymous resident memory of this process.
 fn rss_anon_bytes() -> u64 {
-    common::rss_anon_bytes_of("/proc/self/status")
+    bench::rss_anon_bytes_of("/proc/self/status")
 }
 
 const RAM_EVENTS: u64 = 1_000_000;
@@ -220,8 +220,8 @@ fn ram(rt: &tokio::runtime::Runtime) {
     // And the service itself: `chime serve` over these events against
     // `chime serve` over an empty data dir.
     let empty = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    let base = ServerProcess::start(empty.path(), &[]).rss_anon_bytes();
-    let full = ServerProcess::start(dir.path(), &[]).rss_anon_bytes();
+    let base = bench::serve(empty.path(), &[]).rss_anon_bytes();
+    let full = bench::serve(dir.path(), &[]).rss_anon_bytes();
     println!(
         "ram     chime serve with {RAM_EVENTS} pending events: {:.0} B/event anonymous RSS over an empty server ({} MiB vs {} MiB)",
         full.saturating_sub(base) as f64 / RAM_EVENTS as f64,
@@ -252,8 +252,8 @@ fn main() {
         replay_rss(Path::new(&args[i + 1]));
         return;
     }
-    let want = common::cases();
-    let rt = common::runtime();
+    let want = bench::cases();
+    let rt = bench::runtime();
     if want("create") {
         creates(&rt);
     }

@@ -20,8 +20,7 @@ use chime::clock::SystemClock;
 use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
 use chime::service::Service;
 
-mod common;
-use common::{ServerProcess, bench_dir};
+use chime::testing::bench::{self, bench_dir};
 
 /// What the receiver saw.
 #[derive(Default)]
@@ -114,7 +113,7 @@ async fn burst() {
     let at = UnixMicros::from_timestamp(jiff::Timestamp::now());
     write_events(dir.path(), &url, (0..N).map(|_| at)).await;
     let start = Instant::now();
-    let _server = ServerProcess::start(dir.path(), &[]);
+    let _server = bench::serve(dir.path(), &[]);
     wait_for(&seen, N, Duration::from_secs(600)).await;
     let s = start.elapsed().as_secs_f64();
     println!(
@@ -128,7 +127,7 @@ async fn lateness() {
     const SECONDS: i64 = 10;
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let (url, seen) = receiver().await;
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = bench::serve(dir.path(), &[]);
     // Created through the API once the server runs, so a slow start cannot
     // make the first events late.
     chime::tls::install_crypto_provider();
@@ -145,7 +144,7 @@ async fn lateness() {
             .collect();
         let body = serde_json::json!({"type": "bulk", "args": args}).to_string();
         let resp = client
-            .post(format!("{}/v1/query", server.url))
+            .post(format!("{}/v1/query", server.api.base))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -171,8 +170,8 @@ async fn lateness() {
 }
 
 fn main() {
-    let want = common::cases();
-    let rt = common::runtime();
+    let want = bench::cases();
+    let rt = bench::runtime();
     rt.block_on(async {
         if want("lateness") {
             lateness().await;

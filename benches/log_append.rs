@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use chime::log::{Log, LogOptions};
 
-mod common;
-use common::bench_dir;
+use chime::testing::bench::{self, bench_dir};
 
 fn secs() -> f64 {
-    common::secs(3.0)
+    bench::secs(3.0)
 }
 
 fn appends(rt: &tokio::runtime::Runtime, appenders: usize, size: usize) {
@@ -83,8 +82,8 @@ fn replay(records: usize, size: usize) {
 }
 
 fn main() {
-    let want = common::cases();
-    let rt = common::runtime();
+    let want = bench::cases();
+    let rt = bench::runtime();
     for size in [256, 4096] {
         for appenders in [1, 16, 256] {
             if want("append") {

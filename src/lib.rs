@@ -45,7 +45,7 @@ pub mod projection;
 pub mod record;
 pub mod server;
 pub mod service;
-pub mod tls;
 /// Test support for the integration tests and benches (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;

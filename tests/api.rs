@@ -7,15 +7,13 @@
 //! scheduled in the past (inside the default 6 h tolerance), and their
 //! outcome is awaited by bounded polling of the API, never by sleeping.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chime::datadir::DataDirError;
 use chime::log::LogOptions;
 use chime::server::{ServeConfig, ServeError, Server};
-use common::{Receiver, TestServer, client, from_now, read};
+use chime::testing::{Receiver, TestServer, from_now, http_client, read};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,8 +85,9 @@ fn due_now(webhook: String) -> Value {
 async fn healthz_answers_200() {
     let (_dir, server) = start().await;
     let response = server
-        .client
-        .get(format!("{}/healthz", server.base))
+        .api
+        .http
+        .get(format!("{}/healthz", server.api.base))
         .send()
         .await
         .expect("healthz");
@@ -101,6 +100,7 @@ async fn healthz_answers_200() {
 async fn create_answers_success_and_the_event_shows_every_key() {
     let (_dir, server) = start().await;
     let answer = server
+        .api
         .ok(json!({"type": "create_scheduled_event", "args": {
             "webhook": "http://example.invalid/full",
             "schedule_at": "2099-01-01T12:00:00+02:00",
@@ -120,12 +120,13 @@ async fn create_answers_success_and_the_event_shows_every_key() {
     uuid::Uuid::parse_str(&full).expect("event_id is a UUID");
 
     let minimal = server
+        .api
         .create(json!({"webhook": "https://example.invalid/min",
                        "schedule_at": "2099-01-02 03:04 Z"}))
         .await;
     assert_ne!(full, minimal);
 
-    let answer = server.events(json!({"type": "one_off"})).await;
+    let answer = server.api.events(json!({"type": "one_off"})).await;
     assert_eq!(keys(&answer), set(&["events"]), "no count unless asked");
     let events = answer["events"].as_array().expect("events");
     assert_eq!(events.len(), 2);
@@ -182,14 +183,14 @@ async fn create_answers_success_and_the_event_shows_every_key() {
 #[tokio::test]
 async fn get_scheduled_events_orders_filters_and_pages() {
     let (_dir, server) = start().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::ok_or_fail().await;
     let at = |t: &str| json!({"webhook": "http://example.invalid/", "schedule_at": t});
-    let c = server.create(at("2099-01-03T00:00:00Z")).await;
-    let b1 = server.create(at("2099-01-02T00:00:00Z")).await;
-    let a = server.create(at("2099-01-01T02:00:00+02:00")).await;
-    let b2 = server.create(at("2099-01-02T00:00:00Z")).await;
-    let delivered = server.create(due_now(receiver.url("/ok"))).await;
-    server.wait_status(&delivered, "delivered").await;
+    let c = server.api.create(at("2099-01-03T00:00:00Z")).await;
+    let b1 = server.api.create(at("2099-01-02T00:00:00Z")).await;
+    let a = server.api.create(at("2099-01-01T02:00:00+02:00")).await;
+    let b2 = server.api.create(at("2099-01-02T00:00:00Z")).await;
+    let delivered = server.api.create(due_now(receiver.url("/ok"))).await;
+    server.api.wait_status(&delivered, "delivered").await;
 
     // By scheduled_time, then id (a UUID's bytes order as its lowercase hex).
     let (b_first, b_second) = if b1 < b2 { (&b1, &b2) } else { (&b2, &b1) };
@@ -200,30 +201,35 @@ async fn get_scheduled_events_orders_filters_and_pages() {
         b_second.clone(),
         c.clone(),
     ];
-    let all = server.events(json!({"type": "one_off"})).await;
+    let all = server.api.events(json!({"type": "one_off"})).await;
     assert_eq!(ids(&all["events"]), order);
     // `args` may be left out altogether.
     let (status, bare) = server
+        .api
         .metadata(json!({"type": "get_scheduled_events"}))
         .await;
     assert_eq!(status, 200);
     assert_eq!(bare, all);
 
     let page = server
+        .api
         .events(json!({"type": "one_off", "limit": 2, "offset": 1, "get_rows_count": true}))
         .await;
     assert_eq!(ids(&page["events"]), order[1..3].to_vec());
     assert_eq!(page["count"], 5, "count ignores limit and offset");
     let past_end = server
+        .api
         .events(json!({"type": "one_off", "offset": 5, "get_rows_count": true}))
         .await;
     assert_eq!(past_end, json!({"events": [], "count": 5}));
     let unasked = server
+        .api
         .events(json!({"type": "one_off", "limit": 1, "get_rows_count": false}))
         .await;
     assert_eq!(keys(&unasked), set(&["events"]));
 
     let only_delivered = server
+        .api
         .events(json!({"type": "one_off", "status": ["delivered"], "get_rows_count": true}))
         .await;
     assert_eq!(ids(&only_delivered["events"]), vec![delivered.clone()]);
@@ -233,15 +239,18 @@ async fn get_scheduled_events_orders_filters_and_pages() {
     assert_eq!(d["next_retry_at"], Value::Null);
 
     let scheduled = server
+        .api
         .events(json!({"type": "one_off", "status": ["scheduled"], "get_rows_count": true}))
         .await;
     assert_eq!(ids(&scheduled["events"]), order[1..].to_vec());
     assert_eq!(scheduled["count"], 4);
     let both = server
+        .api
         .events(json!({"type": "one_off", "status": ["delivered", "scheduled"], "limit": 2}))
         .await;
     assert_eq!(ids(&both["events"]), order[..2].to_vec());
     let none = server
+        .api
         .events(
             json!({"type": "one_off", "status": ["error", "dead", "locked"],
                        "get_rows_count": true}),
@@ -249,6 +258,7 @@ async fn get_scheduled_events_orders_filters_and_pages() {
         .await;
     assert_eq!(none, json!({"events": [], "count": 0}));
     let empty_filter = server
+        .api
         .events(json!({"type": "one_off", "status": [], "get_rows_count": true}))
         .await;
     assert_eq!(ids(&empty_filter["events"]), order, "[] means every status");
@@ -259,8 +269,9 @@ async fn get_scheduled_events_orders_filters_and_pages() {
 #[tokio::test]
 async fn invocations_show_the_call_newest_first_and_page() {
     let (_dir, server) = start().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::ok_or_fail().await;
     let first = server
+        .api
         .create(json!({
             "webhook": receiver.url("/ok"),
             "schedule_at": from_now(-60),
@@ -269,17 +280,18 @@ async fn invocations_show_the_call_newest_first_and_page() {
             "comment": "hello"
         }))
         .await;
-    let first_event = server.wait_status(&first, "delivered").await;
-    let failed = server.create(due_now(receiver.url("/fail"))).await;
-    let failed_event = server.wait_status(&failed, "error").await;
+    let first_event = server.api.wait_status(&first, "delivered").await;
+    let failed = server.api.create(due_now(receiver.url("/fail"))).await;
+    let failed_event = server.api.wait_status(&failed, "error").await;
     assert_eq!(failed_event["tries"], 1);
     assert_eq!(failed_event["next_retry_at"], Value::Null);
-    let last = server.create(due_now(receiver.url("/ok"))).await;
-    server.wait_status(&last, "delivered").await;
-    assert_eq!(receiver.hits(), 3);
+    let last = server.api.create(due_now(receiver.url("/ok"))).await;
+    server.api.wait_status(&last, "delivered").await;
+    assert_eq!(receiver.count(), 3);
 
     // One event's log, and its exact shape.
     let answer = server
+        .api
         .invocations(json!({"type": "one_off", "event_id": first}))
         .await;
     assert_eq!(keys(&answer), set(&["invocations"]));
@@ -326,6 +338,7 @@ async fn invocations_show_the_call_newest_first_and_page() {
     assert!(inv["response"]["data"]["headers"].is_array());
 
     let failed_log = server
+        .api
         .invocations(json!({"type": "one_off", "event_id": failed, "get_rows_count": true}))
         .await;
     assert_eq!(failed_log["count"], 1);
@@ -337,6 +350,7 @@ async fn invocations_show_the_call_newest_first_and_page() {
 
     // Every event's log, newest first, paged.
     let all = server
+        .api
         .invocations(json!({"type": "one_off", "get_rows_count": true}))
         .await;
     assert_eq!(all["count"], 3);
@@ -345,16 +359,19 @@ async fn invocations_show_the_call_newest_first_and_page() {
         vec![last.clone(), failed.clone(), first.clone()]
     );
     let page = server
+        .api
         .invocations(json!({"type": "one_off", "limit": 1, "offset": 1}))
         .await;
     assert_eq!(keys(&page), set(&["invocations"]));
     assert_eq!(event_ids_of(&page["invocations"]), vec![failed.clone()]);
     let (status, bare) = server
+        .api
         .metadata(json!({"type": "get_scheduled_event_invocations"}))
         .await;
     assert_eq!(status, 200);
     assert_eq!(bare["invocations"], all["invocations"]);
     let past_end = server
+        .api
         .invocations(json!({"type": "one_off", "event_id": first, "offset": 1,
                             "get_rows_count": true}))
         .await;
@@ -365,50 +382,54 @@ async fn invocations_show_the_call_newest_first_and_page() {
 #[tokio::test]
 async fn delete_removes_the_event_and_its_invocations_from_every_view() {
     let (_dir, server) = start().await;
-    let receiver = Receiver::start().await;
-    let gone = server.create(due_now(receiver.url("/ok"))).await;
-    server.wait_status(&gone, "delivered").await;
-    let kept = server.create(due_now(receiver.url("/ok"))).await;
-    server.wait_status(&kept, "delivered").await;
+    let receiver = Receiver::ok_or_fail().await;
+    let gone = server.api.create(due_now(receiver.url("/ok"))).await;
+    server.api.wait_status(&gone, "delivered").await;
+    let kept = server.api.create(due_now(receiver.url("/ok"))).await;
+    server.api.wait_status(&kept, "delivered").await;
     let pending = server
+        .api
         .create(
             json!({"webhook": "http://example.invalid/", "schedule_at": "2099-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!(server.count().await, 3);
+    assert_eq!(server.api.count().await, 3);
 
     let delete = |id: &str| json!({"type": "delete_scheduled_event", "args": {"type": "one_off", "event_id": id}});
     assert_eq!(
-        server.ok(delete(&gone)).await,
+        server.api.ok(delete(&gone)).await,
         json!({"message": "success"})
     );
     assert_eq!(
-        server.ok(delete(&pending)).await,
+        server.api.ok(delete(&pending)).await,
         json!({"message": "success"})
     );
 
-    assert_eq!(server.count().await, 1);
+    assert_eq!(server.api.count().await, 1);
     assert_eq!(
-        ids(&server.events(json!({"type": "one_off"})).await["events"]),
+        ids(&server.api.events(json!({"type": "one_off"})).await["events"]),
         vec![kept.clone()]
     );
     let delivered = server
+        .api
         .events(json!({"type": "one_off", "status": ["delivered"], "get_rows_count": true}))
         .await;
     assert_eq!(delivered["count"], 1);
     let all = server
+        .api
         .invocations(json!({"type": "one_off", "get_rows_count": true}))
         .await;
     assert_eq!(all["count"], 1);
     assert_eq!(event_ids_of(&all["invocations"]), vec![kept.clone()]);
     for id in [&gone, &pending] {
         let (status, err) = server
+            .api
             .metadata(json!({"type": "get_scheduled_event_invocations",
                              "args": {"type": "one_off", "event_id": id}}))
             .await;
         assert_eq!(status, 404, "{err}");
         assert_eq!(err["code"], "not-found");
-        let (status, err) = server.metadata(delete(id)).await;
+        let (status, err) = server.api.metadata(delete(id)).await;
         assert_eq!(status, 404, "deleting twice: {err}");
         assert_eq!(err["code"], "not-found");
         assert_eq!(err["path"], "$.args.event_id");
@@ -419,22 +440,23 @@ async fn delete_removes_the_event_and_its_invocations_from_every_view() {
 #[tokio::test]
 async fn query_endpoint_takes_the_same_commands_and_bulk_is_query_only() {
     let (_dir, server) = start().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::ok_or_fail().await;
     let (status, created) = server
+        .api
         .query(json!({"type": "create_scheduled_event", "args": due_now(receiver.url("/ok"))}))
         .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(keys(&created), set(&["message", "event_id"]));
     let id = created["event_id"].as_str().expect("event_id").to_owned();
-    server.wait_status(&id, "delivered").await;
+    server.api.wait_status(&id, "delivered").await;
 
     for body in [
         json!({"type": "get_scheduled_events", "args": {"type": "one_off", "get_rows_count": true}}),
         json!({"type": "get_scheduled_event_invocations",
                "args": {"type": "one_off", "event_id": id, "get_rows_count": true}}),
     ] {
-        let (s1, via_query) = server.query(body.clone()).await;
-        let (s2, via_metadata) = server.metadata(body).await;
+        let (s1, via_query) = server.api.query(body.clone()).await;
+        let (s2, via_metadata) = server.api.metadata(body).await;
         assert_eq!((s1, s2), (200, 200));
         assert_eq!(via_query, via_metadata);
         assert_eq!(via_query["count"], 1);
@@ -443,24 +465,25 @@ async fn query_endpoint_takes_the_same_commands_and_bulk_is_query_only() {
     let bulk = json!({"type": "bulk", "args": [
         {"type": "get_scheduled_events", "args": {"type": "one_off"}}
     ]});
-    let (status, err) = server.metadata(bulk.clone()).await;
+    let (status, err) = server.api.metadata(bulk.clone()).await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(
         err,
         json!({"code": "parse-failed", "path": "$",
                "error": "unknown metadata command \"bulk\""})
     );
-    let (status, answer) = server.query(bulk).await;
+    let (status, answer) = server.api.query(bulk).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(ids(&answer[0]["events"]), vec![id.clone()]);
     assert_eq!(answer.as_array().map(Vec::len), Some(1));
 
     let (status, deleted) = server
+        .api
         .query(json!({"type": "delete_scheduled_event",
                       "args": {"type": "one_off", "event_id": id}}))
         .await;
     assert_eq!((status, deleted), (200, json!({"message": "success"})));
-    assert_eq!(server.count().await, 0);
+    assert_eq!(server.api.count().await, 0);
     server.stop().await;
 }
 
@@ -500,7 +523,7 @@ fn create_with(change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Valu
 async fn bad_requests_are_refused_with_code_status_and_path_and_change_nothing() {
     let (_dir, server) = start().await;
     // One event already there, so "nothing changed" is not just "still empty".
-    let existing = server.create(create_with(|_| {})["args"].clone()).await;
+    let existing = server.api.create(create_with(|_| {})["args"].clone()).await;
     let unknown_id = "00000000-0000-4000-8000-000000000000";
     let retry = |key: &'static str, v: Value| {
         create_with(move |a| {
@@ -792,7 +815,7 @@ async fn bad_requests_are_refused_with_code_status_and_path_and_change_nothing()
     });
 
     for case in &cases {
-        let (status, err) = server.post_raw(case.endpoint, case.body.clone()).await;
+        let (status, err) = server.api.post_raw(case.endpoint, case.body.clone()).await;
         assert_eq!(
             (status, err["code"].as_str(), err["path"].as_str()),
             (case.status, Some(case.code), Some(case.path)),
@@ -806,20 +829,26 @@ async fn bad_requests_are_refused_with_code_status_and_path_and_change_nothing()
             "{}: no message in {err}",
             case.why
         );
-        assert_eq!(server.count().await, 1, "{} changed the events", case.why);
+        assert_eq!(
+            server.api.count().await,
+            1,
+            "{} changed the events",
+            case.why
+        );
     }
 
     // The unknown command's message is Hasura's, word for word.
-    let (status, err) = server.metadata(json!({"type": "X", "args": {}})).await;
+    let (status, err) = server.api.metadata(json!({"type": "X", "args": {}})).await;
     assert_eq!(status, 400);
     assert_eq!(
         err,
         json!({"code": "parse-failed", "path": "$", "error": "unknown metadata command \"X\""})
     );
-    assert_eq!(server.count().await, 1);
+    assert_eq!(server.api.count().await, 1);
 
     // A webhook whose scheme and host come from the environment is accepted.
     let templated = server
+        .api
         .create(
             create_with(|a| {
                 a.insert("webhook".into(), json!("{{BASE}}/x"));
@@ -827,9 +856,12 @@ async fn bad_requests_are_refused_with_code_status_and_path_and_change_nothing()
                 .clone(),
         )
         .await;
-    assert_eq!(server.count().await, 2);
-    assert_eq!(server.event(&templated).await["webhook_conf"], "{{BASE}}/x");
-    assert_eq!(server.event(&existing).await["status"], "scheduled");
+    assert_eq!(server.api.count().await, 2);
+    assert_eq!(
+        server.api.event(&templated).await["webhook_conf"],
+        "{{BASE}}/x"
+    );
+    assert_eq!(server.api.event(&existing).await["status"], "scheduled");
     server.stop().await;
 }
 
@@ -843,7 +875,7 @@ async fn a_body_over_the_limit_gets_413_with_the_json_error() {
         a.insert("payload".into(), json!("x".repeat(4096)));
     });
     for endpoint in ["/v1/metadata", "/v1/query"] {
-        let (status, err) = server.post_raw(endpoint, big.to_string()).await;
+        let (status, err) = server.api.post_raw(endpoint, big.to_string()).await;
         assert_eq!(status, 413, "{endpoint}: {err}");
         assert_eq!(err["code"], "payload-too-large");
         assert_eq!(err["path"], "$");
@@ -868,12 +900,12 @@ async fn a_body_over_the_limit_gets_413_with_the_json_error() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains(r#""code":"payload-too-large""#), "{answer}");
-    assert_eq!(server.count().await, 0);
+    assert_eq!(server.api.count().await, 0);
     // Under the limit is fine.
     let small = create_with(|_| {});
     assert!(small.to_string().len() < 1024);
-    server.create(small["args"].clone()).await;
-    assert_eq!(server.count().await, 1);
+    server.api.create(small["args"].clone()).await;
+    assert_eq!(server.api.count().await, 1);
     server.stop().await;
 }
 
@@ -886,11 +918,11 @@ async fn admin_secret_and_role_are_checked() {
     let mut config = ServeConfig::new(dir.path());
     config.admin_secret = Some("s3cret".into());
     let server = TestServer::start(config).await;
-    let http = client();
+    let http = http_client();
     let create = create_with(|_| {}).to_string();
     let call = |secret: Option<&str>, role: Option<&str>, body: String| {
         let mut request = http
-            .post(format!("{}/v1/metadata", server.base))
+            .post(format!("{}/v1/metadata", server.api.base))
             .header("content-type", "application/json")
             .body(body);
         if let Some(secret) = secret {
@@ -920,23 +952,23 @@ async fn admin_secret_and_role_are_checked() {
     assert_eq!((status, err["code"].as_str()), (401, Some("access-denied")));
     // /v1/query is guarded the same way.
     let response = http
-        .post(format!("{}/v1/query", server.base))
+        .post(format!("{}/v1/query", server.api.base))
         .body(create.clone())
         .send()
         .await
         .expect("sent");
     assert_eq!(read(response).await.0, 401);
 
-    assert_eq!(server.count().await, 0, "nothing was created");
+    assert_eq!(server.api.count().await, 0, "nothing was created");
     let (status, answer) = call(Some("s3cret"), None, create.clone()).await;
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = call(Some("s3cret"), Some("admin"), create).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
 
     // Health checks need no secret.
     let response = http
-        .get(format!("{}/healthz", server.base))
+        .get(format!("{}/healthz", server.api.base))
         .send()
         .await
         .expect("healthz");
@@ -1008,17 +1040,21 @@ async fn tls_serves_https_and_refuses_plain_http() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "OK");
 
-    running.client = trusting;
-    running.base = base;
+    running.api.http = trusting;
+    running.api.base = base;
     let id = running
+        .api
         .create(
             json!({"webhook": "http://example.invalid/", "schedule_at": "2099-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!(ids(&running.events(json!({})).await["events"]), vec![id]);
+    assert_eq!(
+        ids(&running.api.events(json!({})).await["events"]),
+        vec![id]
+    );
 
     // Plain HTTP to the TLS port gets no HTTP answer.
-    let plain = client()
+    let plain = http_client()
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .timeout(Duration::from_secs(5))
         .send()
@@ -1026,7 +1062,7 @@ async fn tls_serves_https_and_refuses_plain_http() {
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
     // A client that does not trust the certificate is refused.
-    let untrusting = client()
+    let untrusting = http_client()
         .get(format!("https://127.0.0.1:{port}/healthz"))
         .send()
         .await;
@@ -1049,6 +1085,7 @@ async fn bulk_is_all_or_nothing() {
 
     // The third is invalid: nothing is created, and the path points into it.
     let (status, err) = server
+        .api
         .query(json!({"type": "bulk", "args": [good(1), good(2), {
             "type": "create_scheduled_event",
             "args": {"webhook": "http://example.invalid/", "schedule_at": "someday"}
@@ -1058,6 +1095,7 @@ async fn bulk_is_all_or_nothing() {
     assert_eq!(err["code"], "parse-failed");
     assert_eq!(err["path"], "$.args[2].args.schedule_at");
     let (status, err) = server
+        .api
         .query(json!({"type": "bulk", "args": [good(1), good(2), {
             "type": "create_scheduled_event",
             "args": {"webhook": "ftp://x", "schedule_at": "2099-01-01T00:00:00Z"}
@@ -1069,14 +1107,16 @@ async fn bulk_is_all_or_nothing() {
         (Some("validation-failed"), Some("$.args[2].args.webhook"))
     );
     let (status, err) = server
+        .api
         .query(json!({"type": "bulk", "args": [good(1), {"type": "nope"}]}))
         .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["path"], "$.args[1]");
     assert_eq!(err["error"], "unknown metadata command \"nope\"");
-    assert_eq!(server.count().await, 0);
+    assert_eq!(server.api.count().await, 0);
     // A bulk inside a bulk is refused before the creates beside it happen.
     let (status, err) = server
+        .api
         .query(json!({"type": "bulk", "args": [good(1), {"type": "bulk", "args": [good(2)]}]}))
         .await;
     assert_eq!(status, 400, "{err}");
@@ -1084,10 +1124,11 @@ async fn bulk_is_all_or_nothing() {
         (err["code"].as_str(), err["path"].as_str()),
         (Some("not-supported"), Some("$.args[1]"))
     );
-    assert_eq!(server.count().await, 0, "nothing from the refused bulk");
+    assert_eq!(server.api.count().await, 0, "nothing from the refused bulk");
 
     // All valid: one answer per request, reads see the writes before them.
     let (status, answers) = server
+        .api
         .query(json!({"type": "bulk", "args": [
             good(1),
             good(2),
@@ -1111,10 +1152,11 @@ async fn bulk_is_all_or_nothing() {
     listed.sort();
     expected.sort();
     assert_eq!(listed, expected);
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
 
     // A delete of an unknown id fails the whole bulk, creates included.
     let (status, err) = server
+        .api
         .query(json!({"type": "bulk", "args": [
             good(3),
             {"type": "delete_scheduled_event", "args": {"type": "one_off", "event_id": created[0]}},
@@ -1126,8 +1168,9 @@ async fn bulk_is_all_or_nothing() {
     assert_eq!(status, 404, "{err}");
     assert_eq!(err["code"], "not-found");
     assert_eq!(err["path"], "$.args[2].args.event_id");
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
     let comments: Vec<Value> = server
+        .api
         .all_events()
         .await
         .iter()
@@ -1137,6 +1180,7 @@ async fn bulk_is_all_or_nothing() {
 
     // A bulk that deletes and creates applies both.
     let (status, answers) = server
+        .api
         .query(json!({"type": "bulk", "args": [
             {"type": "delete_scheduled_event", "args": {"type": "one_off", "event_id": created[0]}},
             good(5)
@@ -1145,6 +1189,7 @@ async fn bulk_is_all_or_nothing() {
     assert_eq!(status, 200, "{answers}");
     assert_eq!(answers[0], json!({"message": "success"}));
     let ids_now: Vec<String> = server
+        .api
         .all_events()
         .await
         .iter()
@@ -1156,7 +1201,7 @@ async fn bulk_is_all_or_nothing() {
     assert!(ids_now.iter().any(|id| answers[1]["event_id"] == *id));
 
     // An empty bulk is an empty array.
-    let (status, answers) = server.query(json!({"type": "bulk", "args": []})).await;
+    let (status, answers) = server.api.query(json!({"type": "bulk", "args": []})).await;
     assert_eq!((status, answers), (200, json!([])));
     server.stop().await;
 }
@@ -1168,15 +1213,18 @@ async fn bulk_is_all_or_nothing() {
 async fn snapshot(server: &TestServer, ids: &[&str]) -> Vec<Value> {
     let mut out = vec![
         server
+            .api
             .events(json!({"type": "one_off", "get_rows_count": true}))
             .await,
         server
+            .api
             .invocations(json!({"type": "one_off", "get_rows_count": true}))
             .await,
     ];
     for id in ids {
         out.push(
             server
+                .api
                 .invocations(json!({"type": "one_off", "event_id": id, "get_rows_count": true}))
                 .await,
         );
@@ -1187,10 +1235,11 @@ async fn snapshot(server: &TestServer, ids: &[&str]) -> Vec<Value> {
 #[tokio::test]
 async fn a_restart_keeps_every_event_status_and_invocation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::ok_or_fail().await;
     let server = TestServer::start(ServeConfig::new(dir.path())).await;
 
     let retried = server
+        .api
         .create(json!({
             "webhook": receiver.url("/fail"),
             "schedule_at": from_now(-60),
@@ -1198,6 +1247,7 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
         }))
         .await;
     let first = server
+        .api
         .create(json!({
             "webhook": receiver.url("/ok"),
             "schedule_at": from_now(-30),
@@ -1206,8 +1256,9 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
             "headers": [{"name": "X-A", "value": "a"}]
         }))
         .await;
-    let second = server.create(due_now(receiver.url("/ok"))).await;
+    let second = server.api.create(due_now(receiver.url("/ok"))).await;
     let dead = server
+        .api
         .create(json!({
             "webhook": receiver.url("/ok"),
             "schedule_at": from_now(-7200),
@@ -1215,28 +1266,31 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
         }))
         .await;
     let future = server
+        .api
         .create(json!({"webhook": receiver.url("/ok"), "schedule_at": from_now(3600)}))
         .await;
-    let deleted = server.create(due_now(receiver.url("/ok"))).await;
-    server.wait_status(&deleted, "delivered").await;
+    let deleted = server.api.create(due_now(receiver.url("/ok"))).await;
+    server.api.wait_status(&deleted, "delivered").await;
     server
+        .api
         .ok(json!({"type": "delete_scheduled_event",
                    "args": {"type": "one_off", "event_id": deleted}}))
         .await;
 
-    server.wait_status(&first, "delivered").await;
-    server.wait_status(&second, "delivered").await;
-    let dead_event = server.wait_status(&dead, "dead").await;
+    server.api.wait_status(&first, "delivered").await;
+    server.api.wait_status(&second, "delivered").await;
+    let dead_event = server.api.wait_status(&dead, "dead").await;
     assert_eq!(dead_event["tries"], 0);
-    let retried_event = server.wait_status(&retried, "error").await;
+    let retried_event = server.api.wait_status(&retried, "error").await;
     assert_eq!(
         retried_event["tries"], 2,
         "num_retries 1 means two attempts"
     );
     assert_eq!(retried_event["next_retry_at"], Value::Null);
-    assert_eq!(server.event(&future).await["status"], "scheduled");
+    assert_eq!(server.api.event(&future).await["status"], "scheduled");
 
     let retried_log = server
+        .api
         .invocations(json!({"type": "one_off", "event_id": retried}))
         .await;
     let attempts = retried_log["invocations"].as_array().expect("invocations");
@@ -1258,6 +1312,7 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
         "the retry waited retry_interval_seconds: {times:?}"
     );
     let dead_log = server
+        .api
         .invocations(json!({"type": "one_off", "event_id": dead, "get_rows_count": true}))
         .await;
     assert_eq!(
@@ -1276,7 +1331,7 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
     let before = snapshot(&server, &watched).await;
     assert_eq!(before[0]["count"], 5);
     assert_eq!(before[1]["count"], 4, "2 + 1 + 1, the deleted event's gone");
-    let hits = receiver.hits();
+    let hits = receiver.count();
     assert_eq!(hits, 5);
     server.stop().await;
 
@@ -1286,16 +1341,18 @@ async fn a_restart_keeps_every_event_status_and_invocation() {
     let after = snapshot(&server, &watched).await;
     assert_eq!(before, after);
     let (status, err) = server
+        .api
         .metadata(json!({"type": "get_scheduled_event_invocations",
                          "args": {"type": "one_off", "event_id": deleted}}))
         .await;
     assert_eq!((status, err["code"].as_str()), (404, Some("not-found")));
     // Still writable after the restart, and nothing was sent again.
     server
+        .api
         .create(json!({"webhook": receiver.url("/ok"), "schedule_at": from_now(3600)}))
         .await;
-    assert_eq!(server.count().await, 6);
-    assert_eq!(receiver.hits(), hits);
+    assert_eq!(server.api.count().await, 6);
+    assert_eq!(receiver.count(), hits);
     server.stop().await;
 }
 
@@ -1317,6 +1374,7 @@ async fn a_second_server_on_a_held_data_dir_fails_at_once() {
     );
     // The first one is unharmed.
     server
+        .api
         .create(
             json!({"webhook": "http://example.invalid/", "schedule_at": "2099-01-01T00:00:00Z"}),
         )
@@ -1337,32 +1395,34 @@ async fn a_write_the_log_refuses_gets_503_and_reads_keep_working() {
     config.log = LogOptions::with_segment_bytes(64);
     let server = TestServer::start(config.clone()).await;
     let args = json!({"webhook": "http://example.invalid/", "schedule_at": "2099-01-01T00:00:00Z"});
-    let kept = server.create(args.clone()).await;
+    let kept = server.api.create(args.clone()).await;
     // Read it once while the directory is in place: its batch outgrew the
     // tiny segment's map, so the first read maps the file again by path.
     // (Only this test's undersized segments need that.)
-    assert_eq!(server.event(&kept).await["status"], "scheduled");
+    assert_eq!(server.api.event(&kept).await["status"], "scheduled");
     let log_dir = chime::datadir::log_dir(dir.path());
     let away = dir.path().join("log-away");
     std::fs::rename(&log_dir, &away).expect("move the log dir away");
 
     let body = json!({"type": "create_scheduled_event", "args": args});
-    let (status, err) = server.metadata(body.clone()).await;
+    let (status, err) = server.api.metadata(body.clone()).await;
     assert_eq!(status, 503, "{err}");
     assert_eq!(err["code"], "unavailable");
     assert_eq!(err["path"], "$");
     let (status, err) = server
+        .api
         .metadata(json!({"type": "delete_scheduled_event",
                          "args": {"type": "one_off", "event_id": kept}}))
         .await;
     assert_eq!((status, err["code"].as_str()), (503, Some("unavailable")));
 
     // Reads are answered from what is already durable.
-    assert_eq!(server.count().await, 1);
-    assert_eq!(server.event(&kept).await["status"], "scheduled");
+    assert_eq!(server.api.count().await, 1);
+    assert_eq!(server.api.event(&kept).await["status"], "scheduled");
     let response = server
-        .client
-        .get(format!("{}/healthz", server.base))
+        .api
+        .http
+        .get(format!("{}/healthz", server.api.base))
         .send()
         .await
         .expect("healthz");
@@ -1370,13 +1430,13 @@ async fn a_write_the_log_refuses_gets_503_and_reads_keep_working() {
 
     // Once the directory is back, writes work again.
     std::fs::rename(&away, &log_dir).expect("move the log dir back");
-    let (status, answer) = server.metadata(body).await;
+    let (status, answer) = server.api.metadata(body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
     server.stop().await;
 
     // The refused writes left nothing behind.
     let server = TestServer::start(config).await;
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
     server.stop().await;
 }

@@ -14,25 +14,16 @@
 //! `cargo test --test console -- --ignored screenshots` retakes the
 //! pictures in `docs/img/`.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use chime::server::{ServeConfig, Server};
+use chime::testing::{Receiver, Reply, TestServer, eventually_within};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
@@ -45,11 +36,20 @@ const SECRET: &str = "console-test-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_watch_and_inspect_an_event_in_a_browser() {
-    let receiver = Receiver::start().await;
-    let chime = Chime::start(Some(SECRET)).await;
+    let receiver = Receiver::routed(
+        vec![(
+            "/fail",
+            Reply::status(500).json(&json!({"error": "database unavailable"})),
+        )],
+        Reply::ok().json(&json!({"ok": true})),
+    )
+    .await;
+    let chime = TestServer::fresh_with(|c| c.admin_secret = Some(SECRET.into())).await;
     let browser = Browser::start(1280, 800).await;
     let page = &browser.client;
-    page.goto(&format!("{}/console", chime.url)).await.unwrap();
+    page.goto(&format!("{}/console", chime.api.base))
+        .await
+        .unwrap();
     wait_js(page, "the page's modules", "return document.querySelector('.zone-name').textContent.startsWith('Europe/Paris') || null").await;
 
     // The page's own checks: nothing is sent, each message sits by its field.
@@ -108,11 +108,14 @@ async fn schedule_watch_and_inspect_an_event_in_a_browser() {
     assert_eq!(status, "scheduled");
 
     // Delivered to the receiver, as it was filled in.
-    let delivered = wait_for("the webhook call", || async { receiver.first() }).await;
-    assert_eq!(delivered.body["id"], json!(id));
-    assert_eq!(delivered.body["payload"], json!({"hello": "console"}));
-    assert_eq!(delivered.body["comment"], json!("from the browser test"));
-    assert_eq!(delivered.body["scheduled_time"], json!(expected_time));
+    let delivered = eventually_within(WAIT, "the webhook call", || async {
+        receiver.received().first().cloned()
+    })
+    .await;
+    assert_eq!(delivered.json()["id"], json!(id));
+    assert_eq!(delivered.json()["payload"], json!({"hello": "console"}));
+    assert_eq!(delivered.json()["comment"], json!("from the browser test"));
+    assert_eq!(delivered.json()["scheduled_time"], json!(expected_time));
     assert_eq!(
         delivered
             .headers
@@ -187,12 +190,21 @@ const SET_TIME_AHEAD: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes docs/img; run by hand when the console changes"]
 async fn screenshots() {
-    let receiver = Receiver::start().await;
-    let chime = Chime::start(None).await;
+    let receiver = Receiver::routed(
+        vec![(
+            "/fail",
+            Reply::status(500).json(&json!({"error": "database unavailable"})),
+        )],
+        Reply::ok().json(&json!({"ok": true})),
+    )
+    .await;
+    let chime = TestServer::fresh().await;
     let hook = |path: &str| format!("http://{}/{path}", receiver.addr);
     let browser = Browser::start(1280, 800).await;
     let page = &browser.client;
-    page.goto(&format!("{}/console", chime.url)).await.unwrap();
+    page.goto(&format!("{}/console", chime.api.base))
+        .await
+        .unwrap();
     wait_js(
         page,
         "the page",
@@ -347,27 +359,11 @@ async fn js_with(page: &Client, script: &str, args: Vec<Value>) -> Value {
 
 /// Polls `script` until it returns something other than null.
 async fn wait_js(page: &Client, what: &str, script: &str) -> Value {
-    wait_for(what, || async move {
+    eventually_within(WAIT, what, || async move {
         let v = js(page, script).await;
         (!v.is_null()).then_some(v)
     })
     .await
-}
-
-/// Polls `check` every 50 ms until it gives a value; panics after [`WAIT`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits for `selector` to be displayed, then clicks it as a user would.
@@ -390,7 +386,7 @@ async fn set_value(page: &Client, selector: &str, text: &str) {
 /// The text of `selector` once it is displayed and not empty.
 async fn text_when_shown(page: &Client, selector: &str) -> String {
     let what = format!("{selector} to show text");
-    wait_for(&what, || async {
+    eventually_within(WAIT, &what, || async {
         let el = page.find(Locator::Css(selector)).await.ok()?;
         if !el.is_displayed().await.ok()? {
             return None;
@@ -403,7 +399,7 @@ async fn text_when_shown(page: &Client, selector: &str) -> String {
 
 async fn shown(page: &Client, selector: &str) -> fantoccini::elements::Element {
     let what = format!("{selector} to be displayed");
-    wait_for(&what, || async {
+    eventually_within(WAIT, &what, || async {
         let el = page.find(Locator::Css(selector)).await.ok()?;
         el.is_displayed().await.ok()?.then_some(el)
     })
@@ -412,87 +408,6 @@ async fn shown(page: &Client, selector: &str) -> fantoccini::elements::Element {
 
 // ---------------------------------------------------------------------------
 // chime, the receiver, the browser
-
-/// chime, in-process on 127.0.0.1:0 with a fresh data directory.
-struct Chime {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), chime::server::ServeError>>,
-    /// Kept until the server stops.
-    _dir: TempDir,
-}
-
-impl Chime {
-    async fn start(secret: Option<&str>) -> Chime {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServeConfig::new(dir.path());
-        config.admin_secret = secret.map(str::to_owned);
-        let server = Server::open(config).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async {
-            let _ = stopped.await;
-        }));
-        Chime {
-            url,
-            stop,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// What the receiver was sent.
-#[derive(Clone)]
-struct Delivery {
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// A webhook receiver on 127.0.0.1:0: `/fail` answers 500, anything else 200.
-struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Delivery>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let record = |State(got): State<Arc<Mutex<Vec<Delivery>>>>,
-                      headers: HeaderMap,
-                      body: Bytes| async move {
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            got.lock().unwrap().push(Delivery { headers, body });
-            (StatusCode::OK, axum::Json(json!({"ok": true})))
-        };
-        let app = axum::Router::new()
-            .route(
-                "/fail",
-                post(|| async {
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        axum::Json(json!({"error": "database unavailable"})),
-                    )
-                }),
-            )
-            .fallback(post(record))
-            .with_state(got.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { addr, got }
-    }
-
-    fn first(&self) -> Option<Delivery> {
-        self.got.lock().unwrap().first().cloned()
-    }
-}
 
 /// Keeps the README's quick start true on a fresh machine: where the
 /// browser is missing and Debian's apt is at hand as root, install it
@@ -542,7 +457,7 @@ impl Browser {
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: the console test needs Chromium and chromedriver; {INSTALL}"
         );
-        let port = free_port();
+        let port = chime::testing::free_port();
         let driver = Driver::start(port);
         let profile = tempfile::tempdir().unwrap();
         let client = connect(port, profile.path(), width, height).await;
@@ -629,12 +544,4 @@ async fn connect(port: u16, profile: &Path, width: u32, height: u32) -> Client {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no WebDriver session from chromedriver on {url} within {WAIT:?}: {last_error}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -13,9 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::post;
+use chime::testing::{ApiClient, ChildServer, Receiver, Reply, Rng};
 use serde_json::{Value, json};
 
 fn iterations() -> usize {
@@ -25,109 +23,26 @@ fn iterations() -> usize {
         .unwrap_or(3)
 }
 
-/// A small deterministic generator (xorshift64*), seeded per run and
-/// printed, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("CHIME_CRASH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("CHIME_CRASH_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
-mod harness;
-use harness::ChildServer;
-
 /// The server under test, as a child process (killed on drop).
-struct Proc {
-    server: ChildServer,
-    base: String,
-}
-
-impl Proc {
-    fn spawn(data_dir: &Path) -> Proc {
-        // The give-up rule for events interrupted again and again is tested
-        // in tests/delivery.rs; here the kills are ours, not the events'
-        // fault, and every due event must end delivered.
-        let server = ChildServer::start(
-            data_dir,
-            &[
-                "--segment-bytes",
-                "65536",
-                "--max-interrupted-attempts",
-                "1000000",
-            ],
-        );
-        Proc {
-            base: format!("http://{}", server.addr),
-            server,
-        }
-    }
-
-    fn kill9(mut self) {
-        self.server.kill();
-    }
-
-    async fn stop(mut self) {
-        self.server.terminate();
-        let status = self.server.wait_exit(Duration::from_secs(20)).await;
-        assert_eq!(status.and_then(|s| s.code()), Some(0), "no clean stop");
-    }
-}
-
-fn client() -> reqwest::Client {
-    chime::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn metadata(client: &reqwest::Client, base: &str, body: Value) -> Result<Value, String> {
-    let resp = client
-        .post(format!("{base}/v1/metadata"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(v)
-    } else {
-        Err(format!("{status}: {v}"))
-    }
-}
-
-async fn all_events(client: &reqwest::Client, base: &str) -> Vec<Value> {
-    let v = metadata(
-        client,
-        base,
-        json!({"type": "get_scheduled_events", "args": {"type": "one_off"}}),
+fn spawn(data_dir: &Path) -> ChildServer {
+    // The give-up rule for events interrupted again and again is tested
+    // in tests/delivery.rs; here the kills are ours, not the events'
+    // fault, and every due event must end delivered.
+    ChildServer::start(
+        data_dir,
+        &[
+            "--segment-bytes",
+            "65536",
+            "--max-interrupted-attempts",
+            "1000000",
+        ],
     )
-    .await
-    .unwrap();
-    v["events"].as_array().unwrap().clone()
+}
+
+async fn stop(mut server: ChildServer) {
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "no clean stop");
 }
 
 /// What the clients sent and what the server acknowledged.
@@ -156,7 +71,7 @@ async fn drive_creates(
             schedule_at.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let client = client();
+            let api = ApiClient::new(base);
             for i in 0u64.. {
                 let marker = format!("{iteration}-{t}-{i}");
                 ledger.lock().unwrap().sent.insert(marker.clone());
@@ -166,14 +81,14 @@ async fn drive_creates(
                     "payload": {"marker": marker, "pad": "x".repeat((i % 50) as usize)},
                     "headers": [{"name": "x-marker", "value": marker}],
                 }});
-                match metadata(&client, &base, body).await {
-                    Ok(v) => {
+                match api.try_post_raw("/v1/metadata", body.to_string()).await {
+                    Ok((200, v)) => {
                         let id = v["event_id"].as_str().unwrap().to_string();
                         ledger.lock().unwrap().acked.insert(id, marker);
                     }
                     // The server was killed: this create may or may not
                     // have been written, and was never acknowledged.
-                    Err(_) => return,
+                    _ => return,
                 }
             }
         }));
@@ -184,7 +99,7 @@ async fn drive_creates(
 /// Every acknowledged event is there with its data, and every event there
 /// was sent by us.
 async fn check_survivors(base: &str, ledger: &Ledger) -> usize {
-    let events = all_events(&client(), base).await;
+    let events = ApiClient::new(base).all_events().await;
     let by_id: HashMap<&str, &Value> = events
         .iter()
         .map(|e| (e["id"].as_str().unwrap(), e))
@@ -219,14 +134,14 @@ fn now_plus_ms(ms: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_creates_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new();
+    let mut rng = Rng::from_env("CHIME_CRASH_SEED");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for iteration in 0..iterations() {
-        let proc = Proc::spawn(dir.path());
+        let mut proc = spawn(dir.path());
         let snapshot = ledger.lock().unwrap().clone();
-        let before = check_survivors(&proc.base, &snapshot).await;
+        let before = check_survivors(&proc.api.base, &snapshot).await;
         let tasks = drive_creates(
-            &proc.base,
+            &proc.api.base,
             &ledger,
             iteration,
             "http://127.0.0.1:9/never",
@@ -234,7 +149,7 @@ async fn acknowledged_creates_survive_sigkill() {
         )
         .await;
         tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
-        proc.kill9();
+        proc.kill();
         for t in tasks {
             t.await.unwrap();
         }
@@ -245,12 +160,12 @@ async fn acknowledged_creates_survive_sigkill() {
             l.sent.len()
         );
     }
-    let proc = Proc::spawn(dir.path());
+    let proc = spawn(dir.path());
     let l = ledger.lock().unwrap().clone();
-    let n = check_survivors(&proc.base, &l).await;
+    let n = check_survivors(&proc.api.base, &l).await;
     assert!(n >= l.acked.len());
     assert!(!l.acked.is_empty());
-    proc.stop().await;
+    stop(proc).await;
     log_verifies_clean(dir.path());
     eprintln!(
         "{} iterations, {} acknowledged creates checked, {} sent, lost: 0",
@@ -260,53 +175,38 @@ async fn acknowledged_creates_survive_sigkill() {
     );
 }
 
-/// The receiver: counts deliveries per event id, and holds each request a
-/// little so that kills land while deliveries are in flight.
-#[derive(Default)]
-struct Received {
-    per_event: Mutex<HashMap<String, usize>>,
-}
-
-async fn receive(State(r): State<Arc<Received>>, body: axum::body::Bytes) -> &'static str {
-    tokio::time::sleep(Duration::from_millis(15)).await;
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    let id = v["id"].as_str().unwrap().to_string();
-    *r.per_event.lock().unwrap().entry(id).or_default() += 1;
-    "ok"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_due_event_is_delivered_across_sigkills() {
-    let received = Arc::new(Received::default());
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Holds each request a little so that kills land while deliveries
+    // are in flight.
+    let receiver = Receiver::start(
+        vec![],
+        Reply::ok().body("ok").after(Duration::from_millis(15)),
+    )
+    .await;
+    let hook = receiver.url("/hook");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new();
+    let mut rng = Rng::from_env("CHIME_CRASH_SEED");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for iteration in 0..iterations() {
-        let proc = Proc::spawn(dir.path());
+        let mut proc = spawn(dir.path());
         // Due from now to 300 ms ahead, so creates, due times and kills mix.
-        let tasks = drive_creates(&proc.base, &ledger, iteration, &hook, |i| {
+        let tasks = drive_creates(&proc.api.base, &ledger, iteration, &hook, |i| {
             now_plus_ms((i % 4) as i64 * 100)
         })
         .await;
         tokio::time::sleep(Duration::from_millis(50 + rng.below(400))).await;
-        proc.kill9();
+        proc.kill();
         for t in tasks {
             t.await.unwrap();
         }
     }
-    let proc = Proc::spawn(dir.path());
-    let client = client();
+    let proc = spawn(dir.path());
     let acked: Vec<String> = ledger.lock().unwrap().acked.keys().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let events = all_events(&client, &proc.base).await;
+        let events = proc.api.all_events().await;
         let delivered: HashSet<&str> = events
             .iter()
             .filter(|e| e["status"] == "delivered")
@@ -330,9 +230,9 @@ async fn every_due_event_is_delivered_across_sigkills() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    proc.stop().await;
+    stop(proc).await;
     log_verifies_clean(dir.path());
-    let per_event = received.per_event.lock().unwrap();
+    let per_event = receiver.calls_per_event();
     for id in &acked {
         assert!(
             per_event.get(id).copied().unwrap_or(0) >= 1,

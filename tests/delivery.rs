@@ -5,15 +5,12 @@
 //! 127.0.0.1:0. States are awaited by bounded polling of the API; the only
 //! fixed waits are the ones whose point is that nothing happens.
 
-mod harness;
-use harness as common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{
-    ChildServer, Receiver, Reply, TestServer, client_error, closed_port, in_seconds,
+use chime::testing::{
+    ChildServer, Receiver, Reply, TestServer, WAIT, client_error, free_port, in_seconds,
     only_invocation, secs_between, ts,
 };
 
@@ -37,7 +34,7 @@ fn response_header(invocation: &Value, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_due_now_is_delivered_with_headers_and_hasuras_body() {
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -138,7 +135,7 @@ async fn event_due_now_is_delivered_with_headers_and_hasuras_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_scheduled_in_2020_is_dead_without_an_attempt() {
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({"webhook": receiver.url("/late"), "schedule_at": "2020-01-01T00:00:00Z"}))
@@ -146,7 +143,7 @@ async fn event_scheduled_in_2020_is_dead_without_an_attempt() {
     let event = api.wait_status(&id, "dead").await;
     assert_eq!(event["tries"], 0);
     assert_eq!(event["next_retry_at"], Value::Null);
-    assert_eq!(api.invocations(&id).await, Vec::<Value>::new());
+    assert_eq!(api.invocations_of(&id).await, Vec::<Value>::new());
     // `dead` is final, so no call can still be on its way.
     assert_eq!(receiver.count(), 0);
     server.stop().await;
@@ -155,7 +152,7 @@ async fn event_scheduled_in_2020_is_dead_without_an_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_answering_500_with_one_retry_ends_in_error_after_two_tries() {
     let receiver = Receiver::start(vec![], Reply::status(500).body("boom")).await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -167,7 +164,7 @@ async fn webhook_answering_500_with_one_retry_ends_in_error_after_two_tries() {
     let event = api.wait_status(&id, "error").await;
     assert_eq!(event["tries"], 2);
     assert_eq!(event["next_retry_at"], Value::Null);
-    let invocations = api.invocations(&id).await;
+    let invocations = api.invocations_of(&id).await;
     assert_eq!(invocations.len(), 2, "{invocations:#?}");
     for invocation in &invocations {
         assert_eq!(invocation["status"], 500);
@@ -186,7 +183,7 @@ async fn webhook_answering_500_with_one_retry_ends_in_error_after_two_tries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_then_success_is_delivered_on_the_second_try() {
     let receiver = Receiver::start(vec![Reply::status(500)], Reply::ok()).await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -197,7 +194,7 @@ async fn failure_then_success_is_delivered_on_the_second_try() {
         .await;
     let event = api.wait_status(&id, "delivered").await;
     assert_eq!(event["tries"], 2);
-    let invocations = api.invocations(&id).await;
+    let invocations = api.invocations_of(&id).await;
     let statuses: Vec<&Value> = invocations.iter().map(|i| &i["status"]).collect();
     // Newest first.
     assert_eq!(statuses, [&json!(200), &json!(500)]);
@@ -212,7 +209,7 @@ async fn retry_after_replaces_a_long_retry_interval() {
         Reply::ok(),
     )
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -263,7 +260,7 @@ async fn retry_after_replaces_a_long_retry_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_that_never_answers_times_out() {
     let receiver = Receiver::start(vec![], Reply::Hang).await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -289,11 +286,11 @@ async fn webhook_that_never_answers_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_is_a_failed_attempt() {
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
-            "webhook": format!("http://127.0.0.1:{}/nobody", closed_port()),
+            "webhook": format!("http://127.0.0.1:{}/nobody", free_port()),
             "schedule_at": in_seconds(0.0).to_string(),
         }))
         .await;
@@ -315,7 +312,7 @@ async fn header_value_from_env_is_sent_but_not_logged() {
     // environment accesses, and nothing here reads the environment via libc.
     unsafe { std::env::set_var(var, "s3cret-value") };
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({
@@ -340,7 +337,7 @@ async fn missing_env_var_is_a_visible_failure() {
     let header_var = "CHIME_DELIVERY_TEST_NEVER_SET_HEADER";
     let url_var = "CHIME_DELIVERY_TEST_NEVER_SET_URL";
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let in_header = api
         .create(json!({
@@ -377,7 +374,7 @@ async fn webhook_url_placeholder_resolves_from_env() {
     let receiver = Receiver::ok().await;
     // SAFETY: as above, a name unique to this test.
     unsafe { std::env::set_var(var, receiver.addr.to_string()) };
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let template = format!("http://{{{{{var}}}}}/from-env");
     let id = api
@@ -397,7 +394,7 @@ async fn webhook_url_placeholder_resolves_from_env() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_events_are_never_delivered() {
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let soon = in_seconds(1.0);
     // Deleted right after creating, well before it is due.
@@ -416,7 +413,12 @@ async fn deleted_events_are_never_delivered() {
     let control = api
         .create(json!({"webhook": receiver.url("/control"), "schedule_at": soon.to_string()}))
         .await;
-    let listed: Vec<Value> = api.events().await.iter().map(|e| e["id"].clone()).collect();
+    let listed: Vec<Value> = api
+        .all_events()
+        .await
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
     assert_eq!(listed, [json!(control)]);
     for id in [&far, &near] {
         let (status, answer) = api
@@ -450,7 +452,7 @@ async fn redirect_is_a_failure_not_followed_and_its_location_is_kept() {
         Reply::status(302).header("Location", &receiver.url("/elsewhere")),
     )
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(json!({"webhook": redirector.url("/moved"), "schedule_at": in_seconds(0.0).to_string()}))
@@ -471,7 +473,7 @@ async fn redirect_is_a_failure_not_followed_and_its_location_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_body_is_capped_and_marked_truncated() {
     let receiver = Receiver::start(vec![], Reply::ok().body(vec![b'a'; 200 * 1024])).await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = api
         .create(
@@ -492,7 +494,7 @@ async fn response_body_is_capped_and_marked_truncated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_events_fire_in_order_at_their_time() {
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     // A far event first, so the dispatcher plans a long sleep: each later
     // create is due sooner and must wake it.
@@ -527,7 +529,7 @@ async fn future_events_fire_in_order_at_their_time() {
 async fn simultaneous_events_are_each_delivered_once() {
     const N: usize = 20;
     let receiver = Receiver::ok().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let at = in_seconds(0.3).to_string();
     let mut ids = Vec::new();
@@ -537,9 +539,9 @@ async fn simultaneous_events_are_each_delivered_once() {
                 .await,
         );
     }
-    let deadline = Instant::now() + common::WAIT;
+    let deadline = Instant::now() + WAIT;
     loop {
-        let events = api.events().await;
+        let events = api.all_events().await;
         let delivered = events.iter().filter(|e| e["status"] == "delivered").count();
         if delivered == N {
             assert!(events.iter().all(|e| e["tries"] == 1), "{events:#?}");
@@ -563,7 +565,7 @@ async fn simultaneous_events_are_each_delivered_once() {
 async fn a_slow_webhook_holds_the_only_slot_until_it_times_out() {
     let slow = Receiver::start(vec![], Reply::Hang).await;
     let fast = Receiver::ok().await;
-    let server = TestServer::start_with(|c| c.dispatch.max_in_flight = 1).await;
+    let server = TestServer::fresh_with(|c| c.dispatch.max_in_flight = 1).await;
     let api = &server.api;
     let blocked = api
         .create(json!({
@@ -604,7 +606,7 @@ async fn delivery_interrupted_by_sigkill_is_sent_again_without_using_a_try() {
         )
         .await;
     receiver.wait_for(1).await;
-    let event = first.api.event(&id).await.unwrap();
+    let event = first.api.find_event(&id).await.unwrap();
     assert_eq!(event["status"], "locked", "{event}");
     first.kill();
 

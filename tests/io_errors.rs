@@ -3,9 +3,6 @@
 //! disk, and what a restart or a power loss finds afterwards. First on the
 //! log alone, then through the HTTP API.
 
-mod common;
-mod faultfs;
-
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -14,8 +11,8 @@ use std::task::{Context, Poll, Waker};
 
 use chime::log::{Appended, Log, LogError, LogOptions};
 use chime::server::ServeConfig;
-use common::TestServer;
-use faultfs::{Errno, FaultFs, Op, Times};
+use chime::testing::TestServer;
+use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use serde_json::{Value, json};
 
 fn faulty(fs: &FaultFs, segment_bytes: u64) -> LogOptions {
@@ -483,6 +480,7 @@ fn far_future() -> Value {
 
 async fn refused_create(server: &TestServer, errno: Errno) {
     let (status, err) = server
+        .api
         .metadata(json!({"type": "create_scheduled_event", "args": far_future()}))
         .await;
     assert_eq!(status, 503, "{err}");
@@ -505,7 +503,7 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
         let server = TestServer::start(config).await;
         let mut acked = Vec::new();
         for _ in 0..3 {
-            acked.push(server.create(far_future()).await);
+            acked.push(server.api.create(far_future()).await);
         }
 
         fs.fail(Op::Write, Errno::NoSpace, Times::Always);
@@ -513,6 +511,7 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
             refused_create(&server, Errno::NoSpace).await;
         }
         let (status, err) = server
+            .api
             .query(json!({"type": "bulk", "args": [
                 {"type": "create_scheduled_event", "args": far_future()},
                 {"type": "create_scheduled_event", "args": far_future()}
@@ -520,15 +519,16 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
             .await;
         assert_eq!((status, err["code"].as_str()), (503, Some("unavailable")));
         let (status, err) = server
+            .api
             .metadata(json!({"type": "delete_scheduled_event",
                              "args": {"type": "one_off", "event_id": acked[0]}}))
             .await;
         assert_eq!((status, err["code"].as_str()), (503, Some("unavailable")));
         // Reads are answered from what is durable.
-        assert_eq!(server.count().await, 3);
+        assert_eq!(server.api.count().await, 3);
         let mut want = acked.clone();
         want.sort();
-        assert_eq!(events_ids(&server.all_events().await), want);
+        assert_eq!(events_ids(&server.api.all_events().await), want);
 
         // A short write is refused the same way, and cut back.
         fs.heal();
@@ -536,9 +536,9 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
         refused_create(&server, Errno::NoSpace).await;
         // Once there is room again, creates work.
         for _ in 0..2 {
-            acked.push(server.create(far_future()).await);
+            acked.push(server.api.create(far_future()).await);
         }
-        assert_eq!(server.count().await, 5);
+        assert_eq!(server.api.count().await, 5);
         server.stop().await;
         if power_loss {
             fs.crash();
@@ -550,12 +550,12 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
         let mut want = acked.clone();
         want.sort();
         assert_eq!(
-            events_ids(&server.all_events().await),
+            events_ids(&server.api.all_events().await),
             want,
             "power_loss={power_loss}"
         );
-        acked.push(server.create(far_future()).await);
-        assert_eq!(server.count().await, 6);
+        acked.push(server.api.create(far_future()).await);
+        assert_eq!(server.api.count().await, 6);
         server.stop().await;
     }
 }
@@ -569,28 +569,29 @@ async fn a_failed_fsync_answers_503_until_restart_and_loses_nothing_acknowledged
     let server = TestServer::start(config).await;
     let mut acked = Vec::new();
     for _ in 0..2 {
-        acked.push(server.create(far_future()).await);
+        acked.push(server.api.create(far_future()).await);
     }
     fs.fail(Op::Sync, Errno::Io, Times::Once);
     refused_create(&server, Errno::Io).await;
     fs.heal();
     // Poisoned until a restart, even with the disk healed.
     let (status, err) = server
+        .api
         .metadata(json!({"type": "create_scheduled_event", "args": far_future()}))
         .await;
     assert_eq!((status, err["code"].as_str()), (503, Some("unavailable")));
-    assert_eq!(server.count().await, 2);
+    assert_eq!(server.api.count().await, 2);
     server.stop().await;
     fs.crash();
 
     let server = TestServer::start(ServeConfig::new(tmp.path())).await;
-    let listed = events_ids(&server.all_events().await);
+    let listed = events_ids(&server.api.all_events().await);
     for id in &acked {
         assert!(listed.contains(id), "{id} lost: {listed:?}");
     }
     // The batch whose fsync failed may be there or not; nothing else is.
     assert!(listed.len() <= 3, "{listed:?}");
-    server.create(far_future()).await;
+    server.api.create(far_future()).await;
     server.stop().await;
 }
 
@@ -650,9 +651,10 @@ async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room()
     let server = TestServer::start(config).await;
     let (url, answer, requests) = gated_receiver().await;
     let id = server
-        .create(json!({"webhook": url, "schedule_at": common::from_now(-1)}))
+        .api
+        .create(json!({"webhook": url, "schedule_at": chime::testing::from_now(-1)}))
         .await;
-    common::eventually("the call to reach the webhook", || {
+    chime::testing::eventually("the call to reach the webhook", || {
         let requests = requests.clone();
         async move { (requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
     })
@@ -660,10 +662,10 @@ async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room()
     fs.fail(Op::Write, Errno::NoSpace, Times::Always);
     answer.send(()).expect("receiver waiting");
     // The outcome cannot be written: the event stays locked meanwhile.
-    let event = server.event(&id).await;
+    let event = server.api.event(&id).await;
     assert_eq!(event["status"], "locked", "{event}");
     fs.heal();
-    let event = server.wait_status(&id, "delivered").await;
+    let event = server.api.wait_status(&id, "delivered").await;
     assert_eq!(event["tries"], 1, "{event}");
     assert_eq!(
         requests.load(std::sync::atomic::Ordering::SeqCst),

@@ -16,30 +16,22 @@
 //!   answers 200 (unless it was interrupted by three restarts), `error` for
 //!   one that answers 500 (no retries), and the webhook was called.
 //!
-//! Waiting is bounded polling through the API (`common::eventually`); no
+//! Waiting is bounded polling through the API (`chime::testing::eventually`); no
 //! step sleeps. `PROPTEST_CASES` sets the number of cases (default 16).
 
-mod common;
-mod faultfs;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::StatusCode;
-use axum::routing::post;
 use chime::log::LogOptions;
 use chime::record::MAX_INTERRUPTED_ATTEMPTS;
 use chime::server::ServeConfig;
-use common::{TestServer, eventually, from_now};
-use faultfs::FaultFs;
+use chime::testing::faultfs::FaultFs;
+use chime::testing::{Receiver, Reply, TestServer, eventually, from_now};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use serde_json::json;
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -68,44 +60,6 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Restart),
         1 => (0u64..4).prop_map(|calls| Action::Crash { calls }),
     ]
-}
-
-/// A webhook on 127.0.0.1:0 that counts calls per event id: `POST /ok`
-/// answers 200, `POST /fail` answers 500.
-struct Webhook {
-    base: String,
-    hits: Arc<Mutex<HashMap<String, u32>>>,
-}
-
-impl Webhook {
-    async fn start() -> Webhook {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let counter = |status: StatusCode| {
-            let hits = hits.clone();
-            move |body: Bytes| async move {
-                let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let id = event["id"].as_str().unwrap_or("?").to_owned();
-                *hits.lock().expect("hits").entry(id).or_default() += 1;
-                (status, "answer")
-            }
-        };
-        let app = Router::new()
-            .route("/ok", post(counter(StatusCode::OK)))
-            .route("/fail", post(counter(StatusCode::INTERNAL_SERVER_ERROR)));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Webhook { base, hits }
-    }
-
-    fn hits(&self, id: &str) -> u32 {
-        self.hits
-            .lock()
-            .expect("hits")
-            .get(id)
-            .copied()
-            .unwrap_or(0)
-    }
 }
 
 /// What the model knows of one acknowledged event.
@@ -137,7 +91,9 @@ struct Case {
     _tmp: tempfile::TempDir,
     config: ServeConfig,
     fs: FaultFs,
-    webhook: Webhook,
+    /// Counts calls per event id: `POST /ok` answers 200, `POST /fail`
+    /// answers 500.
+    webhook: Receiver,
     server: Option<TestServer>,
     events: BTreeMap<String, Event>,
 }
@@ -164,7 +120,11 @@ impl Case {
             _tmp: tmp,
             config,
             fs,
-            webhook: Webhook::start().await,
+            webhook: Receiver::routed(
+                vec![("/fail", Reply::status(500).body("answer"))],
+                Reply::ok().body("answer"),
+            )
+            .await,
             server: Some(server),
             events: BTreeMap::new(),
         }
@@ -199,8 +159,9 @@ impl Case {
                 let path = if ok { "/ok" } else { "/fail" };
                 let id = self
                     .server()
+                    .api
                     .create(json!({
-                        "webhook": format!("{}{path}", self.webhook.base),
+                        "webhook": self.webhook.url(path),
                         "schedule_at": from_now(if due { -60 } else { 3600 }),
                     }))
                     .await;
@@ -229,10 +190,11 @@ impl Case {
                 }
                 let id = index.get(&open).clone();
                 self.server()
+                    .api
                     .ok(json!({"type": "delete_scheduled_event",
                                "args": {"type": "one_off", "event_id": id}}))
                     .await;
-                let hits = self.webhook.hits(&id);
+                let hits = self.webhook.calls_for(&id) as u32;
                 let event = self.events.get_mut(&id).expect("listed");
                 // An attempt may have been in flight unless the event had
                 // ended (its outcome recorded) or was not due.
@@ -274,7 +236,7 @@ impl Case {
         CHECKS.fetch_add(1, Ordering::Relaxed);
         let listed = listed(self.server()).await;
         for (id, event) in &mut self.events {
-            let hits = self.webhook.hits(id);
+            let hits = self.webhook.calls_for(id) as u32;
             if let Some((at_cancel, in_flight)) = event.cancelled {
                 prop_assert!(!listed.contains_key(id), "cancelled {id} is listed");
                 prop_assert!(
@@ -351,6 +313,7 @@ impl Case {
 /// Every listed event's status and tries, by id.
 async fn listed(server: &TestServer) -> BTreeMap<String, (String, u64)> {
     server
+        .api
         .all_events()
         .await
         .into_iter()

@@ -20,8 +20,6 @@
 //! `PROPTEST_CASES` sets the number of cases (default 64); the figures are
 //! printed at the end (`cargo test --test power_loss -- --nocapture`).
 
-mod faultfs;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chime::log::fs::StdFs;
 use chime::log::{Log, LogError, LogOptions};
-use faultfs::{Errno, FaultFs, Op, Times};
+use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

@@ -3,8 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod harness;
-use harness::ChildServer;
+use chime::testing::ChildServer;
 
 /// Starts `chime serve` on a free port; returns it and its address.
 fn spawn(data_dir: &std::path::Path) -> (ChildServer, String) {

@@ -10,8 +10,6 @@
 //! only fixed waits are in the hostile servers themselves (a trickle's pace,
 //! a pause before a reset).
 
-mod harness;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use harness::{
-    Api, Receiver, Reply, TestServer, WAIT, client_error, in_seconds, only_invocation,
+use chime::testing::{
+    ApiClient, Receiver, Reply, TestServer, WAIT, client_error, in_seconds, only_invocation,
     secs_between, ts,
 };
 
@@ -308,7 +306,7 @@ async fn self_signed_tls() -> SelfSigned {
 // Reading the outcome
 
 /// Creates an event due now for `webhook`.
-async fn due_now(api: &Api, webhook: &str, retry_conf: Value) -> String {
+async fn due_now(api: &ApiClient, webhook: &str, retry_conf: Value) -> String {
     api.create(json!({
         "webhook": webhook,
         "schedule_at": in_seconds(0.0).to_string(),
@@ -319,7 +317,7 @@ async fn due_now(api: &Api, webhook: &str, retry_conf: Value) -> String {
 
 /// Waits for the event to fail for good on its only try and returns the
 /// `client_error` message of its one invocation.
-async fn failed_with_client_error(api: &Api, id: &str) -> String {
+async fn failed_with_client_error(api: &ApiClient, id: &str) -> String {
     let event = api.wait_status(id, "error").await;
     assert_eq!(event["tries"], 1, "{event}");
     client_error(&only_invocation(api, id).await)
@@ -351,7 +349,7 @@ async fn answer_slower_than_the_timeout_is_a_timeout() {
     // Speaking TLS to a server that waits for an HTTP request: the
     // handshake never finishes.
     let black_hole = slow_body().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let conf = json!({"timeout_seconds": 1});
     let ids = [
@@ -364,7 +362,7 @@ async fn answer_slower_than_the_timeout_is_a_timeout() {
         assert!(message.contains("timed out after 1 s"), "{message}");
         // The timeout covers the whole response, from connecting to the
         // last byte of the body: bytes still arriving do not extend it.
-        let event = api.event(id).await.unwrap();
+        let event = api.find_event(id).await.unwrap();
         let invocation = only_invocation(api, id).await;
         let took = secs_between(ts(&event["scheduled_time"]), ts(&invocation["created_at"]));
         assert!((0.9..3.0).contains(&took), "gave up after {took} s");
@@ -383,7 +381,7 @@ async fn a_200_whose_body_is_cut_short_is_a_failure() {
     // delivery.
     let reset = cut_mid_body(true).await;
     let closed = cut_mid_body(false).await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let by_reset = due_now(api, &reset.url("/rst"), json!({})).await;
     let by_close = due_now(api, &closed.url("/fin"), json!({})).await;
@@ -403,7 +401,7 @@ async fn endless_body_is_capped_and_the_attempt_ends_promptly() {
     let (hostile, mut pour) = endless_body().await;
     // Run against an in-process server: the bound below holds for the
     // process that runs this test.
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     // The default timeout (60 s) is far beyond the wait: the attempt must
     // end because the dispatcher stops reading, not because it times out.
@@ -445,7 +443,7 @@ async fn huge_200_is_delivered_with_its_body_capped() {
     // above). Both are within at-least-once, and reading on past the cap
     // just to look for a cut would cost time and bandwidth for nothing.
     let (hostile, mut pour) = huge_body().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = due_now(api, &hostile.url("/huge"), json!({})).await;
     let event = api.wait_status(&id, "delivered").await;
@@ -470,7 +468,7 @@ async fn a_body_of_exactly_the_cap_is_not_truncated() {
         Reply::ok().body(vec![b'b'; CAP + 1]),
     )
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let exact = due_now(api, &receiver.url("/exact"), json!({})).await;
     api.wait_status(&exact, "delivered").await;
@@ -499,7 +497,7 @@ async fn self_signed_certificate_is_a_failure_naming_the_certificate() {
     assert_eq!(control.status(), 200);
     assert_eq!(tls.behind.count(), 1);
 
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = due_now(api, &tls.url, json!({})).await;
     let message = failed_with_client_error(api, &id).await;
@@ -512,7 +510,7 @@ async fn self_signed_certificate_is_a_failure_naming_the_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_utf8_answer_is_logged_lossily_and_the_api_stays_json() {
     let hostile = non_utf8().await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = due_now(api, &hostile.url("/bytes"), json!({})).await;
     let event = api.wait_status(&id, "error").await;
@@ -565,7 +563,7 @@ async fn temporary_redirect_with_a_body_is_not_followed() {
             .body("moved, go there"),
     )
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let id = due_now(api, &redirector.url("/moved"), json!({})).await;
     let event = api.wait_status(&id, "error").await;
@@ -595,7 +593,7 @@ async fn answers_that_are_not_http_are_failures_with_a_message() {
         let _ = s.shutdown().await;
     })
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let cases = [
         (&empty, "connection closed before message completed"),
@@ -638,7 +636,7 @@ async fn informational_answers_are_skipped_but_an_unasked_upgrade_is_a_failure()
         tokio::time::sleep(Duration::from_secs(30)).await;
     })
     .await;
-    let server = TestServer::start().await;
+    let server = TestServer::fresh().await;
     let api = &server.api;
     let hinted = due_now(api, &early.url("/"), json!({})).await;
     let upgraded = due_now(api, &upgrade.url("/"), json!({"timeout_seconds": 10})).await;
@@ -674,7 +672,7 @@ async fn the_dispatcher_keeps_going_after_hostile_webhooks() {
     let tls = self_signed_tls().await;
     // Two slots: the two slow webhooks take both for a second, and
     // everything else queues behind them.
-    let server = TestServer::start_with(|c| c.dispatch.max_in_flight = 2).await;
+    let server = TestServer::fresh_with(|c| c.dispatch.max_in_flight = 2).await;
     let api = &server.api;
     let timeout = json!({"timeout_seconds": 1});
     let mut failing = Vec::new();

@@ -1,9 +1,12 @@
 //! The benches' knobs: where they write, how long they run, which cases,
 //! their runtime, and memory as /proc reports it. The server under test
-//! runs as a [`ChildServer`](super::ChildServer) (the bench-profile binary),
+//! runs as a [`ChildServer`] (the bench-profile binary, see [`serve`]),
 //! so the load generator's CPU is not counted as the server's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ChildServer;
 
 /// Where benchmarks put their data: `CHIME_BENCH_DIR`, or `target/bench-tmp`.
 pub fn bench_dir() -> PathBuf {
@@ -47,4 +50,11 @@ pub fn rss_anon_bytes_of(status_path: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .expect("RssAnon")
         * 1024
+}
+
+/// `chime serve` on 127.0.0.1:0 over `data_dir` as a child process, killed
+/// on drop: logging only warnings (the benches measure the server, not its
+/// log lines), and given minutes to replay a large log.
+pub fn serve(data_dir: &Path, extra: &[&str]) -> ChildServer {
+    ChildServer::start_with(data_dir, extra, "warn", Duration::from_secs(300))
 }

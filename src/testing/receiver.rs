@@ -1,7 +1,7 @@
 //! A webhook on 127.0.0.1:0 that records every request with its arrival
 //! time and answers by path, then from a script.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,6 +171,23 @@ impl Receiver {
     /// Every request so far, in order of arrival.
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// How many calls each event got, by the `id` in the JSON body chime
+    /// sends (`?` for a body without one).
+    pub fn calls_per_event(&self) -> HashMap<String, usize> {
+        let mut calls = HashMap::new();
+        for request in self.state.received.lock().unwrap().iter() {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let id = body["id"].as_str().unwrap_or("?").to_owned();
+            *calls.entry(id).or_default() += 1;
+        }
+        calls
+    }
+
+    /// How many calls event `id` got (see [`Receiver::calls_per_event`]).
+    pub fn calls_for(&self, id: &str) -> usize {
+        self.calls_per_event().get(id).copied().unwrap_or(0)
     }
 
     /// How many requests arrived so far.
