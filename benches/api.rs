@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chime::clock::SystemClock;
-use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
+use chime::record::{EventCreated, EventId, Record, UnixMicros, fixtures};
 use chime::service::Service;
 use serde_json::json;
 
@@ -190,14 +190,12 @@ fn ram(rt: &tokio::runtime::Runtime) {
                 .map(|k| {
                     let i = chunk * 1000 + k;
                     Record::EventCreated(EventCreated {
-                        event_id: EventId::new_v4(),
-                        webhook: "http://127.0.0.1:9/never".into(),
-                        schedule_at: UnixMicros(4_000_000_000_000_000 + i as i64),
                         payload: format!(r#"{{"user":{i},"email":"bob@ross.com"}}"#),
-                        headers: vec![],
-                        retry_conf: RetryConf::default(),
-                        comment: None,
-                        created_at: UnixMicros(0),
+                        ..fixtures::event(
+                            EventId::new_v4(),
+                            "http://127.0.0.1:9/never",
+                            UnixMicros(4_000_000_000_000_000 + i as i64),
+                        )
                     })
                 })
                 .collect();

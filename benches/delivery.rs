@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use chime::clock::SystemClock;
-use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
+use chime::record::{EventCreated, EventId, Record, UnixMicros, fixtures};
 use chime::service::Service;
 
 use chime::testing::bench::{self, bench_dir};
@@ -67,14 +67,9 @@ async fn write_events(dir: &Path, url: &str, times: impl Iterator<Item = UnixMic
     let mut n = 0;
     for (i, at) in times.enumerate() {
         batch.push(Record::EventCreated(EventCreated {
-            event_id: EventId::new_v4(),
-            webhook: url.to_string(),
-            schedule_at: at,
             payload: format!(r#"{{"n":{i}}}"#),
-            headers: vec![],
-            retry_conf: RetryConf::default(),
-            comment: None,
             created_at: at,
+            ..fixtures::event(EventId::new_v4(), url, at)
         }));
         if batch.len() == 1000 {
             service.append(&batch).await.expect("append");

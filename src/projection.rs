@@ -652,7 +652,7 @@ impl<'a, I: Iterator<Item = &'a Key>> Iterator for Merge<'a, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{EventCreated, Invocation, InvocationResponse, RetryConf};
+    use crate::record::{EventCreated, Invocation, InvocationResponse, RetryConf, fixtures};
 
     fn ev(n: u128) -> EventId {
         EventId::from_u128(n)
@@ -685,14 +685,9 @@ mod tests {
 
     fn created_with(id: EventId, schedule_at: i64, retry_conf: RetryConf) -> Record {
         Record::EventCreated(EventCreated {
-            event_id: id,
-            webhook: "http://127.0.0.1:1/hook".into(),
-            schedule_at: t(schedule_at),
-            payload: "null".into(),
-            headers: vec![],
             retry_conf,
-            comment: None,
             created_at: t(0),
+            ..fixtures::event(id, "http://127.0.0.1:1/hook", t(schedule_at))
         })
     }
 

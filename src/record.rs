@@ -320,29 +320,25 @@ pub enum RecordError {
     Encode(postcard::Error),
 }
 
+/// Records for tests and benches (unit tests, or the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> Record {
         Record::EventCreated(EventCreated {
-            event_id: uuid::Uuid::from_u128(7),
-            webhook: "http://127.0.0.1:1/{{HOOK}}".into(),
-            schedule_at: UnixMicros(1_600_000_000_123_456),
             payload: r#"{"b":1,"a":[1.50,"x"]}"#.into(),
-            headers: vec![
-                HeaderConf {
-                    name: "k".into(),
-                    value: HeaderValue::Value("v".into()),
-                },
-                HeaderConf {
-                    name: "s".into(),
-                    value: HeaderValue::FromEnv("SECRET".into()),
-                },
-            ],
-            retry_conf: RetryConf::default(),
+            headers: fixtures::headers(),
             comment: Some("c".into()),
             created_at: UnixMicros(1),
+            ..fixtures::event(
+                uuid::Uuid::from_u128(7),
+                "http://127.0.0.1:1/{{HOOK}}",
+                UnixMicros(1_600_000_000_123_456),
+            )
         })
     }
 

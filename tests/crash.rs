@@ -56,7 +56,7 @@ struct Ledger {
 
 /// Runs `clients` tasks creating events until the server dies.
 async fn drive_creates(
-    base: &str,
+    api: &ApiClient,
     ledger: &Arc<Mutex<Ledger>>,
     iteration: usize,
     webhook: &str,
@@ -64,14 +64,15 @@ async fn drive_creates(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![];
     for t in 0..8 {
-        let (base, ledger, webhook, schedule_at) = (
-            base.to_string(),
+        // One client for all, built before the clock starts: building one
+        // takes a worker thread for a while (its TLS roots).
+        let (api, ledger, webhook, schedule_at) = (
+            api.clone(),
             ledger.clone(),
             webhook.to_string(),
             schedule_at.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let api = ApiClient::new(base);
             for i in 0u64.. {
                 let marker = format!("{iteration}-{t}-{i}");
                 ledger.lock().unwrap().sent.insert(marker.clone());
@@ -141,7 +142,7 @@ async fn acknowledged_creates_survive_sigkill() {
         let snapshot = ledger.lock().unwrap().clone();
         let before = check_survivors(&proc.api.base, &snapshot).await;
         let tasks = drive_creates(
-            &proc.api.base,
+            &proc.api,
             &ledger,
             iteration,
             "http://127.0.0.1:9/never",
@@ -192,7 +193,7 @@ async fn every_due_event_is_delivered_across_sigkills() {
     for iteration in 0..iterations() {
         let mut proc = spawn(dir.path());
         // Due from now to 300 ms ahead, so creates, due times and kills mix.
-        let tasks = drive_creates(&proc.api.base, &ledger, iteration, &hook, |i| {
+        let tasks = drive_creates(&proc.api, &ledger, iteration, &hook, |i| {
             now_plus_ms((i % 4) as i64 * 100)
         })
         .await;

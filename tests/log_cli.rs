@@ -8,10 +8,8 @@ use std::sync::Arc;
 use chime::clock::ManualClock;
 use chime::datadir::DataDir;
 use chime::log::LogOptions;
-use chime::record::{
-    EventCreated, EventId, HeaderConf, HeaderValue, Invocation, InvocationResponse, Record,
-    RetryConf, UnixMicros,
-};
+use chime::record::fixtures::{self, invocation};
+use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
 use chime::service::Service;
 
 /// 2030-01-01T00:00:00Z, in microseconds.
@@ -31,45 +29,16 @@ fn attempt(n: u128) -> EventId {
 
 fn created(n: u128, schedule: i64) -> Record {
     Record::EventCreated(EventCreated {
-        event_id: id(n),
-        webhook: format!("http://127.0.0.1:9/hook/{n}"),
-        schedule_at: t(schedule),
         payload: format!(r#"{{"n":{n},"price":1.50,"tags":["a","b"]}}"#),
-        headers: vec![
-            HeaderConf {
-                name: "x-literal".into(),
-                value: HeaderValue::Value("v".into()),
-            },
-            HeaderConf {
-                name: "x-secret".into(),
-                value: HeaderValue::FromEnv("HOOK_SECRET".into()),
-            },
-        ],
+        headers: fixtures::headers(),
         retry_conf: RetryConf {
             num_retries: 1,
             ..RetryConf::default()
         },
         comment: Some(format!("event {n}")),
         created_at: t(n as i64),
+        ..fixtures::event(id(n), format!("http://127.0.0.1:9/hook/{n}"), t(schedule))
     })
-}
-
-fn invocation(status: Option<u16>) -> Invocation {
-    Invocation {
-        request_body: r#"{"payload":{"n":1},"comment":null}"#.into(),
-        request_headers: vec![("content-type".into(), "application/json".into())],
-        response: match status {
-            Some(status) => InvocationResponse::Webhook {
-                status,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: br#"{"ok":true}"#.to_vec(),
-                truncated: false,
-            },
-            None => InvocationResponse::ClientError {
-                message: "connection refused".into(),
-            },
-        },
-    }
 }
 
 /// What a fixture log holds.
