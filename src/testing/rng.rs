@@ -29,7 +29,7 @@ impl Rng {
         Rng::new(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn step(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -40,6 +40,6 @@ impl Rng {
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.step() % n
     }
 }
