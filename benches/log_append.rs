@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chime::log::{Log, LogOptions};
+use chime::log::{Log, LogError, LogOptions};
 
 use chime::testing::bench::{self, bench_dir};
 
@@ -69,7 +69,7 @@ fn replay(records: usize, size: usize) {
     log.replay(|e| {
         n += 1;
         bytes += e.payload.len() as u64;
-        Ok::<(), ()>(())
+        Ok::<(), LogError>(())
     })
     .expect("replay");
     let elapsed = start.elapsed().as_secs_f64();

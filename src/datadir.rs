@@ -5,9 +5,17 @@
 //! DATA/LOCK            held with an exclusive advisory lock while open
 //! DATA/log/*.seg       the log's segments
 //! ```
+//!
+//! The directory is created and synced through the log's [`FileSystem`];
+//! the lock file is opened with `std::fs` directly, because an advisory
+//! lock belongs to an open file handle, which the trait does not hand out
+//! (and a fault-injecting file system has nothing to add to a lock).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+
+use crate::error::IoError;
+use crate::log::fs::{self, FileSystem, StdFs};
 
 /// Errors opening the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +24,8 @@ pub enum DataDirError {
     Missing(PathBuf),
     #[error("data directory {path} is locked by another chime process (serve or log repair)")]
     Locked { path: PathBuf },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(IoError),
 }
 
 /// An open, locked data directory. The lock is released on drop (and by the
@@ -38,23 +42,17 @@ impl DataDir {
     /// failing at once if another process holds it.
     pub fn lock(root: &Path, create: bool) -> Result<DataDir, DataDirError> {
         if create {
-            std::fs::create_dir_all(root).map_err(|source| DataDirError::Io {
-                op: "create",
-                path: root.to_path_buf(),
-                source,
-            })?;
+            StdFs
+                .create_dir_all(root)
+                .map_err(|e| DataDirError::Io(IoError::new("create", root, e)))?;
             // Make the data directory's entry durable: the log's fsyncs
             // cover what is inside it, not the directory itself.
             if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|source| DataDirError::Io {
-                        op: "fsync",
-                        path: parent.to_path_buf(),
-                        source,
-                    })?;
+                StdFs
+                    .sync_dir(parent)
+                    .map_err(|e| DataDirError::Io(IoError::new("fsync", parent, e)))?;
             }
-        } else if !root.is_dir() {
+        } else if !fs::is_dir(&StdFs, root) {
             return Err(DataDirError::Missing(root.to_path_buf()));
         }
         let path = root.join("LOCK");
@@ -63,11 +61,7 @@ impl DataDir {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| DataDirError::Io {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|e| DataDirError::Io(IoError::new("open", &path, e)))?;
         match file.try_lock() {
             Ok(()) => Ok(DataDir {
                 root: root.to_path_buf(),
@@ -76,11 +70,9 @@ impl DataDir {
             Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked {
                 path: root.to_path_buf(),
             }),
-            Err(std::fs::TryLockError::Error(source)) => Err(DataDirError::Io {
-                op: "lock",
-                path,
-                source,
-            }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(DataDirError::Io(IoError::new("lock", &path, e)))
+            }
         }
     }
 

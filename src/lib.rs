@@ -38,6 +38,7 @@ pub mod clock;
 pub mod console;
 pub mod datadir;
 pub mod dispatch;
+pub mod error;
 pub mod hasura;
 pub mod log;
 pub mod logcli;

@@ -35,7 +35,7 @@ fn reopen(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     log.replay(|e| {
         out.push((e.seq, e.payload.to_vec()));
-        Ok::<(), ()>(())
+        Ok::<(), LogError>(())
     })
     .expect("replay");
     out
@@ -75,7 +75,7 @@ impl Acked {
 
 fn io_kind(e: &LogError) -> Option<i32> {
     match e {
-        LogError::Io { source, .. } | LogError::Fatal { source, .. } => source.raw_os_error(),
+        LogError::Io(e) | LogError::Fatal(e) => e.source.raw_os_error(),
         _ => None,
     }
 }

@@ -13,7 +13,7 @@ fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     let mut out = vec![];
     log.replay(|e| {
         out.push((e.seq, e.payload.to_vec()));
-        Ok::<(), ()>(())
+        Ok::<(), LogError>(())
     })
     .unwrap();
     out

@@ -282,7 +282,7 @@ impl Harness {
         let mut entries = Vec::new();
         log.replay(|e| {
             entries.push((e.seq, e.payload.to_vec()));
-            Ok::<(), ()>(())
+            Ok::<(), LogError>(())
         })
         .expect("replay");
         prop_assert_eq!(entries.len() as u64, recovery.records);

@@ -16,6 +16,8 @@
 //! All integers little-endian. A *batch* is a run of frames whose last one
 //! has `more = 0`; recovery keeps or drops a batch whole.
 
+use std::ops::RangeInclusive;
+
 /// The magic bytes that open every segment.
 pub const MAGIC: [u8; 8] = *b"CHIMELOG";
 /// The segment format version this build writes and reads.
@@ -296,17 +298,31 @@ pub fn scan_segment(
 /// sequence number at or after `min_seq`. Used only once damage is found, to tell
 /// a torn tail (nothing valid after it) from corruption in the middle.
 fn valid_frame_after(bytes: &[u8], from: usize, min_seq: u64) -> bool {
-    let end = bytes.len().saturating_sub(FRAME_HEADER_LEN);
-    (from..=end).any(|at| {
+    resync(bytes, from, min_seq..=u64::MAX).is_some()
+}
+
+/// The first valid frame at or after `from` whose sequence number is in
+/// `seqs`, trying every offset: how a reader finds its footing again past
+/// damage (the scan, to tell a torn tail from corruption; repair, to count
+/// what it would drop). A narrow `seqs` keeps the cost linear even across
+/// zero fill, since few offsets pass the cheap filters to the checksum.
+pub fn resync(bytes: &[u8], from: usize, seqs: RangeInclusive<u64>) -> Option<Frame<'_>> {
+    let mut at = from;
+    while at + FRAME_HEADER_LEN <= bytes.len() {
         // Cheap filters before the checksum: a plausible length that fits,
-        // and a sequence number after the last one kept.
+        // and a sequence number in range.
         let len = (u32_at(&bytes[at..], 0) & !MORE_BIT) as usize;
         let seq = u64_at(&bytes[at..], 8);
-        len != 0
+        if len != 0
             && len <= bytes.len() - at - FRAME_HEADER_LEN
-            && seq >= min_seq
-            && decode_frame(bytes, at).is_ok()
-    })
+            && seqs.contains(&seq)
+            && let Ok(frame) = decode_frame(bytes, at)
+        {
+            return Some(frame);
+        }
+        at += 1;
+    }
+    None
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -428,6 +444,17 @@ mod tests {
         assert_eq!(damage.offset, ends[1]);
         assert!(damage.valid_after);
         assert_eq!(scan.records, 2);
+    }
+
+    #[test]
+    fn resync_finds_the_next_frame_in_range_past_damage() {
+        let batches: Vec<_> = (0..4).map(|i| vec![vec![i as u8; 20]]).collect();
+        let (mut bytes, ends) = segment(0, &batches);
+        bytes[ends[0] + FRAME_HEADER_LEN + 3] ^= 0xff; // inside frame 1's payload
+        let next = resync(&bytes, ends[0], 0..=u64::MAX).unwrap();
+        assert_eq!((next.seq, next.end), (2, ends[2]));
+        assert_eq!(resync(&bytes, ends[0], 3..=3).unwrap().seq, 3);
+        assert_eq!(resync(&bytes, ends[0], 9..=u64::MAX), None);
     }
 
     proptest! {

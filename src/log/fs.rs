@@ -1,7 +1,9 @@
 //! The file system under the log, behind a trait so tests can swap in one
 //! that fails or forgets on purpose (see `tests/` for the fault-injecting
 //! implementation). Every byte the log writes and every fsync it makes goes
-//! through here; reads go through memory maps of the same files.
+//! through here, repair's copies and renames included; reads go through
+//! memory maps of the same files. The data directory (`crate::datadir`)
+//! creates and syncs its directory through here too.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -26,6 +28,19 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Maps a whole file read-only.
     fn map(&self, path: &Path) -> io::Result<Mmap>;
+    /// Copies a file's contents to `to` (created or truncated), returning
+    /// the bytes copied. Not made durable: the caller syncs the copy.
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<u64>;
+    /// Makes a file's contents durable (fsync), opening it read-only.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// What `path` is (following symlinks): its length, or whether it is a
+    /// directory. An error when nothing is there.
+    fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata>;
+}
+
+/// Whether `path` is a directory (false when nothing is there).
+pub fn is_dir(fs: &dyn FileSystem, path: &Path) -> bool {
+    fs.metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 /// An open segment file.
@@ -94,6 +109,18 @@ impl FileSystem for StdFs {
         // repair) out. A process outside chime that truncates the file could
         // still make reads fault; docs/log-format.md says so.
         unsafe { Mmap::map(&file) }
+    }
+
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
+        std::fs::copy(from, to)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        std::fs::metadata(path)
     }
 }
 

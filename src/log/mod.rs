@@ -6,25 +6,33 @@
 //! that commits concurrent appenders' batches with a shared fdatasync
 //! (`writer`). Readers go through memory maps.
 //!
-//! Opening a log scans every segment, checks every checksum and applies the
-//! recovery policy (docs/log-format.md) in exactly one place,
+//! Opening a log scans every segment (`scan`), checks every checksum and
+//! applies the recovery policy (docs/log-format.md) in exactly one place,
 //! [`Log::open`]: a torn tail of the last segment is cut back to its last
 //! whole batch; damage anywhere else refuses to open, naming file and offset.
+//! What is a torn tail is decided by one classifier, [`scan::classify`].
+//!
+//! Tools read the log through [`reader::LogReader`] and mend it with
+//! [`repair::Plan`]; they never decode frames themselves.
 
 pub mod frame;
 pub mod fs;
+pub mod reader;
+pub mod repair;
+pub mod scan;
 pub mod segment;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use memmap2::Mmap;
 use tokio::sync::oneshot;
 
-use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD, SegmentScan};
+use crate::error::IoError;
+use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD};
 use fs::{FileSystem, StdFs};
-use segment::SegmentFile;
+pub use scan::{DirScan, PartialScan, ScannedSegment, StoppedScan};
 
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest
 /// segment, counting up) and the byte offset of its frame in that segment.
@@ -75,21 +83,13 @@ impl Default for LogOptions {
 /// Errors of the log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(IoError),
     /// An fsync failed. The kernel may have dropped the dirty pages, so a
     /// retry could report success for data that is gone: the log accepts no
     /// more writes until the process restarts and recovers from disk.
-    #[error("{op} {path} failed, the log accepts no more writes: {source}")]
-    Fatal {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{} {} failed, the log accepts no more writes: {}", .0.op, .0.path.display(), .0.source)]
+    Fatal(IoError),
     /// The writer stopped taking writes after a fatal error.
     #[error("the log stopped accepting writes after an earlier failure: {0}")]
     Poisoned(String),
@@ -105,30 +105,38 @@ pub enum LogError {
     NoRecord(Loc),
     #[error("segment_bytes {0} is out of range ({min}..=4294967295)", min = HEADER_LEN + FRAME_HEADER_LEN + 1)]
     BadSegmentBytes(u64),
+    /// The writer thread is gone: every handle but this one was dropped, or
+    /// it stopped.
     #[error("the log is closed")]
     Closed,
+    /// A thread panicked while it held the lock on the segments. What they
+    /// say may be half updated, so nothing is read from them: a log that
+    /// cannot be read must never look like an empty one.
+    #[error("a thread panicked while it held the log's segment list; restart to recover from disk")]
+    LockPoisoned,
+    /// A bug: something the log's own code guarantees did not hold.
+    #[error("internal error in the log: {0}")]
+    Internal(&'static str),
 }
 
 impl LogError {
-    fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        LogError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        LogError::Io(IoError::new(op, path, source))
     }
 
-    fn fatal(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        LogError::Fatal {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+    pub(crate) fn fatal(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        LogError::Fatal(IoError::new(op, path, source))
     }
 
     /// Whether the error leaves the log unable to write until a restart.
     pub fn is_fatal(&self) -> bool {
         matches!(self, LogError::Fatal { .. } | LogError::Poisoned(_))
+    }
+}
+
+impl<T> From<PoisonError<T>> for LogError {
+    fn from(_: PoisonError<T>) -> Self {
+        LogError::LockPoisoned
     }
 }
 
@@ -145,214 +153,6 @@ pub struct Entry<'a> {
     pub seq: u64,
     pub loc: Loc,
     pub payload: &'a [u8],
-}
-
-/// What a scan of the whole log directory found, without changing anything.
-/// `chime log verify` reports it; [`Log::open`] decides from it.
-#[derive(Debug)]
-pub struct DirScan {
-    pub segments: Vec<ScannedSegment>,
-}
-
-/// What [`DirScan::read_partial`] found.
-#[derive(Debug)]
-pub struct PartialScan {
-    /// The segments scanned, oldest first, up to the one that stopped the scan.
-    pub scan: DirScan,
-    /// Why the scan stopped before the last segment, if it did.
-    pub stopped: Option<StoppedScan>,
-}
-
-/// A segment that could not be scanned, and every segment after it.
-#[derive(Debug)]
-pub struct StoppedScan {
-    /// A [`LogError::Corruption`] naming the segment.
-    pub error: LogError,
-    /// The segment named in `error`, then every later one, oldest first.
-    pub unscanned: Vec<SegmentFile>,
-}
-
-/// One segment's scan.
-#[derive(Debug)]
-pub struct ScannedSegment {
-    pub file: SegmentFile,
-    pub file_len: u64,
-    pub scan: SegmentScan,
-    map: Arc<Mmap>,
-}
-
-impl DirScan {
-    /// Maps and scans every segment in `log_dir`, checking headers, every
-    /// frame's checksum and the continuity of sequence numbers. Changes
-    /// nothing on disk (leftover temporary files are only removed by
-    /// [`Log::open`]).
-    pub fn read(log_dir: &Path) -> Result<DirScan, LogError> {
-        Self::read_inner(&StdFs, log_dir, false)
-    }
-
-    fn read_inner(fs: &dyn FileSystem, log_dir: &Path, clean: bool) -> Result<DirScan, LogError> {
-        let files = segment::list(fs, log_dir, clean)?;
-        let partial = Self::scan_files(fs, files, |_, _| {})?;
-        match partial.stopped {
-            Some(stopped) => Err(stopped.error),
-            None => Ok(partial.scan),
-        }
-    }
-
-    /// Like [`DirScan::read`], but a segment that cannot be scanned (a bad
-    /// header, or a first sequence number that does not follow on from the
-    /// previous segment) does not fail the whole read: the segments before
-    /// it come back, with the error and the files left unscanned. Calls
-    /// `progress(done, total)` after each segment. For `chime log`, which
-    /// reports everything it can read; [`Log::open`] refuses such a log.
-    pub fn read_partial(
-        log_dir: &Path,
-        progress: impl FnMut(usize, usize),
-    ) -> Result<PartialScan, LogError> {
-        Self::scan_files(&StdFs, segment::list(&StdFs, log_dir, false)?, progress)
-    }
-
-    fn scan_files(
-        fs: &dyn FileSystem,
-        files: Vec<SegmentFile>,
-        mut progress: impl FnMut(usize, usize),
-    ) -> Result<PartialScan, LogError> {
-        let total = files.len();
-        let mut segments: Vec<ScannedSegment> = Vec::with_capacity(total);
-        let mut files = files.into_iter();
-        while let Some(file) = files.next() {
-            let map = segment::map(fs, &file.path)?;
-            let header = segment::check_header(&map, &file);
-            // After a damaged segment the next one cannot line up; the
-            // damage itself is what `refusal` reports.
-            let expected = segments
-                .last()
-                .filter(|prev| prev.scan.damage.is_none())
-                .map_or(file.base_seq, |prev| prev.next_seq());
-            let lined_up = if file.base_seq == expected {
-                Ok(())
-            } else {
-                Err(LogError::Corruption {
-                    path: file.path.clone(),
-                    offset: 16,
-                    reason: format!(
-                        "segment starts at sequence number {}, but the previous one ends before {expected}",
-                        file.base_seq
-                    ),
-                })
-            };
-            if let Err(error) = header.and(lined_up) {
-                let unscanned = std::iter::once(file).chain(files).collect();
-                return Ok(PartialScan {
-                    scan: DirScan { segments },
-                    stopped: Some(StoppedScan { error, unscanned }),
-                });
-            }
-            let scan = frame::scan_segment(&map, file.base_seq, |_, _, _| {});
-            segments.push(ScannedSegment {
-                file_len: map.len() as u64,
-                file,
-                scan,
-                map: Arc::new(map),
-            });
-            progress(segments.len(), total);
-        }
-        Ok(PartialScan {
-            scan: DirScan { segments },
-            stopped: None,
-        })
-    }
-
-    /// The first damage that the recovery policy refuses to repair on its
-    /// own, as a [`LogError::Corruption`]: damage in any segment but the
-    /// last, or damage followed by valid frames.
-    pub fn refusal(&self) -> Option<LogError> {
-        let last = self.segments.len().checked_sub(1)?;
-        self.segments.iter().enumerate().find_map(|(i, s)| {
-            let damage = s.scan.damage.as_ref()?;
-            if i == last && !damage.valid_after {
-                return None;
-            }
-            let why = if i == last {
-                "valid frames follow the damage, so it is not a torn tail"
-            } else {
-                "the damage is inside a sealed segment"
-            };
-            Some(LogError::Corruption {
-                path: s.file.path.clone(),
-                offset: damage.bad_at as u64,
-                reason: format!("{}; {why}", damage.kind),
-            })
-        })
-    }
-
-    /// The torn tail recovery would cut off: (segment, keep bytes, drop bytes).
-    pub fn torn_tail(&self) -> Option<(&ScannedSegment, u64, u64)> {
-        let last = self.segments.last()?;
-        let damage = last.scan.damage.as_ref()?;
-        (!damage.valid_after).then(|| {
-            let keep = damage.offset as u64;
-            (last, keep, last.file_len - keep)
-        })
-    }
-
-    /// Records in whole batches, over all segments.
-    pub fn records(&self) -> u64 {
-        self.segments.iter().map(|s| s.scan.records).sum()
-    }
-
-    /// Calls `f` for every record of every whole batch, oldest first.
-    pub fn for_each<E>(&self, mut f: impl FnMut(Entry<'_>) -> Result<(), E>) -> Result<(), E> {
-        for (i, s) in self.segments.iter().enumerate() {
-            visit_segment(&s.map, i as u32, s.file.base_seq, s.scan.valid_end, &mut f)?;
-        }
-        Ok(())
-    }
-}
-
-impl ScannedSegment {
-    /// The segment's bytes as they were scanned (header included).
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-
-    /// The sequence number the next segment must start with.
-    fn next_seq(&self) -> u64 {
-        self.scan.last_seq.map_or(self.file.base_seq, |s| s + 1)
-    }
-}
-
-/// Walks the frames of one segment up to `end`, which the caller has
-/// already checked.
-fn visit_segment<E>(
-    bytes: &[u8],
-    segment: u32,
-    base_seq: u64,
-    end: usize,
-    f: &mut impl FnMut(Entry<'_>) -> Result<(), E>,
-) -> Result<(), E> {
-    let bytes = &bytes[..end.min(bytes.len())];
-    let mut offset = HEADER_LEN;
-    let mut expected = base_seq;
-    // The scan already verified these frames; a decode failure here can
-    // only mean the file changed under us, and stopping is the safe answer.
-    while let Ok(frame) = frame::decode_frame(bytes, offset) {
-        if frame.seq != expected {
-            break;
-        }
-        f(Entry {
-            seq: frame.seq,
-            loc: Loc {
-                segment,
-                // Segments are at most 4 GiB (checked at open and roll).
-                offset: offset as u32,
-            },
-            payload: frame.payload,
-        })?;
-        expected += 1;
-        offset = frame.end;
-    }
-    Ok(())
 }
 
 /// What [`Log::open`] did to recover.
@@ -406,7 +206,7 @@ impl Log {
             fs.sync_dir(parent)
                 .map_err(|e| LogError::fatal("fsync directory", parent, e))?;
         }
-        let mut scan = DirScan::read_inner(fs, log_dir, true)?;
+        let mut scan = DirScan::read_with(fs, log_dir, true)?;
         if let Some(refused) = scan.refusal() {
             return Err(refused);
         }
@@ -429,14 +229,17 @@ impl Log {
             );
             recovery.truncated = Some((path, dropped));
             // Rescan the cut segment so the maps and lengths match the file.
-            scan = DirScan::read_inner(fs, log_dir, false)?;
+            scan = DirScan::read_with(fs, log_dir, false)?;
         }
         if scan.segments.is_empty() {
             segment::create(fs, log_dir, FIRST_SEQ)?;
-            scan = DirScan::read_inner(fs, log_dir, false)?;
+            scan = DirScan::read_with(fs, log_dir, false)?;
             recovery.segments = 1;
         }
-        let last = scan.segments.last().ok_or(LogError::Closed)?;
+        let last = scan
+            .segments
+            .last()
+            .ok_or(LogError::Internal("no segment after creating the first"))?;
         let next_seq = last.next_seq();
         let active_len = last.scan.valid_end as u64;
         let active_path = last.file.path.clone();
@@ -504,7 +307,7 @@ impl Log {
     /// Reads back the payload of the record at `loc`, checking its checksum.
     pub fn read(&self, loc: Loc) -> Result<Vec<u8>, LogError> {
         let (map, durable_len, path) = {
-            let segments = self.shared.segments.read().map_err(|_| LogError::Closed)?;
+            let segments = self.shared.segments.read()?;
             let seg = segments
                 .get(loc.segment as usize)
                 .ok_or(LogError::NoRecord(loc))?;
@@ -529,7 +332,7 @@ impl Log {
     /// the room mapped ahead).
     fn remap(&self, ordinal: u32, path: &Path) -> Result<Arc<Mmap>, LogError> {
         let map = Arc::new(segment::map(&*self.shared.fs, path)?);
-        let mut segments = self.shared.segments.write().map_err(|_| LogError::Closed)?;
+        let mut segments = self.shared.segments.write()?;
         if let Some(seg) = segments.get_mut(ordinal as usize) {
             seg.map = map.clone();
         }
@@ -537,24 +340,35 @@ impl Log {
     }
 
     /// Calls `f` for every durable record, oldest first. Used at startup to
-    /// rebuild projections; it reads through the memory maps.
-    pub fn replay<E>(&self, mut f: impl FnMut(Entry<'_>) -> Result<(), E>) -> Result<(), E> {
-        let segs: Vec<(Arc<Mmap>, u64, u64)> = match self.shared.segments.read() {
-            Ok(segments) => segments
-                .iter()
-                .map(|s| (s.map.clone(), s.base_seq, s.durable_len))
-                .collect(),
-            Err(_) => return Ok(()),
-        };
+    /// rebuild projections; it reads through the memory maps. Fails with
+    /// [`LogError::LockPoisoned`] rather than replay nothing.
+    pub fn replay<E: From<LogError>>(
+        &self,
+        mut f: impl FnMut(Entry<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let segs: Vec<(Arc<Mmap>, u64, u64)> = self
+            .shared
+            .segments
+            .read()
+            .map_err(LogError::from)?
+            .iter()
+            .map(|s| (s.map.clone(), s.base_seq, s.durable_len))
+            .collect();
         for (i, (map, base_seq, len)) in segs.iter().enumerate() {
-            visit_segment(map, i as u32, *base_seq, *len as usize, &mut f)?;
+            scan::visit_segment(map, i as u32, *base_seq, *len as usize, &mut f)?;
         }
         Ok(())
     }
 
     /// The number of segments.
     pub fn segment_count(&self) -> usize {
-        self.shared.segments.read().map_or(0, |s| s.len())
+        // A count cannot be half updated: the writer only pushes whole
+        // segments, so a poisoned lock still gives a true length.
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -567,4 +381,39 @@ pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()
         .map_err(|e| LogError::io("truncate", path, e))?;
     file.sync_all()
         .map_err(|e| LogError::fatal("fsync", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_segment_lock_fails_replay_instead_of_replaying_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), &LogOptions::default()).unwrap();
+        log.append_blocking(vec![b"kept".to_vec()]).unwrap();
+        let shared = log.shared.clone();
+        // A thread that panics while it holds the write lock poisons it.
+        let _ = std::thread::spawn(move || {
+            let _held = shared.segments.write().unwrap();
+            panic!("poison the segment lock on purpose");
+        })
+        .join();
+        assert!(log.shared.segments.is_poisoned());
+        let mut seen = 0;
+        let replayed = log.replay(|_| {
+            seen += 1;
+            Ok::<(), LogError>(())
+        });
+        assert!(
+            matches!(replayed, Err(LogError::LockPoisoned)),
+            "{replayed:?}"
+        );
+        assert_eq!(seen, 0);
+        let read = log.read(Loc {
+            segment: 0,
+            offset: HEADER_LEN as u32,
+        });
+        assert!(matches!(read, Err(LogError::LockPoisoned)), "{read:?}");
+    }
 }

@@ -8,6 +8,7 @@ use memmap2::Mmap;
 use super::LogError;
 use super::frame::{self, HEADER_LEN};
 use super::fs::{FileSystem, SegmentIo};
+use super::scan::Corruption;
 
 const SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".seg.tmp";
@@ -106,10 +107,10 @@ pub fn map(fs: &dyn FileSystem, path: &Path) -> Result<Mmap, LogError> {
 
 /// Checks that a mapped segment has a valid header whose base sequence
 /// number matches its file name.
-pub fn check_header(bytes: &[u8], seg: &SegmentFile) -> Result<(), LogError> {
+pub fn check_header(bytes: &[u8], seg: &SegmentFile) -> Result<(), Corruption> {
     match frame::decode_header(bytes) {
         Ok(base) if base == seg.base_seq => Ok(()),
-        Ok(base) => Err(LogError::Corruption {
+        Ok(base) => Err(Corruption {
             path: seg.path.clone(),
             offset: 16,
             reason: format!(
@@ -117,7 +118,7 @@ pub fn check_header(bytes: &[u8], seg: &SegmentFile) -> Result<(), LogError> {
                 seg.base_seq
             ),
         }),
-        Err(e) => Err(LogError::Corruption {
+        Err(e) => Err(Corruption {
             path: seg.path.clone(),
             offset: 0,
             reason: e.to_string(),

@@ -203,20 +203,12 @@ impl Writer {
                 let mut first = Some(e);
                 for (reply, _) in pending.waiting {
                     let err = first.take().unwrap_or_else(|| {
-                        let path = self.active.path.clone();
+                        let path = &self.active.path;
                         let source = std::io::Error::other(msg.clone());
                         if fatal {
-                            LogError::Fatal {
-                                op: "append to",
-                                path,
-                                source,
-                            }
+                            LogError::fatal("append to", path, source)
                         } else {
-                            LogError::Io {
-                                op: "append to",
-                                path,
-                                source,
-                            }
+                            LogError::io("append to", path, source)
                         }
                     });
                     let _ = reply.send(Err(err));
@@ -229,11 +221,11 @@ impl Writer {
         let path = &self.active.path;
         let end = self.active.len + buf.len() as u64;
         if end > u64::from(u32::MAX) {
-            return Err(LogError::Io {
-                op: "append to",
-                path: path.clone(),
-                source: std::io::Error::other("segment would exceed 4 GiB"),
-            });
+            return Err(LogError::io(
+                "append to",
+                path,
+                std::io::Error::other("segment would exceed 4 GiB"),
+            ));
         }
         if let Err(e) = self.file.write_all_at(buf, self.active.len) {
             // Cut back whatever part of the batch reached the file, so the
@@ -244,16 +236,8 @@ impl Writer {
             // fails the file's tail is unknown: stop writing.
             let cut = self.file.set_len(self.active.len);
             return Err(match cut.and_then(|()| self.file.sync_all()) {
-                Ok(()) => LogError::Io {
-                    op: "write",
-                    path: path.clone(),
-                    source: e,
-                },
-                Err(cut) => LogError::Fatal {
-                    op: "truncate (and fsync) after a failed write",
-                    path: path.clone(),
-                    source: cut,
-                },
+                Ok(()) => LogError::io("write", path, e),
+                Err(cut) => LogError::fatal("truncate (and fsync) after a failed write", path, cut),
             });
         }
         self.file
@@ -261,7 +245,9 @@ impl Writer {
             .map_err(|e| LogError::fatal("fdatasync", path, e))
     }
 
-    /// Tells readers how far the active segment is durable.
+    /// Tells readers how far the active segment is durable. With a
+    /// poisoned lock there is nobody to tell: every reader fails with
+    /// [`LogError::LockPoisoned`] instead of reading.
     fn publish_len(&self) {
         if let Ok(mut segments) = self.active.shared.segments.write()
             && let Some(seg) = segments.get_mut(self.active.ordinal as usize)
@@ -284,17 +270,12 @@ impl Writer {
             file.map_ahead(len)
                 .map_err(|e| LogError::io("mmap", &path, e))?,
         );
-        self.active
-            .shared
-            .segments
-            .write()
-            .map_err(|_| LogError::Closed)?
-            .push(ReadSegment {
-                base_seq: self.active.next_seq,
-                path: path.clone(),
-                map,
-                durable_len: segment::EMPTY_LEN,
-            });
+        self.active.shared.segments.write()?.push(ReadSegment {
+            base_seq: self.active.next_seq,
+            path: path.clone(),
+            map,
+            durable_len: segment::EMPTY_LEN,
+        });
         self.file = file;
         self.active.path = path;
         self.active.ordinal += 1;
@@ -311,12 +292,7 @@ impl Writer {
                 .map_ahead(len)
                 .map_err(|e| LogError::io("mmap", &self.active.path, e))?,
         );
-        let mut segments = self
-            .active
-            .shared
-            .segments
-            .write()
-            .map_err(|_| LogError::Closed)?;
+        let mut segments = self.active.shared.segments.write()?;
         if let Some(seg) = segments.get_mut(self.active.ordinal as usize) {
             seg.map = map;
         }

@@ -728,6 +728,23 @@ impl FileSystem for FaultFs {
         self.lock().alive()?;
         StdFs.map(path)
     }
+
+    // Only `chime log repair` copies, and it never runs on a FaultFs: pass
+    // through, untracked by the crash model.
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
+        self.lock().alive()?;
+        StdFs.copy(from, to)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.lock().alive()?;
+        StdFs.sync_file(path)
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        self.lock().alive()?;
+        StdFs.metadata(path)
+    }
 }
 
 /// An open file of a [`FaultFs`].

@@ -1,0 +1,178 @@
+//! `chime log verify`: every frame's checksum and the sequence numbers
+//! (the log's scan), then every record decoded; exit 1 on any damage.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::report::{plural, problems, undecodable};
+use super::{DataDirArg, ExitStatus, LogCliError, read_log};
+use crate::record::Record;
+
+/// Flags of `chime log verify`.
+#[derive(Clone, Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+}
+
+/// A one-line progress report on stderr, redrawn in place with `\r`, shown
+/// only when enabled (stderr is a terminal) and only once a run has taken
+/// long enough to need one.
+struct Progress {
+    enabled: bool,
+    started: Instant,
+    last_drawn: Option<Instant>,
+    drawn_width: usize,
+}
+
+impl Progress {
+    /// Runs shorter than this never show a progress line.
+    const DELAY: Duration = Duration::from_millis(500);
+    /// Redraw at most this often.
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(enabled: bool) -> Self {
+        Progress {
+            enabled,
+            started: Instant::now(),
+            last_drawn: None,
+            drawn_width: 0,
+        }
+    }
+
+    fn update(&mut self, err: &mut dyn Write, text: impl FnOnce() -> String) {
+        if !self.enabled || self.started.elapsed() < Self::DELAY {
+            return;
+        }
+        if self.last_drawn.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let text = text();
+        let pad = self.drawn_width.saturating_sub(text.chars().count());
+        // Progress is a courtesy: a failed write to stderr must not fail the run.
+        let _ = write!(err, "\r{text}{:pad$}", "");
+        let _ = err.flush();
+        self.drawn_width = text.chars().count();
+        self.last_drawn = Some(Instant::now());
+    }
+
+    fn clear(&mut self, err: &mut dyn Write) {
+        if self.drawn_width > 0 {
+            let _ = write!(err, "\r{:w$}\r", "", w = self.drawn_width);
+            let _ = err.flush();
+            self.drawn_width = 0;
+        }
+    }
+}
+
+/// A text bar of `width` cells, `done` of `total` filled.
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        (done.min(total) as u128 * width as u128 / total as u128) as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), " ".repeat(width - filled))
+}
+
+/// `chime log verify`: checks every frame's checksum and the sequence
+/// numbers (the scan), then decodes every record. Exit 1 on any damage,
+/// a torn tail included.
+pub fn verify(
+    args: &VerifyArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    progress: bool,
+) -> Result<ExitStatus, LogCliError> {
+    let mut bar_line = Progress::new(progress);
+    let log = read_log(&args.dir.data_dir, |done, total| {
+        bar_line.update(err, || {
+            format!(
+                "checking frames  {} segment {done} of {total}",
+                bar(done as u64, total as u64, 30)
+            )
+        });
+    })?;
+    let mut problems = problems(&log);
+    let total = log.records();
+    let mut decoded = 0u64;
+    let mut undecodable_count = 0u64;
+    log.for_each(|entry| {
+        if let Err(e) = Record::decode(entry.payload) {
+            undecodable_count += 1;
+            // Enough to act on; the count says how many in all.
+            if undecodable_count <= 10 {
+                problems.push(undecodable(&log, &entry, &e));
+            }
+        }
+        decoded += 1;
+        if decoded.is_multiple_of(4096) {
+            bar_line.update(err, || {
+                format!(
+                    "decoding records {} {decoded} of {total}",
+                    bar(decoded, total, 30)
+                )
+            });
+        }
+        Ok::<(), ()>(())
+    })
+    .ok();
+    bar_line.clear(err);
+
+    let bytes = log.bytes();
+    let unscanned = log.unscanned();
+    write!(
+        out,
+        "checked {} ({bytes} bytes): {}",
+        plural(log.scanned() as u64, "segment"),
+        plural(total, "record")
+    )?;
+    let first = log.first_seq();
+    let last = log.last_seq();
+    // Past damage the numbers have gaps, and a range would hide them.
+    if let (Some(first), Some(last), true) = (first, last, problems.is_empty()) {
+        write!(out, " in whole batches, sequence numbers {first}..={last}")?;
+    }
+    writeln!(out)?;
+    if unscanned > 0 {
+        writeln!(
+            out,
+            "could not check {} (see below)",
+            plural(unscanned as u64, "segment")
+        )?;
+    }
+    if problems.is_empty() {
+        writeln!(
+            out,
+            "ok: every frame's checksum matches, sequence numbers run without gaps, every record decodes"
+        )?;
+        return Ok(ExitStatus::Ok);
+    }
+    for p in &problems {
+        writeln!(out, "damaged: {}", p.headline())?;
+        writeln!(out, "  {}", p.advice)?;
+    }
+    if undecodable_count > 10 {
+        writeln!(
+            out,
+            "{} do not decode in all (the first 10 are shown)",
+            plural(undecodable_count, "record")
+        )?;
+    }
+    Ok(ExitStatus::Problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_fills_in_proportion() {
+        assert_eq!(bar(0, 10, 4), "[    ]");
+        assert_eq!(bar(5, 10, 4), "[##  ]");
+        assert_eq!(bar(10, 10, 4), "[####]");
+        assert_eq!(bar(0, 0, 2), "[##]");
+    }
+}
