@@ -6,13 +6,20 @@
 //! acknowledges a record to a user has already made it visible.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::dispatch::Wakeup;
 use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery};
 use crate::projection::Projection;
 use crate::record::{Record, RecordError};
+
+/// How often replay reports its progress, at most: a long replay says it is
+/// alive, a short one says nothing.
+const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Records replayed between looks at the clock for a progress report, so
+/// that the clock is not read per record.
+const REPLAY_PROGRESS_RECORDS: u64 = 65_536;
 
 /// Errors of the service's write and read paths.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +76,9 @@ impl Service {
             })?;
             projection.apply(entry.loc, &record);
             replayed += 1;
-            if replayed.is_multiple_of(65_536) && last_report.elapsed().as_secs_f64() >= 2.0 {
+            if replayed.is_multiple_of(REPLAY_PROGRESS_RECORDS)
+                && last_report.elapsed() >= REPLAY_PROGRESS_EVERY
+            {
                 last_report = Instant::now();
                 tracing::info!(
                     replayed,

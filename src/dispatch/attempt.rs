@@ -2,8 +2,8 @@
 //! expired → `EventExpired`; otherwise `AttemptStarted` made durable before
 //! the call, the call ([`http`](super::http)), and the outcome
 //! (`AttemptSucceeded` / `AttemptFailed`, decided by [`rules`](super::rules))
-//! appended after it. A record that cannot be appended is retried here, so
-//! the loop never sees an attempt's IO errors.
+//! appended after it. An attempt whose records the log refuses backs off
+//! or tries again here; the loop never sees its errors.
 
 use std::time::Duration;
 

@@ -36,9 +36,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use self::http::WebhookClient;
 use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
 use crate::service::{Service, ServiceError};
-use self::http::WebhookClient;
 
 pub use self::http::user_agent;
 pub use rules::{expired, next_retry_at, retry_after, succeeded};
