@@ -2,7 +2,7 @@
 //! tolerance, and records every attempt.
 //!
 //! No polling: the loop sleeps until the earliest due event and is woken
-//! through the service's [`Wakeup`] when a record makes an event due
+//! through the service's `Wakeup` when a record makes an event due
 //! sooner, or when a claim it held is dropped (the shape of mini-redis's
 //! expiry loop). Each attempt runs in its own task, bounded by
 //! `max_in_flight`:
@@ -16,7 +16,7 @@
 //! # Layout
 //! - this file: [`DispatchConfig`] and its defaults, [`Dispatcher`], the
 //!   loop, recovery of interrupted attempts, and the claims;
-//! - `wake`: [`Wakeup`], when the loop plans to look next and how it is
+//! - `wake`: `Wakeup`, when the loop plans to look next and how it is
 //!   woken sooner;
 //! - `attempt`: one attempt's lifecycle, from a claim to its outcome record;
 //! - `rules`: the pure rules that decide outcomes ([`expired`],
