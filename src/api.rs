@@ -149,7 +149,6 @@ impl Api {
         let service = &self.service;
         let now = service.clock.now();
         let mut records = Vec::new();
-        let mut earliest: Option<crate::record::UnixMicros> = None;
         // Each command's answer, or the read it still has to make once the
         // writes are in.
         let mut planned = Vec::with_capacity(commands.len());
@@ -160,9 +159,6 @@ impl Api {
                     Command::CreateScheduledEvent(new) => {
                         let id = EventId::new_v4();
                         let record = new.into_record(id, now);
-                        earliest = Some(
-                            earliest.map_or(record.schedule_at, |e| e.min(record.schedule_at)),
-                        );
                         records.push(Record::EventCreated(record));
                         planned.push((i, Ok(hasura::created(id))));
                     }
@@ -190,9 +186,6 @@ impl Api {
         }
         if !records.is_empty() {
             service.append(&records).await.map_err(unavailable)?;
-        }
-        if let Some(due) = earliest {
-            service.due_at(due);
         }
         let mut answers = Vec::with_capacity(planned.len());
         for (i, plan) in planned {

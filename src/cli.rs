@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::dispatch::DispatchConfig;
-use crate::log::LogOptions;
-use crate::server::ServeConfig;
+use crate::dispatch::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_RESPONSE_BODY_CAP, DEFAULT_SHUTDOWN_GRACE, DispatchConfig,
+};
+use crate::log::{DEFAULT_SEGMENT_BYTES, LogOptions, MIN_SEGMENT_BYTES};
+use crate::record::MAX_INTERRUPTED_ATTEMPTS;
+use crate::server::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServeConfig};
 
 /// chime calls an HTTP webhook at a chosen moment, reliably.
 #[derive(Debug, Parser)]
@@ -38,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Secret every /v1/* call must send in X-Hasura-Admin-Secret.
     #[arg(long, env = "CHIME_ADMIN_SECRET", hide_env_values = true)]
@@ -47,26 +50,26 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_unauthenticated: bool,
     /// Roll log segments at this many bytes.
-    #[arg(long, value_name = "N", default_value_t = crate::log::DEFAULT_SEGMENT_BYTES,
-          value_parser = clap::value_parser!(u64).range(49..=u32::MAX as u64))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEGMENT_BYTES,
+          value_parser = clap::value_parser!(u64).range(MIN_SEGMENT_BYTES..=u32::MAX as u64))]
     pub segment_bytes: u64,
     /// Largest request body accepted, in bytes.
-    #[arg(long, value_name = "N", default_value_t = 1024 * 1024)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Webhook calls in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 256,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Keep at most this many bytes of each webhook response in the invocation log.
-    #[arg(long, value_name = "N", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RESPONSE_BODY_CAP)]
     pub response_body_cap: usize,
     /// Seconds in-flight deliveries may take to finish after SIGTERM.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     pub shutdown_grace: f64,
     /// An event whose deliveries were cut short by a server stop this many
     /// times gives up (status error), so an event that crashes the server
     /// cannot loop forever.
-    #[arg(long, value_name = "N", default_value_t = crate::record::MAX_INTERRUPTED_ATTEMPTS,
+    #[arg(long, value_name = "N", default_value_t = MAX_INTERRUPTED_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_interrupted_attempts: u32,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).

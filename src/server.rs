@@ -6,7 +6,7 @@
 //! 127.0.0.1:0 and stop the server when they choose.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +19,13 @@ use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
 use crate::log::LogOptions;
 use crate::service::{Service, ServiceError, Startup};
 use crate::tls::{TlsError, TlsListener};
+
+/// The address served on by default (`--listen`): loopback only, so that a
+/// server started without an admin secret is not reachable from elsewhere.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+
+/// The largest request body accepted by default (`--max-body-bytes`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Everything `serve` needs, resolved from flags and environment.
 #[derive(Clone, Debug)]
@@ -37,15 +44,15 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for a data directory: loopback port 8080, no secret.
+    /// Defaults for a data directory: [`DEFAULT_LISTEN`], no secret.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServeConfig {
             data_dir: data_dir.into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: DEFAULT_LISTEN,
             admin_secret: None,
             allow_unauthenticated: false,
             log: LogOptions::default(),
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             dispatch: DispatchConfig::default(),
             tls: None,
         }

@@ -5,16 +5,21 @@
 //! answers only after the records are durable *and* applied, so whoever
 //! acknowledges a record to a user has already made it visible.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
-
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
+use crate::dispatch::Wakeup;
 use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery};
 use crate::projection::Projection;
-use crate::record::{Record, RecordError, UnixMicros};
+use crate::record::{Record, RecordError};
+
+/// How often replay reports its progress, at most: a long replay says it is
+/// alive, a short one says nothing.
+const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Records replayed between looks at the clock for a progress report, so
+/// that the clock is not read per record.
+const REPLAY_PROGRESS_RECORDS: u64 = 65_536;
 
 /// Errors of the service's write and read paths.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +50,10 @@ pub struct Service {
     projection: Mutex<Projection>,
     /// "Now" for the API and the dispatcher.
     pub clock: Arc<dyn Clock>,
-    /// Wakes the dispatcher: an event due sooner than it planned, or an
-    /// attempt finished and a delivery slot freed.
-    pub wake: Notify,
-    /// When the dispatcher plans to wake next (unix micros), so that a
-    /// create wakes it only if the new event is due before that.
-    pub next_wake: AtomicI64,
+    /// The dispatcher's wake-up, signalled by `append` with every batch it
+    /// applied, so that no writer has to remember to wake the dispatcher.
+    /// Private: only the dispatcher reads it ([`Service::wakeup`]).
+    wakeup: Wakeup,
 }
 
 impl Service {
@@ -73,7 +76,9 @@ impl Service {
             })?;
             projection.apply(entry.loc, &record);
             replayed += 1;
-            if replayed.is_multiple_of(65_536) && last_report.elapsed().as_secs_f64() >= 2.0 {
+            if replayed.is_multiple_of(REPLAY_PROGRESS_RECORDS)
+                && last_report.elapsed() >= REPLAY_PROGRESS_EVERY
+            {
                 last_report = Instant::now();
                 tracing::info!(
                     replayed,
@@ -94,16 +99,16 @@ impl Service {
                 log,
                 projection: Mutex::new(projection),
                 clock,
-                wake: Notify::new(),
-                next_wake: AtomicI64::new(i64::MAX),
+                wakeup: Wakeup::default(),
             },
             startup,
         ))
     }
 
     /// Appends `records` as one all-or-nothing batch, waits until it is
-    /// durable, applies it to the projections, and returns where each
-    /// record lives.
+    /// durable, applies it to the projections, wakes the dispatcher if the
+    /// batch made an event due sooner than it planned, and returns where
+    /// each record lives.
     pub async fn append(&self, records: &[Record]) -> Result<Vec<Appended>, ServiceError> {
         let batch = records
             .iter()
@@ -111,10 +116,16 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServiceError::Encode)?;
         let appended = self.log.append(batch).await?;
-        let mut projection = self.projection();
-        for (record, a) in records.iter().zip(&appended) {
-            projection.apply(a.loc, record);
+        {
+            let mut projection = self.projection();
+            for (record, a) in records.iter().zip(&appended) {
+                projection.apply(a.loc, record);
+            }
         }
+        // After applying, never before: the dispatcher looks at the
+        // projection after resetting its plan, so a signal sent now is
+        // either seen by that look or wakes the loop (see `dispatch::wake`).
+        self.wakeup.applied(records);
         Ok(appended)
     }
 
@@ -135,11 +146,8 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Wakes the dispatcher if an event due at `due` is sooner than its
-    /// planned wake-up.
-    pub fn due_at(&self, due: UnixMicros) {
-        if due.0 < self.next_wake.load(Ordering::Acquire) {
-            self.wake.notify_one();
-        }
+    /// The dispatcher's wake-up, for the dispatcher alone.
+    pub(crate) fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
     }
 }

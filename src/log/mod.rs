@@ -49,6 +49,8 @@ pub const FIRST_SEQ: u64 = 1;
 
 /// Default size at which the active segment is rolled.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The smallest `segment_bytes` accepted: a header and one frame of one byte.
+pub const MIN_SEGMENT_BYTES: u64 = (HEADER_LEN + FRAME_HEADER_LEN + 1) as u64;
 
 /// Options for opening a log.
 #[derive(Clone, Debug)]

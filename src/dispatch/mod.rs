@@ -1,0 +1,265 @@
+//! The dispatcher: fires each event at its time, with retries, timeouts and
+//! tolerance, and records every attempt.
+//!
+//! No polling: the loop sleeps until the earliest due event and is woken
+//! through the service's `Wakeup` when a record makes an event due
+//! sooner, or when a claim it held is dropped (the shape of mini-redis's
+//! expiry loop). Each attempt runs in its own task, bounded by
+//! `max_in_flight`:
+//!
+//! 1. too late (`now - scheduled_time > tolerance_seconds`) → `EventExpired`;
+//! 2. otherwise `AttemptStarted` is made durable *before* the call, so a
+//!    crash mid-call is seen at restart and the event is sent again (at
+//!    least once);
+//! 3. the outcome (`AttemptSucceeded` / `AttemptFailed`) is appended after.
+//!
+//! # Layout
+//! - this file: [`DispatchConfig`] and its defaults, [`Dispatcher`], the
+//!   loop, recovery of interrupted attempts, and the claims;
+//! - `wake`: `Wakeup`, when the loop plans to look next and how it is
+//!   woken sooner;
+//! - `attempt`: one attempt's lifecycle, from a claim to its outcome record;
+//! - `rules`: the pure rules that decide outcomes ([`expired`],
+//!   [`succeeded`], [`next_retry_at`], [`retry_after`]), tested with
+//!   explicit times;
+//! - `http`: the webhook client, the request and the call.
+
+mod attempt;
+mod http;
+mod rules;
+mod wake;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use self::http::WebhookClient;
+use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
+use crate::service::{Service, ServiceError};
+
+pub use self::http::user_agent;
+pub use rules::{expired, next_retry_at, retry_after, succeeded};
+pub(crate) use wake::Wakeup;
+
+/// The longest the loop sleeps without looking again, so that a step of the
+/// wall clock (NTP, a suspended VM) is noticed within this bound.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Attempts in flight at once, by default (`--max-in-flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
+/// Bytes of each response body kept in the invocation log, by default
+/// (`--response-body-cap`).
+pub const DEFAULT_RESPONSE_BODY_CAP: usize = 64 * 1024;
+/// How long in-flight attempts may run on after a stop, by default
+/// (`--shutdown-grace`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the dispatcher calls webhooks.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Attempts in flight at once.
+    pub max_in_flight: usize,
+    /// Response bodies are kept up to this many bytes in invocation logs.
+    pub response_body_cap: usize,
+    /// How long in-flight attempts may run on after a stop is asked for.
+    pub shutdown_grace: Duration,
+    /// An event whose attempts were cut short by a stop this many times
+    /// gives up (`error`), so that an event that crashes the server every
+    /// time cannot loop forever.
+    pub max_interrupted_attempts: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            // Widening: a u32 always fits a usize on the targets chime runs on.
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT as usize,
+            response_body_cap: DEFAULT_RESPONSE_BODY_CAP,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_interrupted_attempts: MAX_INTERRUPTED_ATTEMPTS,
+        }
+    }
+}
+
+/// A stop signal the dispatcher watches.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// The dispatcher's shared parts.
+struct Inner {
+    /// The log and projections every attempt reads and appends to.
+    service: Arc<Service>,
+    /// Calls the webhooks.
+    webhooks: WebhookClient,
+    /// The loop's bounds: slots, grace, interrupted attempts.
+    config: DispatchConfig,
+    /// Events picked by the loop whose `AttemptStarted` is not applied yet:
+    /// until it is, the projection still lists them as due.
+    claimed: Mutex<HashSet<EventId>>,
+}
+
+/// Fires due events until `shutdown` turns true, then lets in-flight
+/// attempts finish within the grace period.
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+/// Errors starting the dispatcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher and its HTTP client.
+    pub fn new(service: Arc<Service>, config: DispatchConfig) -> Result<Self, DispatchError> {
+        let webhooks = WebhookClient::new(&config)?;
+        Ok(Dispatcher {
+            inner: Arc::new(Inner {
+                service,
+                webhooks,
+                config,
+                claimed: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Marks every attempt that was in flight when the process last
+    /// stopped as interrupted, so the event is sent again. An event
+    /// interrupted `max_interrupted_attempts` times gives up (`error`),
+    /// so one that crashes the server every time cannot loop forever.
+    pub async fn recover_interrupted(&self) -> Result<usize, ServiceError> {
+        let service = &self.inner.service;
+        let now = service.clock.now();
+        let max = self.inner.config.max_interrupted_attempts.max(1);
+        let records: Vec<Record> = {
+            let projection = service.projection();
+            projection
+                .locked()
+                .into_iter()
+                .filter_map(|id| Some((projection.event(id)?, projection.in_flight(id)?)))
+                .map(|(view, attempt_id)| {
+                    let give_up = view.interrupted + 1 >= max;
+                    Record::AttemptInterrupted {
+                        event_id: view.id,
+                        attempt_id,
+                        at: now,
+                        give_up,
+                        reason: if give_up {
+                            format!(
+                                "delivery was interrupted {max} times by a server stop; giving up"
+                            )
+                        } else {
+                            "the attempt in flight was interrupted by a server stop; it will be sent again".into()
+                        },
+                    }
+                })
+                .collect()
+        };
+        if !records.is_empty() {
+            service.append(&records).await?;
+            tracing::warn!(
+                events = records.len(),
+                "attempts were in flight when the server last stopped; they will be sent again"
+            );
+        }
+        Ok(records.len())
+    }
+
+    /// Runs the loop until `shutdown` is true.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let inner = self.inner;
+        let service = inner.service.clone();
+        let slots = Arc::new(Semaphore::new(inner.config.max_in_flight.max(1)));
+        let mut tasks = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => continue,
+            };
+            // Anything made due from here on wakes us.
+            service.wakeup().looking();
+            let now = service.clock.now();
+            let (pick, next) = {
+                let projection = service.projection();
+                let mut claimed = inner
+                    .claimed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let pick = projection
+                    .due(now, claimed.len() + 1)
+                    .into_iter()
+                    .find(|(_, id)| !claimed.contains(id))
+                    .and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
+                if let Some((id, _)) = pick {
+                    claimed.insert(id);
+                }
+                let next = projection
+                    .next_due()
+                    .filter(|(_, id)| !claimed.contains(id))
+                    .map(|(due, _)| due);
+                (pick, next)
+            };
+            while tasks.try_join_next().is_some() {}
+            if let Some((id, loc)) = pick {
+                let inner = inner.clone();
+                tasks.spawn(async move {
+                    inner.attempt(id, loc).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            drop(permit);
+            let sleep = match next {
+                Some(due) => {
+                    service.wakeup().plan(due);
+                    let micros = u64::try_from(due.0.saturating_sub(now.0)).unwrap_or(0);
+                    Duration::from_micros(micros).min(MAX_SLEEP)
+                }
+                None => MAX_SLEEP,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = service.wakeup().notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Stop: no new attempts; let those in flight finish within the grace.
+        let grace = inner.config.shutdown_grace;
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, ?grace, "waiting for in-flight deliveries");
+        }
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "deliveries still in flight after the grace period; they will be sent again after restart"
+            );
+            tasks.shutdown().await;
+        }
+    }
+}
+
+impl Inner {
+    /// Drops the loop's claim on `id`, once its record is applied (or
+    /// the attempt gave up on recording one).
+    fn release(&self, id: EventId) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        // The loop skips claimed events when it plans; without their claim
+        // one of them may be the next due.
+        self.service.wakeup().notify();
+    }
+}

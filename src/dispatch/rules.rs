@@ -1,0 +1,179 @@
+//! The rules that decide an attempt's outcome, as pure functions of times,
+//! the event's retry configuration and the webhook's answer: too late
+//! ([`expired`]), delivered ([`succeeded`]: the one 2xx rule), when to try
+//! again ([`next_retry_at`], [`retry_after`]). No IO and no clock: callers
+//! pass "now", and the tests below use explicit times.
+
+use http::HeaderMap;
+
+use crate::record::{InvocationResponse, RetryConf, UnixMicros};
+
+/// Whether an event is too late to send at `now`.
+pub fn expired(schedule_at: UnixMicros, retry: &RetryConf, now: UnixMicros) -> bool {
+    now.0.saturating_sub(schedule_at.0) > retry_seconds_micros(retry.tolerance_seconds)
+}
+
+fn retry_seconds_micros(seconds: u64) -> i64 {
+    i64::try_from(seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
+}
+
+/// Whether the webhook's answer delivers the event: any 2xx. Anything
+/// else (another status, no answer at all) is a failed attempt.
+pub fn succeeded(response: &InvocationResponse) -> bool {
+    matches!(response, InvocationResponse::Webhook { status, .. } if (200..300).contains(status))
+}
+
+/// When to try again after a failed attempt, or `None` when no tries are
+/// left. `tries` counts attempts made including the one that just failed;
+/// `retry_after` is a `Retry-After` the webhook sent, which replaces the
+/// configured interval.
+///
+/// A retry never waits past the first instant the event is too late
+/// (`schedule_at + tolerance_seconds`, plus a microsecond): by then it
+/// would be `dead` at its next try anyway, and a huge `Retry-After` would
+/// otherwise park it as `scheduled` for centuries.
+pub fn next_retry_at(
+    retry: &RetryConf,
+    schedule_at: UnixMicros,
+    tries: u32,
+    now: UnixMicros,
+    retry_after: Option<u64>,
+) -> Option<UnixMicros> {
+    let too_late = UnixMicros(
+        schedule_at
+            .0
+            .saturating_add(retry_seconds_micros(retry.tolerance_seconds))
+            .saturating_add(1),
+    );
+    (tries <= retry.num_retries).then(|| {
+        now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds)))
+            .min(too_late)
+    })
+}
+
+/// A `Retry-After` value in whole seconds greater than zero; anything else
+/// (an HTTP date, zero, garbage) is ignored.
+pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&s| s > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue as HttpHeaderValue;
+
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn conf(num_retries: u32) -> RetryConf {
+        RetryConf {
+            num_retries,
+            ..RetryConf::default()
+        }
+    }
+
+    #[test]
+    fn tolerance_is_strictly_greater_than() {
+        let retry = RetryConf {
+            tolerance_seconds: 60,
+            ..RetryConf::default()
+        };
+        let at = UnixMicros(1000 * S);
+        assert!(!expired(at, &retry, UnixMicros(1000 * S)));
+        assert!(!expired(at, &retry, UnixMicros(1060 * S)));
+        assert!(expired(at, &retry, UnixMicros(1060 * S + 1)));
+        // Early is never expired.
+        assert!(!expired(at, &retry, UnixMicros(0)));
+        // Created in 2020 with the default 6 h tolerance: dead.
+        let y2020 = UnixMicros(1_577_836_800 * S);
+        assert!(expired(
+            y2020,
+            &RetryConf::default(),
+            UnixMicros(1_800_000_000 * S)
+        ));
+    }
+
+    #[test]
+    fn only_a_2xx_answer_succeeds() {
+        let answer = |status| InvocationResponse::Webhook {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            truncated: false,
+        };
+        assert!(succeeded(&answer(200)));
+        assert!(succeeded(&answer(299)));
+        assert!(!succeeded(&answer(199)));
+        assert!(!succeeded(&answer(300)));
+        assert!(!succeeded(&answer(503)));
+        assert!(!succeeded(&InvocationResponse::ClientError {
+            message: "connection refused".into()
+        }));
+    }
+
+    #[test]
+    fn retries_until_num_retries_plus_one_tries() {
+        let now = UnixMicros(50 * S);
+        let at = UnixMicros(40 * S);
+        // num_retries 1: after the first failure retry in 10 s, after the second give up.
+        assert_eq!(
+            next_retry_at(&conf(1), at, 1, now, None),
+            Some(UnixMicros(60 * S))
+        );
+        assert_eq!(next_retry_at(&conf(1), at, 2, now, None), None);
+        // num_retries 0 (the default): the first failure is final.
+        assert_eq!(next_retry_at(&conf(0), at, 1, now, None), None);
+        // Retry-After replaces the interval.
+        assert_eq!(
+            next_retry_at(&conf(3), at, 1, now, Some(7)),
+            Some(UnixMicros(57 * S))
+        );
+    }
+
+    #[test]
+    fn a_retry_never_waits_past_the_tolerance() {
+        let retry = RetryConf {
+            num_retries: 5,
+            tolerance_seconds: 60,
+            ..RetryConf::default()
+        };
+        let at = UnixMicros(1000 * S);
+        let now = UnixMicros(1050 * S);
+        let too_late = UnixMicros(1060 * S + 1);
+        // A Retry-After of ~292,000 years is cut to the tolerance...
+        let next = next_retry_at(&retry, at, 1, now, Some(9_223_372_036_854)).unwrap();
+        assert_eq!(next, too_late);
+        // ...where the event is expired, so the next look makes it dead.
+        assert!(expired(at, &retry, next));
+        assert!(!expired(at, &retry, UnixMicros(next.0 - 1)));
+        // Within the tolerance nothing changes.
+        assert_eq!(
+            next_retry_at(&retry, at, 1, now, Some(5)),
+            Some(UnixMicros(1055 * S))
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_positive_integer_seconds_only() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", HttpHeaderValue::from_static(" 5 "));
+        assert_eq!(retry_after(&h), Some(5));
+        h.insert("retry-after", HttpHeaderValue::from_static("0"));
+        assert_eq!(retry_after(&h), None);
+        h.insert(
+            "retry-after",
+            HttpHeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}
