@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 use crate::log::Loc;
 use crate::projection::Status;
 use crate::record::{
-    AttemptId, EventCreated, EventId, Invocation, InvocationResponse,
-    MAX_INTERRUPTED_ATTEMPTS, Record, RetryConf, UnixMicros,
+    AttemptId, EventCreated, EventId, Invocation, InvocationResponse, MAX_INTERRUPTED_ATTEMPTS,
+    Record, RetryConf, UnixMicros,
 };
 use crate::service::{Service, ServiceError};
 use crate::webhook::{prepare, process_env};

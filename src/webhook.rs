@@ -129,7 +129,6 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-
 /// The JSON body POSTed to the webhook:
 /// `{"id","scheduled_time","payload","comment","created_at"}`, `comment`
 /// omitted when there is none. The payload is embedded as its exact raw

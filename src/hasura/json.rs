@@ -78,9 +78,8 @@ impl<'a> Field<'a> {
         let text = self.string()?;
         // A string that is not a UUID names no event, but it is the request
         // that is malformed, so this is `parse-failed` rather than `not-found`.
-        EventId::parse_str(&text).map_err(|_| {
-            self.parse_failed(format!("{} is not a UUID", Value::from(text.as_str())))
-        })
+        EventId::parse_str(&text)
+            .map_err(|_| self.parse_failed(format!("{} is not a UUID", Value::from(text.as_str()))))
     }
 
     /// A non-negative integer. Not a number, or a fraction: `parse-failed`.
@@ -92,8 +91,7 @@ impl<'a> Field<'a> {
         if let Some(n) = number.as_u64() {
             return Ok(n);
         }
-        let negative =
-            || self.validation_failed(format!("must be 0 or more, got {number}"));
+        let negative = || self.validation_failed(format!("must be 0 or more, got {number}"));
         if number.is_i64() {
             return Err(negative());
         }
@@ -194,7 +192,11 @@ impl<'a> Obj<'a> {
 
     /// Refuses duplicate keys and keys not in `allowed`; keys in
     /// `unsupported` are Hasura features chime refuses as `not-supported`.
-    pub(super) fn check_keys(&self, allowed: &[&str], unsupported: &[&str]) -> Result<(), ApiError> {
+    pub(super) fn check_keys(
+        &self,
+        allowed: &[&str],
+        unsupported: &[&str],
+    ) -> Result<(), ApiError> {
         let mut seen = HashSet::with_capacity(self.fields.len());
         for (key, _) in &self.fields {
             let key_path = self.key_path(key);

@@ -53,9 +53,7 @@ pub use error::{ApiError, Code};
 pub use render::{
     created, events_answer, invocations_answer, render_event, render_invocation, success,
 };
-pub use request::{
-    Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, parse_request,
-};
+pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, parse_request};
 
 #[cfg(test)]
 mod tests;

@@ -122,9 +122,7 @@ fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<
         }
         "delete_scheduled_event" => parse_delete(&obj.required("args")?),
         "get_scheduled_events" => parse_get_events(&obj.object_or_empty("args")?),
-        "get_scheduled_event_invocations" => {
-            parse_get_invocations(&obj.object_or_empty("args")?)
-        }
+        "get_scheduled_event_invocations" => parse_get_invocations(&obj.object_or_empty("args")?),
         "bulk" if endpoint == Endpoint::Query => parse_bulk(&obj.required("args")?, depth),
         other => Err(ApiError::parse_failed(
             obj.path(),
@@ -206,9 +204,8 @@ fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
 }
 
 fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
-    let items = field.array(
-        "expected an array of {\"name\", \"value\"} or {\"name\", \"value_from_env\"}",
-    )?;
+    let items = field
+        .array("expected an array of {\"name\", \"value\"} or {\"name\", \"value_from_env\"}")?;
     let mut headers = Vec::with_capacity(items.len());
     for item in &items {
         let obj = item.object("a header object")?;
@@ -354,7 +351,11 @@ fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
 /// `limit`, `offset` (default 0) and `get_rows_count` (default false).
 fn paging(obj: &Obj<'_>) -> Result<(Option<usize>, usize, bool), ApiError> {
     let limit = obj.get("limit").map(|f| f.usize()).transpose()?;
-    let offset = obj.get("offset").map(|f| f.usize()).transpose()?.unwrap_or(0);
+    let offset = obj
+        .get("offset")
+        .map(|f| f.usize())
+        .transpose()?
+        .unwrap_or(0);
     let get_rows_count = obj
         .get("get_rows_count")
         .map(|f| f.bool())
@@ -382,6 +383,8 @@ fn check_one_off(obj: &Obj<'_>, required: bool) -> Result<(), ApiError> {
             field.path(),
             "cron triggers are not supported by chime; only \"one_off\" events are",
         )),
-        other => Err(field.parse_failed(format!("expected \"one_off\", got {}", Value::from(other)))),
+        other => {
+            Err(field.parse_failed(format!("expected \"one_off\", got {}", Value::from(other))))
+        }
     }
 }

@@ -771,8 +771,7 @@ fn get_events() {
 #[test]
 fn get_invocations() {
     assert_eq!(
-        parse(r#"{"type":"get_scheduled_event_invocations","args":{"type":"one_off"}}"#)
-            .unwrap(),
+        parse(r#"{"type":"get_scheduled_event_invocations","args":{"type":"one_off"}}"#).unwrap(),
         Command::GetScheduledEventInvocations {
             event_id: None,
             limit: None,
