@@ -173,7 +173,7 @@ impl ApiState {
             .collect()
     }
 
-    /// Answers a read, once the writes before it are in.
+    /// Answers a read, once the request's writes are in.
     fn read(&self, read: Read) -> Result<Value, ApiError> {
         match read {
             Read::Events {
