@@ -18,12 +18,12 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::hasura::{self, ApiError, Command, Endpoint};
-use crate::projection::Status;
-use crate::record::{EventId, Record};
+use crate::projection::{Projection, Status};
+use crate::record::{EventId, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
 
 /// What the handlers share.
-pub struct Api {
+pub struct ApiState {
     pub service: Arc<Service>,
     /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`.
     pub admin_secret: Option<String>,
@@ -32,7 +32,7 @@ pub struct Api {
 }
 
 /// The routes, with a body limit of `max_body_bytes`.
-pub fn router(api: Arc<Api>) -> Router {
+pub fn router(api: Arc<ApiState>) -> Router {
     let max_body_bytes = api.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
@@ -48,7 +48,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn metadata(
-    State(api): State<Arc<Api>>,
+    State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -56,7 +56,7 @@ async fn metadata(
 }
 
 async fn query(
-    State(api): State<Arc<Api>>,
+    State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -74,7 +74,7 @@ fn answer(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-impl Api {
+impl ApiState {
     async fn handle(
         &self,
         endpoint: Endpoint,
@@ -149,75 +149,43 @@ impl Api {
         let service = &self.service;
         let now = service.clock.now();
         let mut records = Vec::new();
-        // Each command's answer, or the read it still has to make once the
-        // writes are in.
-        let mut planned = Vec::with_capacity(commands.len());
-        {
+        let planned = {
             let projection = service.projection();
-            for (i, command) in commands.into_iter().enumerate() {
-                match command {
-                    Command::CreateScheduledEvent(new) => {
-                        let id = EventId::new_v4();
-                        let record = new.into_record(id, now);
-                        records.push(Record::EventCreated(record));
-                        planned.push((i, Ok(hasura::created(id))));
-                    }
-                    Command::DeleteScheduledEvent { event_id } => {
-                        if projection.event(event_id).is_none() {
-                            return Err(ApiError::not_found(
-                                path(i, "event_id"),
-                                format!("scheduled event {event_id} does not exist"),
-                            ));
-                        }
-                        records.push(Record::EventCancelled { event_id, at: now });
-                        planned.push((i, Ok(hasura::success())));
-                    }
-                    Command::Bulk(_) => {
-                        // Refused before anything is appended, so the
-                        // outer bulk stays all-or-nothing.
-                        return Err(ApiError::not_supported(
-                            format!("$.args[{i}]"),
-                            "a bulk inside a bulk is not supported",
-                        ));
-                    }
-                    read => planned.push((i, Err(read))),
-                }
-            }
-        }
+            commands
+                .into_iter()
+                .enumerate()
+                .map(|(i, command)| plan(&projection, i, command, now, &path, &mut records))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         if !records.is_empty() {
             service.append(&records).await.map_err(unavailable)?;
         }
-        let mut answers = Vec::with_capacity(planned.len());
-        for (i, plan) in planned {
-            let command = match plan {
-                Ok(answer) => {
-                    answers.push(answer);
-                    continue;
-                }
-                Err(read) => read,
-            };
-            answers.push(match command {
-                Command::GetScheduledEvents {
-                    statuses,
-                    limit,
-                    offset,
-                    get_rows_count,
-                } => self.events(&statuses, limit, offset, get_rows_count)?,
-                Command::GetScheduledEventInvocations {
-                    event_id,
-                    limit,
-                    offset,
-                    get_rows_count,
-                } => {
-                    self.invocations(event_id, limit, offset, get_rows_count, path(i, "event_id"))?
-                }
-                // Writes and nested bulks were dealt with in the first pass.
-                Command::CreateScheduledEvent(_)
-                | Command::DeleteScheduledEvent { .. }
-                | Command::Bulk(_) => continue,
-            });
+        planned
+            .into_iter()
+            .map(|plan| match plan {
+                Planned::Answered(answer) => Ok(answer),
+                Planned::Read(read) => self.read(read),
+            })
+            .collect()
+    }
+
+    /// Answers a read, once the request's writes are in.
+    fn read(&self, read: Read) -> Result<Value, ApiError> {
+        match read {
+            Read::Events {
+                statuses,
+                limit,
+                offset,
+                get_rows_count,
+            } => self.events(&statuses, limit, offset, get_rows_count),
+            Read::Invocations {
+                event_id,
+                limit,
+                offset,
+                get_rows_count,
+                id_path,
+            } => self.invocations(event_id, limit, offset, get_rows_count, id_path),
         }
-        Ok(answers)
     }
 
     fn events(
@@ -293,4 +261,97 @@ fn unavailable(e: ServiceError) -> ApiError {
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "read failed");
     ApiError::unexpected(e.to_string())
+}
+
+/// What one command of a request comes to, before anything is appended.
+enum Planned {
+    /// A write, answered now: its records are queued and its answer does
+    /// not depend on them being applied.
+    Answered(Value),
+    /// A read, answered once the request's writes are in, so that a bulk
+    /// sees its own creates and deletes.
+    Read(Read),
+}
+
+/// The reads a request can make.
+enum Read {
+    Events {
+        statuses: Vec<Status>,
+        limit: Option<usize>,
+        offset: usize,
+        get_rows_count: bool,
+    },
+    Invocations {
+        event_id: Option<EventId>,
+        limit: Option<usize>,
+        offset: usize,
+        get_rows_count: bool,
+        /// Where `event_id` is in the request, for its `not-found`.
+        id_path: String,
+    },
+}
+
+/// Plans command `i` of a request: a write is checked against `projection`
+/// and its records queued in `records`; a read is kept for later. `path`
+/// names a key of command `i` in the request.
+///
+/// This is the one place that owns the nested-bulk rule: a bulk inside a
+/// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
+/// it get their paths) but is refused here, in order with the other
+/// commands' refusals and before anything is appended, so the outer bulk
+/// stays all-or-nothing.
+fn plan(
+    projection: &Projection,
+    i: usize,
+    command: Command,
+    now: UnixMicros,
+    path: &dyn Fn(usize, &str) -> String,
+    records: &mut Vec<Record>,
+) -> Result<Planned, ApiError> {
+    Ok(match command {
+        Command::CreateScheduledEvent(new) => {
+            let id = EventId::new_v4();
+            records.push(Record::EventCreated(new.into_record(id, now)));
+            Planned::Answered(hasura::created(id))
+        }
+        Command::DeleteScheduledEvent { event_id } => {
+            if projection.event(event_id).is_none() {
+                return Err(ApiError::not_found(
+                    path(i, "event_id"),
+                    format!("scheduled event {event_id} does not exist"),
+                ));
+            }
+            records.push(Record::EventCancelled { event_id, at: now });
+            Planned::Answered(hasura::success())
+        }
+        Command::GetScheduledEvents {
+            statuses,
+            limit,
+            offset,
+            get_rows_count,
+        } => Planned::Read(Read::Events {
+            statuses,
+            limit,
+            offset,
+            get_rows_count,
+        }),
+        Command::GetScheduledEventInvocations {
+            event_id,
+            limit,
+            offset,
+            get_rows_count,
+        } => Planned::Read(Read::Invocations {
+            event_id,
+            limit,
+            offset,
+            get_rows_count,
+            id_path: path(i, "event_id"),
+        }),
+        Command::Bulk(_) => {
+            return Err(ApiError::not_supported(
+                format!("$.args[{i}]"),
+                "a bulk inside a bulk is not supported",
+            ));
+        }
+    })
 }

@@ -11,6 +11,8 @@
 //!   dispatch queue, invocation logs. No IO, no clock.
 //! - [`service`]: the log plus its projections; the one append-then-apply path.
 //! - [`hasura`]: Hasura's metadata API: parsing, validation, rendering. No IO.
+//! - [`webhook`]: webhook URL templates, the body and the request to send,
+//!   shared by validation at create and by delivery.
 //! - [`api`]: the HTTP handlers (axum).
 //! - [`console`]: the web console at `/console`: embedded HTML, CSS and JS
 //!   that use only the public API.
@@ -50,3 +52,4 @@ pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod webhook;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::{Api, router};
+use crate::api::{ApiState, router};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{DataDir, DataDirError};
 use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
@@ -164,7 +164,7 @@ impl Server {
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
-        let api = Arc::new(Api {
+        let api = Arc::new(ApiState {
             service: self.service.clone(),
             admin_secret: self.config.admin_secret.clone(),
             max_body_bytes: self.config.max_body_bytes,

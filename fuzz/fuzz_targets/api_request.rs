@@ -3,6 +3,7 @@
 #![no_main]
 
 use chime::hasura::{self, Command, Endpoint};
+use chime::webhook;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         match hasura::parse_request(data, endpoint) {
             Ok(Command::CreateScheduledEvent(new)) => {
                 let record = new.into_record(uuid::Uuid::nil(), chime::record::UnixMicros(0));
-                let body = hasura::webhook_body(&record);
+                let body = webhook::webhook_body(&record);
                 serde_json::from_str::<serde_json::Value>(&body).expect("webhook body is JSON");
             }
             Ok(_) => {}

@@ -5,97 +5,10 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue as HttpHeaderValue};
-
 use super::DispatchConfig;
 use super::rules::retry_after;
-use crate::hasura;
-use crate::record::{EventCreated, HeaderValue, Invocation, InvocationResponse};
-
-/// The `User-Agent` chime sends.
-pub fn user_agent() -> String {
-    format!("chime/{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// The process environment, as the dispatcher reads it.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// A request ready to send, and how it is shown in the invocation log.
-struct Prepared {
-    url: String,
-    headers: HeaderMap,
-    body: String,
-    /// The headers as logged: values read from the environment are not
-    /// written to the log, only the variable's name.
-    logged_headers: Vec<(String, String)>,
-    /// Why the request cannot be sent (a missing environment variable, a
-    /// header value that is not valid HTTP): a failed attempt.
-    problem: Option<String>,
-}
-
-fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<String>) -> Prepared {
-    let body = hasura::webhook_body(created);
-    let mut headers = HeaderMap::new();
-    let mut logged = Vec::new();
-    let mut problem = None;
-    for h in &created.headers {
-        let (value, shown) = match &h.value {
-            HeaderValue::Value(v) => (Some(v.clone()), v.clone()),
-            HeaderValue::FromEnv(var) => {
-                let value = env(var);
-                if value.is_none() && problem.is_none() {
-                    problem = Some(format!(
-                        "environment variable {var:?} for header {:?} is not set",
-                        h.name
-                    ));
-                }
-                (value, format!("<from env {var}>"))
-            }
-        };
-        logged.push((h.name.clone(), shown));
-        let Some(value) = value else { continue };
-        match (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HttpHeaderValue::from_str(&value),
-        ) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => {
-                problem.get_or_insert_with(|| {
-                    format!("header {:?} has a value that is not valid in HTTP", h.name)
-                });
-            }
-        }
-    }
-    // These two win over user headers of the same name.
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HttpHeaderValue::from_static("application/json"),
-    );
-    logged.retain(|(n, _)| {
-        !n.eq_ignore_ascii_case("content-type") && !n.eq_ignore_ascii_case("user-agent")
-    });
-    logged.push(("Content-Type".into(), "application/json".into()));
-    let ua = user_agent();
-    if let Ok(v) = HttpHeaderValue::from_str(&ua) {
-        headers.insert(http::header::USER_AGENT, v);
-    }
-    logged.push(("User-Agent".into(), ua));
-    let (url, problem) = match hasura::resolve_webhook(&created.webhook, env) {
-        Ok(url) => (url, problem),
-        Err(p) => (String::new(), problem.or(Some(p))),
-    };
-    Prepared {
-        url,
-        headers,
-        body,
-        logged_headers: logged,
-        problem,
-    }
-}
+use crate::record::{EventCreated, Invocation, InvocationResponse};
+use crate::webhook::{prepare, process_env};
 
 /// The client webhooks are called with, and what it keeps of an answer.
 pub(super) struct WebhookClient {

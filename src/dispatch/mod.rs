@@ -40,7 +40,7 @@ use self::http::WebhookClient;
 use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
 use crate::service::{Service, ServiceError};
 
-pub use self::http::user_agent;
+pub use crate::webhook::user_agent;
 pub use rules::{expired, next_retry_at, retry_after, succeeded};
 pub(crate) use wake::Wakeup;
 

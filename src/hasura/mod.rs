@@ -1,0 +1,59 @@
+//! Hasura's metadata API for one-off scheduled events, as chime speaks it.
+//!
+//! This module owns the wire format of `POST /v1/metadata` and `POST /v1/query`:
+//! it turns a request body into a validated [`Command`] (or an [`ApiError`]
+//! with Hasura's `{"code","error","path"}` shape), and renders events and
+//! invocation logs as the JSON a Hasura client expects. Webhook templates
+//! and bodies are [`crate::webhook`]'s, shared with the dispatcher.
+//!
+//! It does no IO and reads no clock: it never touches the log, the network,
+//! the environment or the time of day, so every rule here is tested by
+//! feeding bytes in and looking at what comes out. Callers pass in ids and
+//! times (see [`NewEvent::into_record`]).
+//!
+//! Choices where Hasura is vague or chime differs on purpose (each one is
+//! also noted where it is made):
+//! - Unknown keys anywhere (top level, `args`, a header, `retry_conf`) are
+//!   refused with `parse-failed` naming the key, so a typo such as
+//!   `retry_config` is not silently dropped. Duplicate keys are refused too.
+//! - `request_transform` / `response_transform` are refused with
+//!   `not-supported` rather than ignored.
+//! - `null` for an optional argument means "absent".
+//! - `bulk` is accepted on `/v1/query` only. Nested bulks parse (up to
+//!   [`MAX_BULK_DEPTH`] levels, so errors inside them get their paths), but
+//!   the API ([`crate::api`]) refuses to run one (`not-supported`) before
+//!   appending anything.
+//! - A malformed `event_id` is `parse-failed` at its path, not `not-found`:
+//!   the client sent something that is not an id at all.
+//! - `retry_conf.timeout_seconds: 0` is `validation-failed`: a call that may
+//!   not take any time can never succeed.
+//! - `schedule_at` follows the time grammar of aeson, Hasura's JSON library
+//!   (spelled out on the private `parse_time`), not all of ISO 8601.
+//! - Webhook placeholders are `{{NAME}}` with NAME `[A-Za-z_][A-Za-z0-9_]*`;
+//!   [`crate::webhook::resolve_webhook`] fills them in with the same grammar at delivery.
+//! - An invocation's `status` is the HTTP status of the webhook's answer, and
+//!   `null` when there was no answer (`client_error`), as in Hasura v2 where
+//!   the column is nullable (older Hasura wrote a made-up 1000 instead).
+//!
+//! # Layout
+//! - `error`: [`ApiError`] and Hasura's error [`Code`]s.
+//! - `json`: typed readers over the raw request JSON that carry their path.
+//! - `time`: the `schedule_at` grammar.
+//! - `request`: [`Endpoint`], [`Command`], [`NewEvent`] and one parser per
+//!   command behind [`parse_request`].
+//! - `render`: answers, events and invocation logs.
+
+mod error;
+mod json;
+mod render;
+mod request;
+mod time;
+
+pub use error::{ApiError, Code};
+pub use render::{
+    created, events_answer, invocations_answer, render_event, render_invocation, success,
+};
+pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, parse_request};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! What chime answers with, as Hasura shows it: the answers to each
+//! command, events as `get_scheduled_events` lists them and invocation logs
+//! as `get_scheduled_event_invocations` lists them.
+
+use serde_json::{Value, json};
+
+use crate::projection::{EventView, InvocationRef};
+use crate::record::{
+    EventCreated, EventId, HeaderConf, HeaderValue, Invocation, InvocationResponse, Record,
+    UnixMicros,
+};
+
+/// `{"message": "success"}`
+pub fn success() -> Value {
+    json!({ "message": "success" })
+}
+
+/// The answer to `create_scheduled_event`: `{"message":"success","event_id":"..."}`.
+pub fn created(event_id: EventId) -> Value {
+    json!({ "message": "success", "event_id": event_id.to_string() })
+}
+
+/// The answer to `get_scheduled_events`: `{"events": [...]}`, plus `"count"`
+/// only when the client asked for it (`get_rows_count`).
+pub fn events_answer(events: Vec<Value>, count: Option<usize>) -> Value {
+    with_count(json!({ "events": events }), count)
+}
+
+/// The answer to `get_scheduled_event_invocations`: `{"invocations": [...]}`
+/// plus `"count"` when asked for.
+pub fn invocations_answer(invocations: Vec<Value>, count: Option<usize>) -> Value {
+    with_count(json!({ "invocations": invocations }), count)
+}
+
+fn with_count(mut answer: Value, count: Option<usize>) -> Value {
+    if let (Some(count), Some(obj)) = (count, answer.as_object_mut()) {
+        obj.insert("count".to_owned(), count.into());
+    }
+    answer
+}
+
+/// One event as `get_scheduled_events` shows it, every key present (null
+/// when empty), times in UTC.
+///
+/// The payload is shown as a JSON value, so its key order and number
+/// spelling may differ from what was sent; the webhook gets the exact text
+/// (see [`crate::webhook::webhook_body`]).
+pub fn render_event(created: &EventCreated, view: &EventView) -> Value {
+    let retry = &created.retry_conf;
+    json!({
+        "id": created.event_id.to_string(),
+        "webhook_conf": created.webhook,
+        "scheduled_time": created.schedule_at.to_rfc3339(),
+        "retry_conf": {
+            "num_retries": retry.num_retries,
+            "retry_interval_seconds": retry.retry_interval_seconds,
+            "timeout_seconds": retry.timeout_seconds,
+            "tolerance_seconds": retry.tolerance_seconds,
+        },
+        "payload": json_or_text(&created.payload),
+        "header_conf": created.headers.iter().map(render_header_conf).collect::<Vec<_>>(),
+        "status": view.status.as_str(),
+        "tries": view.tries,
+        "created_at": created.created_at.to_rfc3339(),
+        "next_retry_at": view.next_retry_at.map(UnixMicros::to_rfc3339),
+        "comment": created.comment,
+    })
+}
+
+fn render_header_conf(header: &HeaderConf) -> Value {
+    match &header.value {
+        HeaderValue::Value(value) => json!({ "name": header.name, "value": value }),
+        HeaderValue::FromEnv(var) => json!({ "name": header.name, "value_from_env": var }),
+    }
+}
+
+/// One invocation log entry as `get_scheduled_event_invocations` shows it,
+/// from the record at `inv.loc`.
+///
+/// `status` is the webhook's HTTP status, or `null` when there was no HTTP
+/// answer (see the module docs). An event that gave up after too many
+/// interrupted attempts shows one entry with an empty request and the reason
+/// as a `client_error`, so the failure is always visible. A truncated
+/// response body is flagged with `"truncated": true` in `data`.
+///
+/// Returns `None` for records that are not invocations, and when the record
+/// is not the one `inv` describes (a wrong location must not show another
+/// attempt's data).
+pub fn render_invocation(inv: &InvocationRef, record: &Record) -> Option<Value> {
+    let (attempt_id, at, status, request, response) = match record {
+        Record::AttemptSucceeded {
+            attempt_id,
+            at,
+            invocation,
+            ..
+        }
+        | Record::AttemptFailed {
+            attempt_id,
+            at,
+            invocation,
+            ..
+        } => (
+            *attempt_id,
+            *at,
+            match invocation.response {
+                InvocationResponse::Webhook { status, .. } => Value::from(status),
+                InvocationResponse::ClientError { .. } => Value::Null,
+            },
+            render_request(invocation),
+            render_response(&invocation.response),
+        ),
+        Record::AttemptInterrupted {
+            attempt_id,
+            at,
+            give_up: true,
+            reason,
+            ..
+        } => (
+            *attempt_id,
+            *at,
+            Value::Null,
+            json!({ "payload": null, "headers": [], "version": "1" }),
+            client_error(reason),
+        ),
+        _ => return None,
+    };
+    if attempt_id != inv.attempt_id || record.event_id() != inv.event_id {
+        return None;
+    }
+    Some(json!({
+        "id": attempt_id.to_string(),
+        "event_id": inv.event_id.to_string(),
+        "status": status,
+        "request": request,
+        "response": response,
+        "created_at": at.to_rfc3339(),
+    }))
+}
+
+fn render_request(invocation: &Invocation) -> Value {
+    json!({
+        "payload": json_or_text(&invocation.request_body),
+        "headers": render_pairs(&invocation.request_headers),
+        "version": "1",
+    })
+}
+
+fn render_response(response: &InvocationResponse) -> Value {
+    match response {
+        InvocationResponse::Webhook {
+            status,
+            headers,
+            body,
+            truncated,
+        } => {
+            let mut data = json!({
+                "body": String::from_utf8_lossy(body),
+                "headers": render_pairs(headers),
+                "status": status,
+            });
+            // Only flagged when true, so an ordinary answer has exactly
+            // Hasura's shape.
+            if let (true, Some(obj)) = (*truncated, data.as_object_mut()) {
+                obj.insert("truncated".to_owned(), Value::Bool(true));
+            }
+            json!({ "type": "webhook_response", "data": data, "version": "1" })
+        }
+        InvocationResponse::ClientError { message } => client_error(message),
+    }
+}
+
+fn client_error(message: &str) -> Value {
+    json!({ "type": "client_error", "data": { "message": message }, "version": "1" })
+}
+
+fn render_pairs(pairs: &[(String, String)]) -> Vec<Value> {
+    pairs
+        .iter()
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect()
+}
+
+/// Stored JSON text as a value. Text that does not parse (which chime never
+/// writes) is shown as a string rather than hidden.
+pub(super) fn json_or_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}

@@ -1,0 +1,390 @@
+//! Requests: a body sent to an [`Endpoint`] becomes a validated [`Command`].
+//! One parser per command, each reading its `args` with the typed readers
+//! of [`super::json`] (the shape of mini-redis's `cmd/`).
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::json::{Field, Obj};
+use super::time::parse_time;
+use crate::projection::Status;
+use crate::record::{EventCreated, EventId, HeaderConf, HeaderValue, RetryConf, UnixMicros};
+use crate::webhook::validate_webhook;
+
+/// How deeply `bulk` requests may nest inside each other. Hasura allows
+/// nesting; a cap keeps a hostile body from recursing the parser off the stack.
+pub const MAX_BULK_DEPTH: usize = 8;
+
+/// How deeply a payload's arrays and objects may nest. The payload is read
+/// back into a `serde_json::Value` to be shown, and serde_json refuses to
+/// build one deeper than 128 levels; a lower cap keeps every accepted payload
+/// showable.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
+
+/// Which URL the request came in on; only `/v1/query` accepts `bulk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/metadata`
+    Metadata,
+    /// `POST /v1/query`
+    Query,
+}
+
+/// A parsed and validated request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `create_scheduled_event`: answered with [`super::created`].
+    CreateScheduledEvent(NewEvent),
+    /// `delete_scheduled_event` (`type: one_off`): answered with
+    /// [`super::success`], or `not-found` for an id that names no live event.
+    DeleteScheduledEvent { event_id: EventId },
+    /// `get_scheduled_events`: answered with [`super::events_answer`].
+    GetScheduledEvents {
+        /// Empty means every status.
+        statuses: Vec<Status>,
+        limit: Option<usize>,
+        offset: usize,
+        get_rows_count: bool,
+    },
+    /// `get_scheduled_event_invocations`: answered with
+    /// [`super::invocations_answer`].
+    GetScheduledEventInvocations {
+        /// `None` means the invocations of every event.
+        event_id: Option<EventId>,
+        limit: Option<usize>,
+        offset: usize,
+        get_rows_count: bool,
+    },
+    /// `bulk` on `/v1/query`: answered with an array, one answer per command.
+    /// A bulk inside a bulk parses (so errors inside it get their paths) but
+    /// is not run: see `crate::api`, which owns that rule.
+    Bulk(Vec<Command>),
+}
+
+/// The validated arguments of `create_scheduled_event`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The URL template, `{{VAR}}` placeholders left unresolved.
+    pub webhook: String,
+    pub schedule_at: UnixMicros,
+    /// The payload as the exact raw JSON text sent, `null` when absent.
+    pub payload: String,
+    pub headers: Vec<HeaderConf>,
+    pub retry_conf: RetryConf,
+    pub comment: Option<String>,
+}
+
+impl NewEvent {
+    /// The record to append for this event; the id and creation time come
+    /// from the caller because this module has no clock and no randomness.
+    pub fn into_record(self, event_id: EventId, created_at: UnixMicros) -> EventCreated {
+        EventCreated {
+            event_id,
+            webhook: self.webhook,
+            schedule_at: self.schedule_at,
+            payload: self.payload,
+            headers: self.headers,
+            retry_conf: self.retry_conf,
+            comment: self.comment,
+            created_at,
+        }
+    }
+}
+
+/// Parses and validates a request body sent to `endpoint`.
+///
+/// The whole request is validated before anything is returned: in a `bulk`
+/// the first error in any sub-request fails the request, with a path that
+/// points into that sub-request (`$.args[2].args.schedule_at`). Never panics,
+/// whatever the bytes.
+pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<Command, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::parse_failed("$", format!("the body is not UTF-8: {e}")))?;
+    // Borrowing the body as raw JSON keeps the payload's exact text and
+    // checks the syntax of the whole body up front, so later errors are
+    // about meaning only.
+    let raw: &RawValue = serde_json::from_str(text)
+        .map_err(|e| ApiError::parse_failed("$", format!("invalid JSON: {e}")))?;
+    parse_command(&Field::root(raw), endpoint, 0)
+}
+
+fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<Command, ApiError> {
+    let obj = field.object("a request object {\"type\": ..., \"args\": ...}")?;
+    // `version` and `resource_version` are Hasura's optimistic-concurrency
+    // and API-version fields; chime has no metadata to version, so any value
+    // is accepted and ignored.
+    obj.check_keys(&["type", "args", "version", "resource_version"], &[])?;
+    let ty = obj.required("type")?.string()?;
+    match ty.as_str() {
+        "create_scheduled_event" => {
+            parse_create(&obj.required("args")?).map(Command::CreateScheduledEvent)
+        }
+        "delete_scheduled_event" => parse_delete(&obj.required("args")?),
+        "get_scheduled_events" => parse_get_events(&obj.object_or_empty("args")?),
+        "get_scheduled_event_invocations" => parse_get_invocations(&obj.object_or_empty("args")?),
+        "bulk" if endpoint == Endpoint::Query => parse_bulk(&obj.required("args")?, depth),
+        other => Err(ApiError::parse_failed(
+            obj.path(),
+            format!("unknown metadata command {}", Value::from(other)),
+        )),
+    }
+}
+
+fn parse_bulk(args: &Field<'_>, depth: usize) -> Result<Command, ApiError> {
+    if depth >= MAX_BULK_DEPTH {
+        return Err(args.parse_failed(format!(
+            "bulk requests may nest at most {MAX_BULK_DEPTH} levels deep"
+        )));
+    }
+    args.array("expected an array of requests")?
+        .iter()
+        .map(|item| parse_command(item, Endpoint::Query, depth + 1))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Command::Bulk)
+}
+
+fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
+    let obj = args.object("an object")?;
+    obj.check_keys(
+        &[
+            "webhook",
+            "schedule_at",
+            "payload",
+            "headers",
+            "retry_conf",
+            "comment",
+        ],
+        &["request_transform", "response_transform"],
+    )?;
+
+    let webhook_field = obj.required("webhook")?;
+    let webhook = webhook_field.string()?;
+    validate_webhook(&webhook).map_err(|e| webhook_field.validation_failed(e))?;
+
+    let schedule_field = obj.required("schedule_at")?;
+    let schedule_text = schedule_field.string()?;
+    let schedule_at = parse_time(&schedule_text).ok_or_else(|| {
+        schedule_field.parse_failed(format!(
+            "{} is not an ISO 8601 time; expected e.g. \"2020-01-01T15:46:00Z\"",
+            Value::from(schedule_text.as_str())
+        ))
+    })?;
+
+    let payload = match obj.get("payload") {
+        Some(field) => {
+            if field.depth() > MAX_PAYLOAD_DEPTH {
+                return Err(field.validation_failed(format!(
+                    "the payload nests more than {MAX_PAYLOAD_DEPTH} levels deep"
+                )));
+            }
+            field.text().to_owned()
+        }
+        None => "null".to_owned(),
+    };
+
+    let headers = match obj.get("headers") {
+        Some(field) => parse_headers(&field)?,
+        None => Vec::new(),
+    };
+    let retry_conf = match obj.get("retry_conf") {
+        Some(field) => parse_retry_conf(&field)?,
+        None => RetryConf::default(),
+    };
+    let comment = obj.get("comment").map(|f| f.string()).transpose()?;
+
+    Ok(NewEvent {
+        webhook,
+        schedule_at,
+        payload,
+        headers,
+        retry_conf,
+        comment,
+    })
+}
+
+fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
+    let items = field
+        .array("expected an array of {\"name\", \"value\"} or {\"name\", \"value_from_env\"}")?;
+    let mut headers = Vec::with_capacity(items.len());
+    for item in &items {
+        let obj = item.object("a header object")?;
+        obj.check_keys(&["name", "value", "value_from_env"], &[])?;
+
+        let name_field = obj.required("name")?;
+        let name = name_field.string()?;
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(name_field.validation_failed(format!(
+                "{} is not a valid HTTP header name",
+                Value::from(name)
+            )));
+        }
+
+        let value = match (obj.get("value"), obj.get("value_from_env")) {
+            (Some(field), None) => {
+                let value = field.string()?;
+                if http::HeaderValue::from_str(&value).is_err() {
+                    return Err(field.validation_failed(
+                        "not a valid HTTP header value (control characters are not allowed)",
+                    ));
+                }
+                HeaderValue::Value(value)
+            }
+            (None, Some(field)) => {
+                let var = field.string()?;
+                // `std::env::var` may panic on a name that is empty or holds
+                // `=` or NUL; refusing them here keeps delivery panic-free.
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    return Err(field.validation_failed(
+                        "expected the name of an environment variable (non-empty, no '=' or NUL)",
+                    ));
+                }
+                HeaderValue::FromEnv(var)
+            }
+            (Some(_), Some(_)) => {
+                return Err(item.parse_failed(
+                    "a header takes either \"value\" or \"value_from_env\", not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::parse_failed(
+                    obj.key_path("value"),
+                    "missing required key \"value\" (or \"value_from_env\")",
+                ));
+            }
+        };
+        headers.push(HeaderConf { name, value });
+    }
+    Ok(headers)
+}
+
+fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
+    let obj = field.object("an object")?;
+    obj.check_keys(
+        &[
+            "num_retries",
+            "retry_interval_seconds",
+            "timeout_seconds",
+            "tolerance_seconds",
+        ],
+        &[],
+    )?;
+    let mut conf = RetryConf::default();
+    let u32_field =
+        |key: &str| -> Result<Option<u32>, ApiError> { obj.get(key).map(|f| f.u32()).transpose() };
+    if let Some(n) = u32_field("num_retries")? {
+        conf.num_retries = n;
+    }
+    if let Some(n) = u32_field("retry_interval_seconds")? {
+        conf.retry_interval_seconds = n;
+    }
+    if let Some(n) = u32_field("timeout_seconds")? {
+        // A call that may not take any time can never succeed.
+        if n == 0 {
+            return Err(ApiError::validation_failed(
+                obj.key_path("timeout_seconds"),
+                "must be at least 1",
+            ));
+        }
+        conf.timeout_seconds = n;
+    }
+    if let Some(field) = obj.get("tolerance_seconds") {
+        // The record holds tolerance as u64 so that "practically never too
+        // late" can be said; the other fields are u32.
+        conf.tolerance_seconds = field.uint()?;
+    }
+    Ok(conf)
+}
+
+fn parse_delete(args: &Field<'_>) -> Result<Command, ApiError> {
+    let obj = args.object("an object")?;
+    check_one_off(&obj, true)?;
+    obj.check_keys(&["type", "event_id"], &[])?;
+    let event_id = obj.required("event_id")?.uuid()?;
+    Ok(Command::DeleteScheduledEvent { event_id })
+}
+
+fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
+    check_one_off(obj, false)?;
+    obj.check_keys(
+        &["type", "limit", "offset", "status", "get_rows_count"],
+        &[],
+    )?;
+    let (limit, offset, get_rows_count) = paging(obj)?;
+    let mut statuses = Vec::new();
+    if let Some(field) = obj.get("status") {
+        for item in field.array("expected an array of statuses")? {
+            let name = item.string()?;
+            let status = Status::parse(&name).ok_or_else(|| {
+                item.parse_failed(format!(
+                    "unknown status {}; expected one of scheduled, locked, delivered, error, dead",
+                    Value::from(name.as_str())
+                ))
+            })?;
+            statuses.push(status);
+        }
+    }
+    Ok(Command::GetScheduledEvents {
+        statuses,
+        limit,
+        offset,
+        get_rows_count,
+    })
+}
+
+fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
+    check_one_off(obj, false)?;
+    obj.check_keys(
+        &["type", "event_id", "limit", "offset", "get_rows_count"],
+        &[],
+    )?;
+    let event_id = obj.get("event_id").map(|f| f.uuid()).transpose()?;
+    let (limit, offset, get_rows_count) = paging(obj)?;
+    Ok(Command::GetScheduledEventInvocations {
+        event_id,
+        limit,
+        offset,
+        get_rows_count,
+    })
+}
+
+/// `limit`, `offset` (default 0) and `get_rows_count` (default false).
+fn paging(obj: &Obj<'_>) -> Result<(Option<usize>, usize, bool), ApiError> {
+    let limit = obj.get("limit").map(|f| f.usize()).transpose()?;
+    let offset = obj
+        .get("offset")
+        .map(|f| f.usize())
+        .transpose()?
+        .unwrap_or(0);
+    let get_rows_count = obj
+        .get("get_rows_count")
+        .map(|f| f.bool())
+        .transpose()?
+        .unwrap_or(false);
+    Ok((limit, offset, get_rows_count))
+}
+
+/// Checks the `type` argument of delete and get commands: `one_off` is the
+/// only kind chime has; `cron` is Hasura's other kind, refused as unsupported.
+/// Checked before the other keys so that a cron request (which carries
+/// cron-only keys like `trigger_name`) is told `not-supported`, not about a key.
+fn check_one_off(obj: &Obj<'_>, required: bool) -> Result<(), ApiError> {
+    let field = if required {
+        obj.required("type")?
+    } else {
+        match obj.get("type") {
+            Some(field) => field,
+            None => return Ok(()),
+        }
+    };
+    match field.string()?.as_str() {
+        "one_off" => Ok(()),
+        "cron" => Err(ApiError::not_supported(
+            field.path(),
+            "cron triggers are not supported by chime; only \"one_off\" events are",
+        )),
+        other => {
+            Err(field.parse_failed(format!("expected \"one_off\", got {}", Value::from(other))))
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Webhooks: the URL *templates* (`{{NAME}}` placeholders, checked at create
+//! and resolved at delivery), the *body* POSTed to the webhook, and the
+//! *request preparation* that turns an event's record into the request the
+//! dispatcher sends. Validation at create ([`crate::hasura`]) and delivery
+//! ([`crate::dispatch`]) both read these rules from here, so what is
+//! accepted is what can be sent.
+//!
+//! No IO: the environment is passed in as a lookup function; the one
+//! reader of the real environment is [`process_env`], which the dispatcher
+//! passes in.
+
+use http::{HeaderMap, HeaderName, HeaderValue as HttpHeaderValue};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::record::{EventCreated, HeaderValue};
+
+/// A piece of a webhook template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part<'a> {
+    Text(&'a str),
+    /// `{{NAME}}`: the value of environment variable NAME at delivery.
+    Var(&'a str),
+}
+
+/// Splits a webhook template into text and `{{NAME}}` placeholders, NAME
+/// being `[A-Za-z_][A-Za-z0-9_]*` (which is also what an environment
+/// variable can safely be called).
+fn split_template(template: &str) -> Result<Vec<Part<'_>>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Text(&rest[..open]));
+        }
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .ok_or_else(|| "a \"{{\" placeholder is not closed with \"}}\"".to_owned())?;
+        let name = &after[..close];
+        if !is_identifier(name) {
+            return Err(format!(
+                "{} is not a valid placeholder name: expected letters, digits and '_', not starting with a digit",
+                Value::from(name)
+            ));
+        }
+        parts.push(Part::Var(name));
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest));
+    }
+    Ok(parts)
+}
+
+/// Checks a webhook template, as far as it can be checked before delivery.
+///
+/// Placeholders must be well-formed. A template that starts with one takes
+/// its scheme and host from the environment, so nothing more is known.
+/// Otherwise, with each placeholder standing in for a plain token, it must be
+/// an absolute `http` or `https` URL with a host. The token is `x`, or `1`
+/// when `x` does not fit (a placeholder for a port); a template that needs
+/// both at once is refused.
+pub(crate) fn validate_webhook(template: &str) -> Result<(), String> {
+    if template.trim().is_empty() {
+        return Err("the webhook URL is empty".to_owned());
+    }
+    let parts = split_template(template)?;
+    if matches!(parts.first(), Some(Part::Var(_))) {
+        return Ok(());
+    }
+    let with_token = |token: &str| -> String {
+        parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text,
+                Part::Var(_) => token,
+            })
+            .collect()
+    };
+    let check = |url: &str| -> Result<(), String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!(
+                "the webhook URL must be http or https, not {}",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the webhook URL has no host".to_owned());
+        }
+        Ok(())
+    };
+    check(&with_token("x")).or_else(|first| check(&with_token("1")).map_err(|_| first))
+}
+
+/// Resolves a webhook template's `{{NAME}}` placeholders with `lookup`
+/// (normally the process environment; passed in to keep this module free of
+/// IO). Errs with a message for the invocation log when a variable is unset
+/// or the template is malformed.
+pub fn resolve_webhook(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    for part in split_template(template)? {
+        match part {
+            Part::Text(text) => out.push_str(text),
+            Part::Var(name) => match lookup(name) {
+                Some(value) => out.push_str(&value),
+                None => {
+                    return Err(format!(
+                        "environment variable {name} (used in the webhook URL) is not set"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: a placeholder name, and also a key Hasura
+/// writes in a JSON path without quotes.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The JSON body POSTed to the webhook:
+/// `{"id","scheduled_time","payload","comment","created_at"}`, `comment`
+/// omitted when there is none. The payload is embedded as its exact raw
+/// text, so the receiver sees the key order and number spelling it was
+/// given.
+pub fn webhook_body(created: &EventCreated) -> String {
+    // A payload that is not valid JSON (never written by chime, but the log
+    // is data from disk) is sent as a string so the body stays valid JSON.
+    let payload = if serde_json::from_str::<&RawValue>(&created.payload).is_ok() {
+        created.payload.clone()
+    } else {
+        Value::from(created.payload.as_str()).to_string()
+    };
+    let mut body = String::with_capacity(payload.len() + 160);
+    body.push_str("{\"id\":");
+    body.push_str(&Value::from(created.event_id.to_string()).to_string());
+    body.push_str(",\"scheduled_time\":");
+    body.push_str(&Value::from(created.schedule_at.to_rfc3339()).to_string());
+    body.push_str(",\"payload\":");
+    body.push_str(&payload);
+    if let Some(comment) = &created.comment {
+        body.push_str(",\"comment\":");
+        body.push_str(&Value::from(comment.as_str()).to_string());
+    }
+    body.push_str(",\"created_at\":");
+    body.push_str(&Value::from(created.created_at.to_rfc3339()).to_string());
+    body.push('}');
+    body
+}
+
+/// The `User-Agent` chime sends.
+pub fn user_agent() -> String {
+    format!("chime/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The process environment, as the dispatcher reads it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A request ready to send, and how it is shown in the invocation log.
+pub(crate) struct Prepared {
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+    /// The headers as logged: values read from the environment are not
+    /// written to the log, only the variable's name.
+    pub(crate) logged_headers: Vec<(String, String)>,
+    /// Why the request cannot be sent (a missing environment variable, a
+    /// header value that is not valid HTTP): a failed attempt.
+    pub(crate) problem: Option<String>,
+}
+
+/// The request for `created`, with placeholders and `value_from_env`
+/// headers read through `env`.
+pub(crate) fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<String>) -> Prepared {
+    let body = webhook_body(created);
+    let mut headers = HeaderMap::new();
+    let mut logged = Vec::new();
+    let mut problem = None;
+    for h in &created.headers {
+        let (value, shown) = match &h.value {
+            HeaderValue::Value(v) => (Some(v.clone()), v.clone()),
+            HeaderValue::FromEnv(var) => {
+                let value = env(var);
+                if value.is_none() && problem.is_none() {
+                    problem = Some(format!(
+                        "environment variable {var:?} for header {:?} is not set",
+                        h.name
+                    ));
+                }
+                (value, format!("<from env {var}>"))
+            }
+        };
+        logged.push((h.name.clone(), shown));
+        let Some(value) = value else { continue };
+        match (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HttpHeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                problem.get_or_insert_with(|| {
+                    format!("header {:?} has a value that is not valid in HTTP", h.name)
+                });
+            }
+        }
+    }
+    // These two win over user headers of the same name.
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HttpHeaderValue::from_static("application/json"),
+    );
+    logged.retain(|(n, _)| {
+        !n.eq_ignore_ascii_case("content-type") && !n.eq_ignore_ascii_case("user-agent")
+    });
+    logged.push(("Content-Type".into(), "application/json".into()));
+    let ua = user_agent();
+    if let Ok(v) = HttpHeaderValue::from_str(&ua) {
+        headers.insert(http::header::USER_AGENT, v);
+    }
+    logged.push(("User-Agent".into(), ua));
+    let (url, problem) = match resolve_webhook(&created.webhook, env) {
+        Ok(url) => (url, problem),
+        Err(p) => (String::new(), problem.or(Some(p))),
+    };
+    Prepared {
+        url,
+        headers,
+        body,
+        logged_headers: logged,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolving_webhook_templates() {
+        let env = |name: &str| match name {
+            "BASE" => Some("http://hooks.local:81".to_owned()),
+            "ID" => Some("7".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            resolve_webhook("{{BASE}}/e/{{ID}}", env).unwrap(),
+            "http://hooks.local:81/e/7"
+        );
+        assert_eq!(
+            resolve_webhook("http://plain/", env).unwrap(),
+            "http://plain/"
+        );
+        let missing = resolve_webhook("{{BASE}}/{{NOPE}}", env).unwrap_err();
+        assert!(missing.contains("NOPE"), "{missing}");
+        assert!(resolve_webhook("{{BASE", env).is_err());
+    }
+}
