@@ -34,22 +34,40 @@
 // carries a SAFETY comment.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod api;
+/// Declares modules that are private, or public with the `internals`
+/// feature (tests, benches, fuzz), so that one list says which they are.
+macro_rules! internal_modules {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+// What the binary and every user of the library needs.
 pub mod cli;
 pub mod clock;
-pub mod console;
 pub mod datadir;
-pub mod dispatch;
 pub mod error;
-pub mod hasura;
 pub mod log;
 pub mod logcli;
-pub mod projection;
 pub mod record;
 pub mod server;
-pub mod service;
+pub mod tls;
+
+internal_modules! {
+    api;
+    console;
+    dispatch;
+    hasura;
+    projection;
+    service;
+    webhook;
+}
+
 /// Test support for the integration tests and benches (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tls;
-pub mod webhook;

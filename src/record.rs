@@ -134,12 +134,12 @@ pub struct EventCreated {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderConf {
     pub name: String,
-    pub value: HeaderValue,
+    pub value: HeaderSource,
 }
 
 /// Where a header's value comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HeaderValue {
+pub enum HeaderSource {
     Value(String),
     FromEnv(String),
 }

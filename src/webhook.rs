@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue as HttpHeaderValue};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::record::{EventCreated, HeaderValue};
+use crate::record::{EventCreated, HeaderSource};
 
 /// A piece of a webhook template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,8 +191,8 @@ pub(crate) fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<Strin
     let mut problem = None;
     for h in &created.headers {
         let (value, shown) = match &h.value {
-            HeaderValue::Value(v) => (Some(v.clone()), v.clone()),
-            HeaderValue::FromEnv(var) => {
+            HeaderSource::Value(v) => (Some(v.clone()), v.clone()),
+            HeaderSource::FromEnv(var) => {
                 let value = env(var);
                 if value.is_none() && problem.is_none() {
                     problem = Some(format!(

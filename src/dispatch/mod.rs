@@ -40,8 +40,6 @@ use self::http::WebhookClient;
 use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
 use crate::service::{Service, ServiceError};
 
-pub use crate::webhook::user_agent;
-pub use rules::{expired, next_retry_at, retry_after, succeeded};
 pub(crate) use wake::Wakeup;
 
 /// The longest the loop sleeps without looking again, so that a step of the

@@ -49,10 +49,18 @@ mod render;
 mod request;
 mod time;
 
+#[cfg_attr(
+    not(feature = "internals"),
+    allow(unused_imports, reason = "the module's API; named outside the crate with feature internals")
+)]
 pub use error::{ApiError, Code};
 pub use render::{
     created, events_answer, invocations_answer, render_event, render_invocation, success,
 };
+#[cfg_attr(
+    not(feature = "internals"),
+    allow(unused_imports, reason = "the module's API; named outside the crate with feature internals")
+)]
 pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, parse_request};
 
 #[cfg(test)]

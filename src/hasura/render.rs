@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::projection::{EventView, InvocationRef};
 use crate::record::{
-    EventCreated, EventId, HeaderConf, HeaderValue, Invocation, InvocationResponse, Record,
+    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     UnixMicros,
 };
 
@@ -69,8 +69,8 @@ pub fn render_event(created: &EventCreated, view: &EventView) -> Value {
 
 fn render_header_conf(header: &HeaderConf) -> Value {
     match &header.value {
-        HeaderValue::Value(value) => json!({ "name": header.name, "value": value }),
-        HeaderValue::FromEnv(var) => json!({ "name": header.name, "value_from_env": var }),
+        HeaderSource::Value(value) => json!({ "name": header.name, "value": value }),
+        HeaderSource::FromEnv(var) => json!({ "name": header.name, "value_from_env": var }),
     }
 }
 

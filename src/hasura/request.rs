@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::json::{Field, Obj};
 use super::time::parse_time;
 use crate::projection::Status;
-use crate::record::{EventCreated, EventId, HeaderConf, HeaderValue, RetryConf, UnixMicros};
+use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
 use crate::webhook::validate_webhook;
 
 /// How deeply `bulk` requests may nest inside each other. Hasura allows
@@ -228,7 +228,7 @@ fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
                         "not a valid HTTP header value (control characters are not allowed)",
                     ));
                 }
-                HeaderValue::Value(value)
+                HeaderSource::Value(value)
             }
             (None, Some(field)) => {
                 let var = field.string()?;
@@ -239,7 +239,7 @@ fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
                         "expected the name of an environment variable (non-empty, no '=' or NUL)",
                     ));
                 }
-                HeaderValue::FromEnv(var)
+                HeaderSource::FromEnv(var)
             }
             (Some(_), Some(_)) => {
                 return Err(item.parse_failed(

@@ -10,7 +10,7 @@ use super::*;
 use crate::log::Loc;
 use crate::projection::{EventView, InvocationRef, Status};
 use crate::record::{
-    EventCreated, EventId, HeaderConf, HeaderValue, Invocation, InvocationResponse, Record,
+    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RetryConf, UnixMicros,
 };
 use crate::webhook::webhook_body;
@@ -191,11 +191,11 @@ fn create_full_and_into_record() {
             headers: vec![
                 HeaderConf {
                     name: "key".into(),
-                    value: HeaderValue::Value("value".into())
+                    value: HeaderSource::Value("value".into())
                 },
                 HeaderConf {
                     name: "X-Secret".into(),
-                    value: HeaderValue::FromEnv("SECRET".into())
+                    value: HeaderSource::FromEnv("SECRET".into())
                 },
             ],
             retry_conf: RetryConf {
@@ -918,11 +918,11 @@ fn sample_created() -> EventCreated {
         headers: vec![
             HeaderConf {
                 name: "k".into(),
-                value: HeaderValue::Value("v".into()),
+                value: HeaderSource::Value("v".into()),
             },
             HeaderConf {
                 name: "s".into(),
-                value: HeaderValue::FromEnv("SECRET".into()),
+                value: HeaderSource::FromEnv("SECRET".into()),
             },
         ],
         retry_conf: RetryConf::default(),

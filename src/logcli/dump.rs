@@ -13,7 +13,7 @@ use super::report::{problems, undecodable, warn};
 use super::{DataDirArg, ExitStatus, LogCliError, read_log};
 use crate::log::Entry;
 use crate::record::{
-    EventId, HeaderValue, Invocation, InvocationResponse, Record, RecordKind, UnixMicros,
+    EventId, HeaderSource, Invocation, InvocationResponse, Record, RecordKind, UnixMicros,
 };
 
 /// Flags of `chime log dump`.
@@ -271,12 +271,12 @@ impl<'a> JsonDetails<'a> {
                     .headers
                     .iter()
                     .map(|h| match &h.value {
-                        HeaderValue::Value(v) => JsonHeader {
+                        HeaderSource::Value(v) => JsonHeader {
                             name: &h.name,
                             value: Some(v),
                             value_from_env: None,
                         },
-                        HeaderValue::FromEnv(n) => JsonHeader {
+                        HeaderSource::FromEnv(n) => JsonHeader {
                             name: &h.name,
                             value: None,
                             value_from_env: Some(n),

@@ -6,7 +6,7 @@
 //! `EventCreated { comment: Some(..), ..fixtures::event(id, url, at) }`.
 
 use super::{
-    EventCreated, EventId, HeaderConf, HeaderValue, Invocation, InvocationResponse, RetryConf,
+    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, RetryConf,
     UnixMicros,
 };
 
@@ -35,11 +35,11 @@ pub fn headers() -> Vec<HeaderConf> {
     vec![
         HeaderConf {
             name: "x-literal".into(),
-            value: HeaderValue::Value("v".into()),
+            value: HeaderSource::Value("v".into()),
         },
         HeaderConf {
             name: "x-secret".into(),
-            value: HeaderValue::FromEnv("HOOK_SECRET".into()),
+            value: HeaderSource::FromEnv("HOOK_SECRET".into()),
         },
     ]
 }
