@@ -3,27 +3,32 @@
 //! append-only log.
 //!
 //! # Layout
+//! Modules in plain code font are internal: public only with the
+//! `internals` feature (tests, benches, fuzz targets).
 //! - [`log`]: the segmented append-only log. Bytes and sequence numbers,
 //!   not events: frames, segments, group commit, recovery.
 //! - [`record`]: the records (every action chime takes) and their encoding,
 //!   the one place that knows it is postcard.
-//! - [`projection`]: pure state machine over records: statuses, the
+//! - `projection`: pure state machine over records: statuses, the
 //!   dispatch queue, invocation logs. No IO, no clock.
-//! - [`service`]: the log plus its projections; the one append-then-apply path.
-//! - [`hasura`]: Hasura's metadata API: parsing, validation, rendering. No IO.
-//! - [`webhook`]: webhook URL templates, the body and the request to send,
+//! - `service`: the log plus its projections; the one append-then-apply path.
+//! - `hasura`: Hasura's metadata API: parsing, validation, rendering. No IO.
+//! - `webhook`: webhook URL templates, the body and the request to send,
 //!   shared by validation at create and by delivery.
-//! - [`api`]: the HTTP handlers (axum).
-//! - [`console`]: the web console at `/console`: embedded HTML, CSS and JS
+//! - `api`: the HTTP handlers (axum).
+//! - `console`: the web console at `/console`: embedded HTML, CSS and JS
 //!   that use only the public API.
-//! - [`dispatch`]: fires due events with reqwest; retries, tolerance, timeouts.
+//! - `dispatch`: fires due events with reqwest; retries, tolerance,
+//!   timeouts; its `Wakeup` is owned by the service and signalled from
+//!   `append`.
 //! - [`server`]: `chime serve`: lock, replay, serve, stop.
 //! - [`datadir`]: the data directory's layout and lock.
 //! - [`tls`]: rustls (ring) for the server.
 //! - [`clock`]: injected time.
 //! - [`cli`]: command-line flags.
-//! - [`logcli`]: `chime log dump | stats | verify | repair`, over the log's
-//!   own scan; the one place outside recovery that cuts a segment.
+//! - [`logcli`]: `chime log dump | stats | verify | repair`: flags and
+//!   printing only, over the log's scan, reader and repair plan.
+//! - [`error`]: the one IO error shape shared by the log and the data dir.
 //! - `testing` (feature `testing`, for tests and benches only): servers,
 //!   client, receiver, waits and a fault-injecting file system.
 // A panic in the service is a bug; `unwrap` outside tests must say why it

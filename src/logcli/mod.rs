@@ -5,7 +5,7 @@
 //! JSON): how damage is explained to an operator and how a repair plan is
 //! described. It reads the log only through [`LogReader`] and mends it only
 //! through [`crate::log::repair::Plan`]; records it reads only through
-//! [`crate::record::Record::decode`] and [`crate::projection::Projection`].
+//! [`crate::record::Record::decode`] and `crate::projection::Projection`.
 //! It never opens a [`crate::log::Log`], decodes no frame and does no file
 //! IO of its own: what is damage and what is a torn tail is decided by the
 //! log's classifier ([`crate::log::scan::classify`]).
