@@ -1,19 +1,26 @@
 //! The HTTP API: Hasura's `/v1/metadata` and `/v1/query`, `/healthz`, and
 //! the console's assets.
 //!
-//! A request is authenticated, parsed and validated as a whole
-//! ([`crate::hasura`]) before anything is appended; writes are answered
-//! only once their records are durable and applied.
+//! A `/v1/*` request goes through the front door first, from its headers
+//! alone: a browser request (one with `Origin`) from a foreign origin, or
+//! (with no admin secret) one naming a host that is not this machine, gets
+//! 403; a wrong
+//! secret or role gets 401. Only then is the body read, up to the limit, so
+//! a caller who may not use the API cannot make the server hold its bytes.
+//! The body is then parsed and validated as a whole ([`crate::hasura`])
+//! before anything is appended; writes are answered only once their records
+//! are durable and applied.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
@@ -26,20 +33,170 @@ use crate::service::{Service, ServiceError};
 pub struct ApiState {
     pub service: Arc<Service>,
     /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`.
-    pub admin_secret: Option<String>,
+    pub admin_secret: Option<AdminSecret>,
     /// The body limit, for the 413 message.
     pub max_body_bytes: usize,
+    /// Which browser origins and host names may use `/v1/*`.
+    pub front_door: FrontDoor,
 }
 
-/// The routes, with a body limit of `max_body_bytes`.
+/// The admin secret, kept as its SHA-256 digest: a guess is hashed too and
+/// the two 32-byte digests are compared in constant time, so neither the
+/// content nor the length of the secret shows in the answer's timing.
+#[derive(Clone)]
+pub struct AdminSecret {
+    digest: [u8; 32],
+}
+
+impl AdminSecret {
+    pub fn new(secret: &str) -> AdminSecret {
+        AdminSecret {
+            digest: sha256(secret.as_bytes()),
+        }
+    }
+
+    /// Whether `given` is the secret.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        bool::from(sha256(given).ct_eq(&self.digest))
+    }
+}
+
+impl std::fmt::Debug for AdminSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminSecret(..)")
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// The checks made on a `/v1/*` request's `Origin` and `Host` before
+/// anything else, so that a web page cannot drive the API from a browser.
+#[derive(Clone, Debug, Default)]
+pub struct FrontDoor {
+    /// Whether the server serves HTTPS, for its own origin
+    /// (`SCHEME://HOST` of the request).
+    pub tls: bool,
+    /// Origins besides the server's own whose browser requests are served
+    /// (`--allow-origin`), as [`parse_origin`] writes them.
+    pub allowed_origins: Vec<String>,
+    /// Which `Host` a request may name.
+    pub hosts: HostRule,
+}
+
+/// Which `Host` (or HTTP/2 authority) a browser's `/v1/*` request (one
+/// with `Origin`) may name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostRule {
+    /// Any: an admin secret guards the API, so a page reaching it through a
+    /// rebound DNS name still cannot use it.
+    #[default]
+    Any,
+    /// No secret: only loopback names and addresses, so a page whose DNS
+    /// name is rebound to 127.0.0.1 (then same-origin with the server in
+    /// the browser's eyes) is refused.
+    Loopback,
+    /// No secret on a non-loopback address (`--allow-unauthenticated`):
+    /// loopback names or any IP address literal; a DNS rebinding attack
+    /// needs a name, and the operator chose to expose the address.
+    LoopbackOrAddress,
+}
+
+/// Why an `--allow-origin` value is not an origin.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an origin: write SCHEME://HOST[:PORT] with scheme http or https and no path")]
+pub struct BadOrigin(String);
+
+/// Reads an origin as browsers send it in `Origin`: `http://host[:port]` or
+/// `https://…`, no path; lower-cased, a trailing `/` dropped.
+pub fn parse_origin(text: &str) -> Result<String, BadOrigin> {
+    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(origin),
+        _ => Err(BadOrigin(text.to_string())),
+    }
+}
+
+impl FrontDoor {
+    /// Refuses (403) a request from a browser page of a foreign origin, or,
+    /// per [`HostRule`], one from a page that reached this server through a
+    /// host name that is not this machine's (DNS rebinding: the page is then
+    /// same-origin with the server as far as the browser knows).
+    ///
+    /// Both rules apply only to requests that carry `Origin`: browsers send
+    /// it on every request that is not a GET or HEAD, cross-origin or not,
+    /// `no-cors` included (the Fetch standard), and `/v1/*` takes only POST.
+    /// A request without it comes from no web page (curl, SDKs, proxies that
+    /// rewrite `Host`) and is left to the admin secret.
+    fn check(&self, request: &Request) -> Result<(), ApiError> {
+        let Some(origin) = request.headers().get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
+        if self.allowed_origins.contains(&origin) {
+            return Ok(());
+        }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let scheme = if self.tls { "https" } else { "http" };
+        let own = host.is_some_and(|h| origin == format!("{scheme}://{}", h.to_ascii_lowercase()));
+        if !own {
+            return Err(ApiError::forbidden(
+                "requests from this origin are refused (see --allow-origin)",
+            ));
+        }
+        if !host.is_some_and(|h| self.host_allowed(h)) {
+            return Err(ApiError::forbidden(
+                "without an admin secret, browser requests must name this machine as localhost or a loopback address",
+            ));
+        }
+        Ok(())
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        if self.hosts == HostRule::Any {
+            return true;
+        }
+        let name = host_name(host);
+        let name = name.to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        match name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || self.hosts == HostRule::LoopbackOrAddress,
+            Err(_) => false,
+        }
+    }
+}
+
+/// `host` of `host:port`, `[v6]` of `[v6]:port`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// The routes. Bodies of `/v1/*` are read by the handlers, after the front
+/// door, up to `max_body_bytes`.
 pub fn router(api: Arc<ApiState>) -> Router {
-    let max_body_bytes = api.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/metadata", post(metadata))
         .route("/v1/query", post(query))
         .merge(crate::console::routes())
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
 }
 
@@ -47,20 +204,12 @@ async fn healthz() -> &'static str {
     "OK"
 }
 
-async fn metadata(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(api.handle(Endpoint::Metadata, &headers, body).await)
+async fn metadata(State(api): State<Arc<ApiState>>, request: Request) -> Response {
+    answer(api.handle(Endpoint::Metadata, request).await)
 }
 
-async fn query(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(api.handle(Endpoint::Query, &headers, body).await)
+async fn query(State(api): State<Arc<ApiState>>, request: Request) -> Response {
+    answer(api.handle(Endpoint::Query, request).await)
 }
 
 fn answer(result: Result<Value, ApiError>) -> Response {
@@ -75,22 +224,29 @@ fn answer(result: Result<Value, ApiError>) -> Response {
 }
 
 impl ApiState {
-    async fn handle(
-        &self,
-        endpoint: Endpoint,
-        headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<Value, ApiError> {
-        self.authorize(headers)?;
-        let body = body.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(self.max_body_bytes)
-            } else {
-                ApiError::parse_failed("$", r.body_text())
-            }
-        })?;
+    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<Value, ApiError> {
+        // Everything that can refuse the caller looks at headers only: not
+        // one byte of the body is read for a request that will be refused.
+        self.front_door.check(&request)?;
+        self.authorize(request.headers())?;
+        let body = self.read_body(request.into_body()).await?;
         let command = hasura::parse_request(&body, endpoint)?;
         self.execute(command).await
+    }
+
+    /// The whole body, or 413 once it passes the limit (with or without a
+    /// `Content-Length`).
+    async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
+        match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ApiError::payload_too_large(self.max_body_bytes))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request body not read");
+                Err(ApiError::parse_failed("$", "the request body could not be read"))
+            }
+        }
     }
 
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -99,9 +255,7 @@ impl ApiState {
                 .get("x-hasura-admin-secret")
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
-            // Constant time, so the answer's timing does not tell how much
-            // of a guess was right.
-            if !bool::from(given.ct_eq(secret.as_bytes())) {
+            if !secret.matches(given) {
                 return Err(ApiError::access_denied(
                     "invalid x-hasura-admin-secret/x-hasura-access-key",
                 ));
@@ -253,14 +407,18 @@ impl ApiState {
 }
 
 /// A write the log could not take: 503, and the server keeps serving reads.
+/// The cause (which names files of the data directory) goes to the server's
+/// log, not to the caller.
 fn unavailable(e: ServiceError) -> ApiError {
     tracing::error!(error = %e, "append failed");
-    ApiError::unavailable(format!("the log cannot accept writes: {e}"))
+    ApiError::unavailable("the log cannot accept writes now; the server log has the cause")
 }
 
+/// A read that failed inside chime: 500, with the detail in the server's log
+/// only.
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "read failed");
-    ApiError::unexpected(e.to_string())
+    ApiError::unexpected("internal error; the server log has the detail")
 }
 
 /// What one command of a request comes to, before anything is appended.

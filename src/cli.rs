@@ -78,11 +78,27 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A browser origin (SCHEME://HOST[:PORT]) besides the server's own
+    /// whose pages may call /v1/*; repeatable. Others get 403.
+    #[arg(long, value_name = "ORIGIN", env = "CHIME_ALLOW_ORIGIN", value_delimiter = ',',
+          value_parser = crate::api::parse_origin)]
+    pub allow_origin: Vec<String>,
+    /// Also serve HTTP/2 prior knowledge (h2c); HTTP/1.1 only without it.
+    #[arg(long, env = "CHIME_HTTP2")]
+    pub http2: bool,
+}
+
+/// Whether `secret` (the resolved `--admin-secret`) was typed on the
+/// command line rather than read from `CHIME_ADMIN_SECRET`.
+fn admin_secret_on_command_line(secret: Option<&str>) -> bool {
+    secret.is_some_and(|s| std::env::var("CHIME_ADMIN_SECRET").ok().as_deref() != Some(s))
 }
 
 impl ServeArgs {
     /// Resolves the flags into the server's configuration.
     pub fn into_config(self) -> ServeConfig {
+        let admin_secret_on_command_line =
+            admin_secret_on_command_line(self.admin_secret.as_deref());
         ServeConfig {
             data_dir: self.data_dir,
             listen: self.listen,
@@ -97,6 +113,11 @@ impl ServeArgs {
                 max_interrupted_attempts: self.max_interrupted_attempts,
             },
             tls: self.tls_cert.zip(self.tls_key),
+            allow_origins: self.allow_origin,
+            http2: self.http2,
+            // The flag wins over the variable, so a value that differs from
+            // the variable's came from the command line.
+            admin_secret_on_command_line,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::{ApiState, router};
+use crate::api::{AdminSecret, ApiState, FrontDoor, HostRule, router};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{DataDir, DataDirError};
 use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
@@ -20,12 +20,18 @@ use crate::log::LogOptions;
 use crate::service::{Service, ServiceError, Startup};
 use crate::tls::{TlsError, TlsListener};
 
+mod http;
+
 /// The address served on by default (`--listen`): loopback only, so that a
 /// server started without an admin secret is not reachable from elsewhere.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 /// The largest request body accepted by default (`--max-body-bytes`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// An admin secret shorter than this gets a warning at start: it can be
+/// guessed.
+pub const MIN_ADMIN_SECRET_CHARS: usize = 16;
 
 /// Everything `serve` needs, resolved from flags and environment.
 #[derive(Clone, Debug)]
@@ -41,6 +47,14 @@ pub struct ServeConfig {
     pub dispatch: DispatchConfig,
     /// PEM certificate chain and key, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Browser origins besides the server's own that may call `/v1/*`
+    /// (`--allow-origin`), as [`crate::api::parse_origin`] writes them.
+    pub allow_origins: Vec<String>,
+    /// Serve HTTP/2 prior knowledge (h2c) besides HTTP/1.1 (`--http2`).
+    pub http2: bool,
+    /// The admin secret came as `--admin-secret` on the command line, where
+    /// other users of the machine can read it (`ps`): warned about at start.
+    pub admin_secret_on_command_line: bool,
 }
 
 impl ServeConfig {
@@ -55,11 +69,27 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             dispatch: DispatchConfig::default(),
             tls: None,
+            allow_origins: Vec::new(),
+            http2: false,
+            admin_secret_on_command_line: false,
         }
     }
 
-    /// Refuses to expose an API without a secret beyond this machine.
+    /// Refuses to expose an API without a secret beyond this machine; warns
+    /// about a weak or visible secret.
     pub fn check(&self) -> Result<(), ServeError> {
+        if let Some(secret) = &self.admin_secret {
+            if secret.chars().count() < MIN_ADMIN_SECRET_CHARS {
+                tracing::warn!(
+                    "the admin secret is shorter than {MIN_ADMIN_SECRET_CHARS} characters: it can be guessed; use a long random one"
+                );
+            }
+            if self.admin_secret_on_command_line {
+                tracing::warn!(
+                    "the admin secret was given as --admin-secret, which other users of this machine can read in the process list: prefer the environment variable CHIME_ADMIN_SECRET"
+                );
+            }
+        }
         if self.admin_secret.is_none() {
             if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
                 return Err(ServeError::Unauthenticated(self.listen));
@@ -164,10 +194,23 @@ impl Server {
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
+        let hosts = match (
+            &self.config.admin_secret,
+            self.config.listen.ip().is_loopback(),
+        ) {
+            (Some(_), _) => HostRule::Any,
+            (None, true) => HostRule::Loopback,
+            (None, false) => HostRule::LoopbackOrAddress,
+        };
         let api = Arc::new(ApiState {
             service: self.service.clone(),
-            admin_secret: self.config.admin_secret.clone(),
+            admin_secret: self.config.admin_secret.as_deref().map(AdminSecret::new),
             max_body_bytes: self.config.max_body_bytes,
+            front_door: FrontDoor {
+                tls: self.config.tls.is_some(),
+                allowed_origins: self.config.allow_origins.clone(),
+                hosts,
+            },
         });
         let app = router(api);
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -186,21 +229,15 @@ impl Server {
             "http"
         };
         tracing::info!("listening on {scheme}://{local}");
-        let served = match &self.config.tls {
+        let http2 = self.config.http2;
+        match &self.config.tls {
             Some((cert, key)) => {
                 let tls = crate::tls::server_config(cert, key)?;
                 let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_stopped)
-                    .await
+                http::serve(listener, app, http2, http_stopped).await;
             }
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_stopped)
-                    .await
-            }
-        };
-        served.map_err(ServeError::Http)?;
+            None => http::serve(listener, app, http2, http_stopped).await,
+        }
         if let Err(e) = dispatching.await {
             tracing::error!(error = %e, "dispatcher task failed");
         }

@@ -121,6 +121,16 @@ impl ApiError {
         Self::new(Code::AccessDenied, "$", error)
     }
 
+    /// [`Code::AccessDenied`] with 403: the request is refused whoever sends
+    /// it (a browser page of a foreign origin, a host name that is not this
+    /// machine), not for a missing credential.
+    pub fn forbidden(error: impl Into<String>) -> Self {
+        ApiError {
+            status: 403,
+            ..Self::access_denied(error)
+        }
+    }
+
     /// [`Code::PayloadTooLarge`]: the body is over `limit_bytes`.
     pub fn payload_too_large(limit_bytes: usize) -> Self {
         Self::new(

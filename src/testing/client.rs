@@ -207,3 +207,59 @@ pub fn client_error(invocation: &Value) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// An HTTP/2-only client that speaks prior knowledge (h2c) over plain TCP,
+/// otherwise like [`http_client`].
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("build reqwest h2c client")
+}
+
+/// Writes `request` (head and as much body as the test wants sent) on a new
+/// connection to `addr`, leaves the connection open for writing, and
+/// returns the response's head and body as text once the server has sent
+/// them all (by `Content-Length`) or closed the connection. Panics if no
+/// complete answer comes within [`WAIT`](super::WAIT): a server that waits
+/// for bytes that are never sent fails the test instead of hanging it.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write the request");
+    let mut answer = Vec::new();
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        let length = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        });
+        length.is_some_and(|n| body.len() >= n)
+    };
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !complete(&answer) {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(super::WAIT, read)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no complete answer within {:?}; got so far: {:?}",
+                super::WAIT,
+                String::from_utf8_lossy(&answer)
+            )
+        });
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -29,7 +29,9 @@ mod time;
 mod wait;
 
 pub use child::{ChildServer, chime_binary};
-pub use client::{ApiClient, client_error, http_client, only_invocation, read};
+pub use client::{
+    ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
+};
 pub use receiver::{Received, Receiver, Reply};
 pub use rng::Rng;
 pub use server::TestServer;
