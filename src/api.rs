@@ -513,3 +513,46 @@ fn plan(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_secret_matches_only_itself_whatever_the_length() {
+        let secret = AdminSecret::new("s3cret-s3cret-s3cret");
+        assert!(secret.matches(b"s3cret-s3cret-s3cret"));
+        for guess in ["", "s", "s3cret-s3cret-s3cre", "s3cret-s3cret-s3cret!", "S3cret-s3cret-s3cret"] {
+            assert!(!secret.matches(guess.as_bytes()), "{guess:?}");
+        }
+        assert_eq!(format!("{secret:?}"), "AdminSecret(..)", "Debug hides it");
+    }
+
+    #[test]
+    fn origins_are_read_as_browsers_send_them() {
+        assert_eq!(parse_origin("HTTPS://App.Example/").unwrap(), "https://app.example");
+        assert_eq!(parse_origin("http://127.0.0.1:3000").unwrap(), "http://127.0.0.1:3000");
+        for bad in ["app.example", "ftp://x", "http://", "http://x/path", "https://u@x"] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_names_lose_their_port() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("example"), "example");
+        let door = |hosts| FrontDoor {
+            hosts,
+            ..FrontDoor::default()
+        };
+        assert!(door(HostRule::Loopback).host_allowed("127.0.0.2:1"));
+        assert!(door(HostRule::Loopback).host_allowed("app.localhost"));
+        assert!(!door(HostRule::Loopback).host_allowed("10.0.0.1:1"));
+        assert!(!door(HostRule::Loopback).host_allowed("localhost.evil.example"));
+        assert!(door(HostRule::LoopbackOrAddress).host_allowed("10.0.0.1:1"));
+        assert!(!door(HostRule::LoopbackOrAddress).host_allowed("evil.example"));
+        assert!(door(HostRule::Any).host_allowed("evil.example"));
+    }
+}
