@@ -25,6 +25,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::hasura::{self, ApiError, Command, Endpoint};
+use crate::log::LogError;
 use crate::projection::{Projection, Status};
 use crate::record::{EventId, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
@@ -407,11 +408,23 @@ impl ApiState {
 }
 
 /// A write the log could not take: 503, and the server keeps serving reads.
-/// The cause (which names files of the data directory) goes to the server's
-/// log, not to the caller.
+/// The whole cause (which names files of the data directory) goes to the
+/// server's log; the caller learns only the OS error, which tells a full
+/// disk from a failing one, and whether a restart is needed.
 fn unavailable(e: ServiceError) -> ApiError {
     tracing::error!(error = %e, "append failed");
-    ApiError::unavailable("the log cannot accept writes now; the server log has the cause")
+    let cause = match &e {
+        ServiceError::Log(LogError::Io(io)) => io.source.to_string(),
+        ServiceError::Log(LogError::Fatal(io)) => format!(
+            "{} failed ({}), no more writes until the server restarts",
+            io.op, io.source
+        ),
+        ServiceError::Log(LogError::Poisoned(_)) => {
+            "an earlier failure stopped writes until the server restarts".to_string()
+        }
+        _ => "see the server log".to_string(),
+    };
+    ApiError::unavailable(format!("the log cannot accept writes: {cause}"))
 }
 
 /// A read that failed inside chime: 500, with the detail in the server's log
