@@ -12,6 +12,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+mod conn;
+
+pub use conn::{
+    Accept, Admitted, BodyTimeout, ConnLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, FD_RESERVE, Gate, PlainAccept,
+};
+
 use crate::api::{ApiState, router};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{DataDir, DataDirError};
@@ -41,6 +48,8 @@ pub struct ServeConfig {
     pub dispatch: DispatchConfig,
     /// PEM certificate chain and key, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Connection cap and timeouts, for plain and TLS listeners alike.
+    pub conn: ConnLimits,
 }
 
 impl ServeConfig {
@@ -55,6 +64,7 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             dispatch: DispatchConfig::default(),
             tls: None,
+            conn: ConnLimits::default(),
         }
     }
 
@@ -186,21 +196,39 @@ impl Server {
             "http"
         };
         tracing::info!("listening on {scheme}://{local}");
-        let served = match &self.config.tls {
+        // The soft descriptor limit is raised before the budget is taken
+        // from it, so the budget is as large as the system allows.
+        let nofile = conn::raise_nofile_limit();
+        let places = self.config.conn.budget(
+            nofile,
+            conn::open_descriptors(),
+            self.config.dispatch.max_in_flight,
+        );
+        if places < self.config.conn.max_connections {
+            tracing::warn!(
+                max_connections = self.config.conn.max_connections,
+                places,
+                nofile,
+                "the open-file limit leaves room for fewer connections than --max-connections; descriptors are kept for deliveries and the log"
+            );
+        }
+        let gate = Gate::new(places);
+        let limits = self.config.conn;
+        match &self.config.tls {
             Some((cert, key)) => {
                 let tls = crate::tls::server_config(cert, key)?;
-                let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_stopped)
-                    .await
+                let listener = TlsListener::new(listener, tls, gate, limits.request_header_timeout)
+                    .map_err(ServeError::Http)?;
+                conn::serve(listener, app, limits, http_stopped).await;
             }
             None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_stopped)
-                    .await
+                let listener = PlainAccept {
+                    tcp: listener,
+                    gate,
+                };
+                conn::serve(listener, app, limits, http_stopped).await;
             }
-        };
-        served.map_err(ServeError::Http)?;
+        }
         if let Err(e) = dispatching.await {
             tracing::error!(error = %e, "dispatcher task failed");
         }
