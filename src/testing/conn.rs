@@ -67,3 +67,42 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
     std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
     (cert, key)
 }
+
+/// While held, this process may open no new file descriptor: its soft
+/// `RLIMIT_NOFILE` is at the number it has open now, so every `socket`,
+/// `accept` and `open` fails with `EMFILE`. Dropping it restores the limit.
+/// It limits the whole process: only for a test binary with a single test.
+pub struct NoNewDescriptors {
+    before: rustix::process::Rlimit,
+}
+
+impl NoNewDescriptors {
+    pub fn take() -> NoNewDescriptors {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let before = getrlimit(Resource::Nofile);
+        // Less the one that counting them opened (the directory's).
+        let open = crate::server::open_descriptors() - 1;
+        assert!(open > 0, "cannot count open descriptors in /proc/self/fd");
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(open),
+                maximum: before.maximum,
+            },
+        )
+        .unwrap();
+        NoNewDescriptors { before }
+    }
+}
+
+impl Drop for NoNewDescriptors {
+    fn drop(&mut self) {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: self.before.current,
+                maximum: self.before.maximum,
+            },
+        );
+    }
+}
