@@ -17,7 +17,6 @@ mod conn;
 pub use conn::{
     Accept, Admitted, BodyTimeout, ConnLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, FD_RESERVE, Gate, PlainAccept,
-    open_descriptors,
 };
 
 use crate::api::{ApiState, router};
