@@ -167,7 +167,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if millis > 0 && millis % per == 0 {
+        if millis > 0 && millis.is_multiple_of(per) {
             return format!("{}{unit}", millis / per);
         }
     }
