@@ -38,6 +38,29 @@ async fn half_a_request_head_is_cut_off_after_the_request_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_cut_off_after_the_idle_timeout() {
+    let server = TestServer::fresh_with(|c| {
+        c.conn = ConnLimits {
+            idle_timeout: Duration::from_millis(200),
+            ..ConnLimits::default()
+        }
+    })
+    .await;
+    // The head is complete, so only the idle timeout (not the header
+    // timeout, 10 s, nor the body timeout, 30 s) can end this.
+    let mut stalled = send_partial(
+        server.addr,
+        b"POST /v1/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await;
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(5)).await,
+        "a stalled body still holds its connection"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_never_finished_is_cut_off_after_the_request_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = chime::testing::self_signed_cert(dir.path());
