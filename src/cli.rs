@@ -13,7 +13,10 @@ use crate::dispatch::{
 };
 use crate::log::{DEFAULT_SEGMENT_BYTES, LogOptions, MIN_SEGMENT_BYTES};
 use crate::record::MAX_INTERRUPTED_ATTEMPTS;
-use crate::server::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServeConfig};
+use crate::server::{
+    ConnLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, ServeConfig,
+};
 
 /// chime calls an HTTP webhook at a chosen moment, reliably.
 #[derive(Debug, Parser)]
@@ -86,6 +89,97 @@ pub struct ServeArgs {
     /// Also serve HTTP/2 prior knowledge (h2c); HTTP/1.1 only without it.
     #[arg(long, env = "CHIME_HTTP2")]
     pub http2: bool,
+    /// Connections held open at once; past it (or past what the open-file
+    /// limit leaves after a reserve for deliveries) nothing more is accepted.
+    #[arg(long, value_name = "N", env = "CHIME_MAX_CONNECTIONS",
+          default_value_t = DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Time a client has to send a request's head (and a TLS handshake);
+    /// also how long a kept-alive HTTP/1.1 connection waits for its next
+    /// request.
+    #[arg(long, value_name = "DURATION", env = "CHIME_REQUEST_HEADER_TIMEOUT",
+          default_value_t = DurationArg(DEFAULT_REQUEST_HEADER_TIMEOUT))]
+    pub request_header_timeout: DurationArg,
+    /// A connection silent this long either way is closed.
+    #[arg(long, value_name = "DURATION", env = "CHIME_IDLE_TIMEOUT",
+          default_value_t = DurationArg(DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout: DurationArg,
+}
+
+/// A duration flag's value, read by [`parse_duration`] and shown (in
+/// `--help`) by [`format_duration`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, DurationError> {
+        parse_duration(text).map(DurationArg)
+    }
+}
+
+impl std::fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+/// Errors of a duration flag.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error(
+        "`{0}` is not a duration: write a whole number and a unit, as in 500ms, 10s, 5m, 2h, 7d"
+    )]
+    Syntax(String),
+    #[error("`{0}` is too long a duration")]
+    TooLong(String),
+    #[error("a duration must be more than zero")]
+    Zero,
+}
+
+/// Reads a duration flag: a whole number followed by `ms`, `s`, `m`, `h`
+/// or `d` (`500ms`, `10s`, `5m`, `7d`), more than zero.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let syntax = || DurationError::Syntax(text.to_owned());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(syntax)?;
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| syntax())?;
+    let millis_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(syntax()),
+    };
+    let millis = n
+        .checked_mul(millis_per)
+        .ok_or_else(|| DurationError::TooLong(text.to_owned()))?;
+    if millis == 0 {
+        return Err(DurationError::Zero);
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Writes a duration the way [`parse_duration`] reads it, in the largest
+/// unit that divides it (for the defaults shown in `--help`).
+pub fn format_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if millis > 0 && millis.is_multiple_of(per) {
+            return format!("{}{unit}", millis / per);
+        }
+    }
+    format!("{millis}ms")
 }
 
 /// Whether `secret` (the resolved `--admin-secret`) was typed on the
@@ -118,6 +212,35 @@ impl ServeArgs {
             // The flag wins over the variable, so a value that differs from
             // the variable's came from the command line.
             admin_secret_on_command_line,
+            conn: ConnLimits {
+                max_connections: self.max_connections as usize,
+                request_header_timeout: self.request_header_timeout.0,
+                idle_timeout: self.idle_timeout.0,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_and_write_back() {
+        for (text, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("5m", Duration::from_secs(300)),
+            ("2h", Duration::from_secs(7_200)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+            assert_eq!(format_duration(d), text);
+        }
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "10sec", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("99999999999999999d").is_err());
     }
 }

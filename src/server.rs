@@ -12,6 +12,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+mod conn;
+
+pub use conn::{
+    Accept, Admitted, BodyTimeout, ConnLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, FD_RESERVE, Gate, PlainAccept,
+};
+
 use crate::api::{AdminSecret, ApiState, FrontDoor, HostRule, router};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{DataDir, DataDirError};
@@ -19,8 +26,6 @@ use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
 use crate::log::LogOptions;
 use crate::service::{Service, ServiceError, Startup};
 use crate::tls::{TlsError, TlsListener};
-
-mod http;
 
 /// The address served on by default (`--listen`): loopback only, so that a
 /// server started without an admin secret is not reachable from elsewhere.
@@ -55,6 +60,8 @@ pub struct ServeConfig {
     /// The admin secret came as `--admin-secret` on the command line, where
     /// other users of the machine can read it (`ps`): warned about at start.
     pub admin_secret_on_command_line: bool,
+    /// Connection cap and timeouts, for plain and TLS listeners alike.
+    pub conn: ConnLimits,
 }
 
 impl ServeConfig {
@@ -72,6 +79,7 @@ impl ServeConfig {
             allow_origins: Vec::new(),
             http2: false,
             admin_secret_on_command_line: false,
+            conn: ConnLimits::default(),
         }
     }
 
@@ -229,14 +237,39 @@ impl Server {
             "http"
         };
         tracing::info!("listening on {scheme}://{local}");
+        // The soft descriptor limit is raised before the budget is taken
+        // from it, so the budget is as large as the system allows.
+        let nofile = conn::raise_nofile_limit();
+        let places = self.config.conn.budget(
+            nofile,
+            conn::open_descriptors(),
+            self.config.dispatch.max_in_flight,
+        );
+        if places < self.config.conn.max_connections {
+            tracing::warn!(
+                max_connections = self.config.conn.max_connections,
+                places,
+                nofile,
+                "the open-file limit leaves room for fewer connections than --max-connections; descriptors are kept for deliveries and the log"
+            );
+        }
+        let gate = Gate::new(places);
+        let limits = self.config.conn;
         let http2 = self.config.http2;
         match &self.config.tls {
             Some((cert, key)) => {
                 let tls = crate::tls::server_config(cert, key)?;
-                let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
-                http::serve(listener, app, http2, http_stopped).await;
+                let listener = TlsListener::new(listener, tls, gate, limits.request_header_timeout)
+                    .map_err(ServeError::Http)?;
+                conn::serve(listener, app, limits, http2, http_stopped).await;
             }
-            None => http::serve(listener, app, http2, http_stopped).await,
+            None => {
+                let listener = PlainAccept {
+                    tcp: listener,
+                    gate,
+                };
+                conn::serve(listener, app, limits, http2, http_stopped).await;
+            }
         }
         if let Err(e) = dispatching.await {
             tracing::error!(error = %e, "dispatcher task failed");

@@ -1,10 +1,12 @@
 //! TLS with rustls and the `ring` provider: the server's certificate, and
-//! the listener that hands axum finished TLS connections.
+//! the listener that hands the serve loop finished TLS connections, under
+//! the same connection budget as a plain listener.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::server::{Accept, Admitted, Gate};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -12,9 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors loading the certificate and key.
 #[derive(Debug, thiserror::Error)]
@@ -63,61 +62,54 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 
 /// A listener whose connections have finished the TLS handshake.
 /// Handshakes run in their own tasks so a slow client cannot hold up
-/// others.
+/// others; each takes its place in the [`Gate`] before it is accepted, so
+/// connections still in their handshake count against the budget too.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+    ready: mpsc::Receiver<Admitted<TlsStream<TcpStream>>>,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
+    /// Accepts on `tcp` under `gate`; a client gets `handshake_timeout`
+    /// (the request-header timeout) to finish its handshake.
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        gate: Gate,
+        handshake_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause
-                        // instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                let (stream, peer, permit) = tokio::select! {
+                    accepted = gate.accept_tcp(&tcp) => accepted,
+                    () = tx.closed() => break,
                 };
+                let _ = stream.set_nodelay(true);
                 let (acceptor, ready_tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = ready_tx.send((tls, peer)).await;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(io)) => {
+                            let _ = ready_tx.send(Admitted { io, peer, permit }).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
-                if tx.is_closed() {
-                    break;
-                }
             }
         });
-        Ok(TlsListener { ready, local })
+        Ok(TlsListener { ready })
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl Accept for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> Admitted<Self::Io> {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task only ends when this listener is dropped.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

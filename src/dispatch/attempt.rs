@@ -2,12 +2,15 @@
 //! expired → `EventExpired`; otherwise `AttemptStarted` made durable before
 //! the call, the call ([`http`](super::http)), and the outcome
 //! (`AttemptSucceeded` / `AttemptFailed`, decided by [`rules`](super::rules))
-//! appended after it. An attempt whose records the log refuses backs off
+//! appended after it. A call that chime itself could not make (out of
+//! descriptors or memory) ends as `AttemptInterrupted`: no try used, sent
+//! again after a pause. An attempt whose records the log refuses backs off
 //! or tries again here; the loop never sees its errors.
 
 use std::time::Duration;
 
 use super::Inner;
+use super::http::LocalFailure;
 use super::rules::{expired, next_retry_at, succeeded};
 use crate::log::Loc;
 use crate::projection::Status;
@@ -18,6 +21,10 @@ use crate::service::ServiceError;
 /// log refused (a full disk, a read that failed), so that a broken disk
 /// does not turn into a busy loop.
 const RECORD_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long an event waits after chime ran short of a local resource
+/// before it is sent again, so that exhaustion is not met with a busy loop.
+const LOCAL_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Inner {
     /// Runs one attempt at the claimed event `id`, created at `loc`.
@@ -66,7 +73,10 @@ impl Inner {
             Some(view) if view.status == Status::Locked => view.tries,
             _ => return Ok(()),
         };
-        let (invocation, retry_after) = self.webhooks.call(&created).await;
+        let (invocation, retry_after) = match self.webhooks.call(&created).await {
+            Ok(called) => called,
+            Err(local) => return self.interrupt_for_local_failure(id, attempt_id, local).await,
+        };
         let at = service.clock.now();
         let record = if succeeded(&invocation.response) {
             Record::AttemptSucceeded {
@@ -108,6 +118,38 @@ impl Inner {
         // No wake-up here: the service wakes the loop from `append` if the
         // outcome made the event due again (a retry).
         Ok(())
+    }
+
+    /// The call failed for want of a local resource: records the attempt as
+    /// interrupted (no try used up), and keeps the event claimed through a
+    /// pause so that it is not sent again into the same shortage at once.
+    async fn interrupt_for_local_failure(
+        &self,
+        id: EventId,
+        attempt_id: AttemptId,
+        local: LocalFailure,
+    ) -> Result<(), ServiceError> {
+        tracing::warn!(event_id = %id, error = %local, "delivery interrupted by a local resource shortage");
+        self.claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        let at = self.service.clock.now();
+        let recorded = self
+            .service
+            .append(&[Record::AttemptInterrupted {
+                event_id: id,
+                attempt_id,
+                at,
+                give_up: false,
+                reason: local.to_string(),
+            }])
+            .await;
+        tokio::time::sleep(LOCAL_FAILURE_BACKOFF).await;
+        self.release(id);
+        // Unrecorded, the event stays locked until a restart counts the
+        // attempt as interrupted, which is what it was.
+        recorded.map(|_| ())
     }
 }
 

@@ -35,18 +35,23 @@ impl WebhookClient {
     }
 
     /// Makes the HTTP call and describes it as an invocation, with the
-    /// `Retry-After` the webhook sent (which only a failed attempt uses).
-    pub(super) async fn call(&self, created: &EventCreated) -> (Invocation, Option<u64>) {
+    /// `Retry-After` the webhook sent (which only a failed attempt uses);
+    /// `Err` if chime itself ran short of a local resource before the
+    /// request left (see [`LocalFailure`]).
+    pub(super) async fn call(
+        &self,
+        created: &EventCreated,
+    ) -> Result<(Invocation, Option<u64>), LocalFailure> {
         let prepared = prepare(created, &process_env);
         if let Some(message) = prepared.problem {
-            return (
+            return Ok((
                 Invocation {
                     request_body: prepared.body,
                     request_headers: prepared.logged_headers,
                     response: InvocationResponse::ClientError { message },
                 },
                 None,
-            );
+            ));
         }
         let timeout = Duration::from_secs(u64::from(created.retry_conf.timeout_seconds));
         let cap = self.response_body_cap;
@@ -56,7 +61,11 @@ impl WebhookClient {
             .headers(prepared.headers)
             .body(prepared.body.clone());
         let outcome = tokio::time::timeout(timeout, async move {
-            let mut response = request.send().await.map_err(|e| error_chain(&e))?;
+            // Ok: the webhook's failure, for the invocation log; Err: ours.
+            let mut response = request.send().await.map_err(|e| match local_failure(&e) {
+                Some(local) => Err(local),
+                None => Ok(error_chain(&e)),
+            })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let mut body = Vec::new();
@@ -74,10 +83,10 @@ impl WebhookClient {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        return Err(format!(
+                        return Err(Ok(format!(
                             "the webhook answered {status} but its body could not be read: {}",
                             error_chain(&e)
-                        ));
+                        )));
                     }
                 }
             }
@@ -94,7 +103,8 @@ impl WebhookClient {
                 },
                 None,
             ),
-            Ok(Err(message)) => (InvocationResponse::ClientError { message }, None),
+            Ok(Err(Err(local))) => return Err(local),
+            Ok(Err(Ok(message))) => (InvocationResponse::ClientError { message }, None),
             Ok(Ok((status, headers, body, truncated))) => {
                 let retry = retry_after(&headers);
                 (
@@ -113,15 +123,45 @@ impl WebhookClient {
                 )
             }
         };
-        (
+        Ok((
             Invocation {
                 request_body: prepared.body,
                 request_headers: prepared.logged_headers,
                 response,
             },
             retry_after,
-        )
+        ))
     }
+}
+
+/// chime could not make a call for want of a local resource (descriptors,
+/// memory, socket buffers): the fault is chime's, not the webhook's, so
+/// the attempt is recorded as interrupted and uses up no try.
+#[derive(Debug, thiserror::Error)]
+#[error("chime ran short of a local resource while sending ({0}); the attempt will be made again")]
+pub(super) struct LocalFailure(pub String);
+
+/// The errno values that mean this machine, not the webhook, failed.
+fn is_local_resource_errno(errno: i32) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOBUFS]
+        .iter()
+        .any(|e| e.raw_os_error() == errno)
+}
+
+/// The local resource failure somewhere in `e`'s causes, if any.
+fn local_failure(e: &(dyn std::error::Error + 'static)) -> Option<LocalFailure> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(errno) = io.raw_os_error()
+            && is_local_resource_errno(errno)
+        {
+            return Some(LocalFailure(io.to_string()));
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// An error and its causes in one line: reqwest's own message alone says

@@ -59,7 +59,35 @@ impl ChildServer {
         log_filter: &str,
         ready_within: Duration,
     ) -> ChildServer {
-        let mut child = Command::new(chime_binary())
+        Self::launch(
+            Command::new(chime_binary()),
+            data_dir,
+            extra,
+            log_filter,
+            ready_within,
+        )
+    }
+
+    /// [`ChildServer::start`] with the child's `RLIMIT_NOFILE` (soft and
+    /// hard) set to `nofile` by `prlimit`, which then runs chime itself (so
+    /// [`ChildServer::pid`] is chime's).
+    pub fn start_with_nofile(data_dir: &Path, extra: &[&str], nofile: u64) -> ChildServer {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(chime_binary());
+        Self::launch(command, data_dir, extra, "info", WAIT)
+    }
+
+    fn launch(
+        mut command: Command,
+        data_dir: &Path,
+        extra: &[&str],
+        log_filter: &str,
+        ready_within: Duration,
+    ) -> ChildServer {
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

@@ -3,7 +3,8 @@
 //! process ([`ChildServer`]), a client of its metadata API ([`ApiClient`]),
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
-//! generator, a fault-injecting file system ([`faultfs`]) and the benches'
+//! generator, raw connections for the connection limits ([`conn`]), a
+//! fault-injecting file system ([`faultfs`]) and the benches'
 //! knobs ([`bench`]).
 //!
 //! Compiled only with the `testing` feature, which the tests and benches
@@ -21,6 +22,7 @@
 pub mod bench;
 mod child;
 mod client;
+pub mod conn;
 pub mod faultfs;
 mod receiver;
 mod rng;
@@ -32,6 +34,7 @@ pub use child::{ChildServer, chime_binary};
 pub use client::{
     ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
 };
+pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
 pub use rng::Rng;
 pub use server::TestServer;

@@ -7,8 +7,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
 use super::client::ApiClient;
 use crate::server::{ServeConfig, ServeError, Server};
+use crate::service::Service;
 
 /// A server running in this process, stopped with [`TestServer::stop`] (or
 /// when dropped, if a test fails first).
@@ -16,6 +19,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// A client of this server, with its admin secret.
     pub api: ApiClient,
+    /// The running server's service, to look at its projections without a
+    /// connection (when the test has taken every descriptor, say).
+    pub service: Arc<Service>,
     /// Asks the server to stop; taken by `stop` or `drop`.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -53,6 +59,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let listening = server.listening(&listener).expect("local_addr");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = server.service().clone();
         let task = tokio::spawn(server.run(listener, async {
             stop_rx.await.ok();
         }));
@@ -61,6 +68,7 @@ impl TestServer {
         TestServer {
             addr: listening.addr,
             api,
+            service,
             stop: Some(stop_tx),
             task: Some(task),
             _dir: None,
