@@ -6,16 +6,21 @@
 //! DATA/log/*.seg       the log's segments
 //! ```
 //!
+//! All of it is private to chime's user: the directory is created 0700 and
+//! the lock 0600 whatever the umask (the modes of [`crate::log::fs`]), and
+//! `serve` opening an existing directory that others may read logs a warning.
+//!
 //! The directory is created and synced through the log's [`FileSystem`];
 //! the lock file is opened with `std::fs` directly, because an advisory
 //! lock belongs to an open file handle, which the trait does not hand out
 //! (and a fault-injecting file system has nothing to add to a lock).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::IoError;
-use crate::log::fs::{self, FileSystem, StdFs};
+use crate::log::fs::{self, FILE_MODE, FileSystem, StdFs};
 
 /// Errors opening the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +45,19 @@ pub struct DataDir {
 impl DataDir {
     /// Opens `root` (creating it when `create` is set) and takes its lock,
     /// failing at once if another process holds it.
+    /// With `create` (the server's open) an existing directory that others
+    /// may enter is warned of.
     pub fn lock(root: &Path, create: bool) -> Result<DataDir, DataDirError> {
+        if let Some(mode) = open_to_others(root).filter(|_| create) {
+            // Not refused: the operator may share it on purpose (a group
+            // of operators); but the log holds webhook URLs and headers.
+            tracing::warn!(
+                data_dir = %root.display(),
+                mode = format!("{mode:04o}"),
+                "the data directory is open to users other than its owner; `chmod 700` it \
+                 unless that is intended"
+            );
+        }
         if create {
             StdFs
                 .create_dir_all(root)
@@ -60,8 +77,13 @@ impl DataDir {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(|e| DataDirError::Io(IoError::new("open", &path, e)))?;
+        // The mode above only applies to a new file and the umask may have
+        // taken bits off it; a lock from an older chime is tightened too.
+        file.set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(|e| DataDirError::Io(IoError::new("chmod", &path, e)))?;
         match file.try_lock() {
             Ok(()) => Ok(DataDir {
                 root: root.to_path_buf(),
@@ -85,6 +107,14 @@ impl DataDir {
     pub fn log_dir(&self) -> PathBuf {
         log_dir(&self.root)
     }
+}
+
+/// The permission bits of an existing directory `root` when users other
+/// than its owner may read, write or enter it; `None` when it is private
+/// or not there.
+pub fn open_to_others(root: &Path) -> Option<u32> {
+    let mode = StdFs.metadata(root).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// Where the log's segments live under a data directory.

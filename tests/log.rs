@@ -283,3 +283,59 @@ proptest! {
         prop_assert_eq!(replay_all(&log), expected);
     }
 }
+
+#[test]
+fn a_flipped_bit_in_the_last_acknowledged_batch_is_kept_aside_before_the_cut() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ends = write_records(dir.path(), 5);
+    let seg = segments(dir.path()).pop().unwrap();
+    let seg_name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+    let keep = ends[3];
+    // Each round damages the batch last appended at the same offset: a
+    // second tail cut there must not overwrite the first one's copy.
+    let mut copies = vec![];
+    for round in 0..2 {
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = (keep as usize + bytes.len()) / 2;
+        // A different bit each round: the same bytes again would reuse
+        // the first copy (a crash between copy and cut).
+        bytes[at] ^= 1 << round;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let (log, recovery) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+        assert_eq!(
+            recovery.truncated,
+            Some((seg.clone(), bytes.len() as u64 - keep))
+        );
+        let copy = recovery.torn_copy.clone().expect("the cut bytes are kept");
+        let suffix = if round == 0 {
+            String::new()
+        } else {
+            format!(".{round}")
+        };
+        assert_eq!(
+            copy,
+            dir.path().join(format!("{seg_name}.torn-{keep}{suffix}"))
+        );
+        assert_eq!(
+            std::fs::read(&copy).unwrap(),
+            &bytes[keep as usize..],
+            "byte-identical"
+        );
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), keep);
+        assert_eq!(replay_all(&log).len(), 4);
+        copies.push((copy, bytes[keep as usize..].to_vec()));
+        // Append the fifth record again, for the next round to damage.
+        log.append_blocking(vec![payload(4)]).unwrap();
+    }
+    for (copy, bytes) in &copies {
+        assert_eq!(&std::fs::read(copy).unwrap(), bytes, "{}", copy.display());
+    }
+    // The copies are outside the log: it opens whole.
+    let (log, recovery) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+    assert_eq!(recovery.truncated, None);
+    assert_eq!(replay_all(&log).len(), 5);
+}

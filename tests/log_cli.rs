@@ -11,6 +11,7 @@ use chime::log::LogOptions;
 use chime::record::fixtures::{self, invocation};
 use chime::record::{EventCreated, EventId, Record, RetryConf, UnixMicros};
 use chime::service::Service;
+use chime::testing::{ChildServer, eventually};
 
 /// 2030-01-01T00:00:00Z, in microseconds.
 const T0: i64 = 1_893_456_000_000_000;
@@ -384,6 +385,53 @@ fn torn_tail_is_reported_by_verify_and_cut_by_repair() {
     let o = chime(&["log", "repair"], f.data());
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("nothing to repair"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_torn_tail_cut_by_serve_is_kept_and_listed_by_stats_and_verify() {
+    let f = fixture(1 << 20);
+    let seg = f.segments().pop().unwrap();
+    let seg_name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+    // The last byte is in the last frame, of an acknowledged batch.
+    let mut damaged = std::fs::read(&seg).unwrap();
+    *damaged.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&seg, &damaged).unwrap();
+
+    let mut server = ChildServer::start(f.data(), &[]);
+    let kept = std::fs::metadata(&seg).unwrap().len();
+    let copy_name = format!("{seg_name}.torn-{kept}");
+    let copy = f.log().join(&copy_name);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        &damaged[kept as usize..],
+        "the cut bytes are kept, byte-identical"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(eventually("serve logs where the cut bytes are", || {
+        let err = server.stderr();
+        let copy = copy.display().to_string();
+        async move { err.contains(&copy).then_some(()) }
+    }));
+    server.kill();
+
+    let o = chime(&["log", "stats"], f.data());
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("torn copy   {copy_name}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = chime(&["log", "stats", "--json"], f.data());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["torn_copies"][0]["name"], copy_name.as_str());
+    assert_eq!(v["torn_copies"][0]["bytes"], damaged.len() as u64 - kept);
+    let o = chime(&["log", "verify"], f.data());
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("torn copy: {copy_name}")),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

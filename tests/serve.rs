@@ -74,3 +74,51 @@ fn bad_flags_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without an admin secret"), "{err}");
 }
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[tokio::test]
+async fn data_files_are_private_under_umask_022_and_an_open_data_dir_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ChildServer::start_with_umask(&data, &[], 0o022);
+    assert!(get(&server.addr.to_string(), "/healthz").starts_with("HTTP/1.1 200"));
+    assert_eq!(mode(&data), 0o700, "data dir");
+    assert_eq!(mode(&data.join("log")), 0o700, "log dir");
+    assert_eq!(mode(&data.join("LOCK")), 0o600, "lock");
+    let segments: Vec<_> = std::fs::read_dir(data.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!segments.is_empty());
+    for seg in &segments {
+        assert_eq!(mode(seg), 0o600, "{}", seg.display());
+    }
+    assert!(
+        !server
+            .stderr()
+            .contains("open to users other than its owner"),
+        "a private data dir is not warned of"
+    );
+    server.kill();
+
+    // Opened up by hand: serve still starts, and says so.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut server = ChildServer::start_with_umask(&data, &[], 0o022);
+    chime::testing::eventually("the warning about an open data dir", || {
+        let err = server.stderr();
+        async move {
+            err.contains("open to users other than its owner")
+                .then_some(())
+        }
+    })
+    .await;
+    server.kill();
+}

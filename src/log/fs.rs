@@ -4,22 +4,48 @@
 //! through here, repair's copies and renames included; reads go through
 //! memory maps of the same files. The data directory (`crate::datadir`)
 //! creates and syncs its directory through here too.
+//!
+//! Everything created here is private to chime's user, whatever the umask:
+//! directories [`DIR_MODE`] (0700), files [`FILE_MODE`] (0600). The log
+//! holds webhook URLs, headers and payloads, which are nobody else's.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+/// The mode of every directory chime creates: its owner's alone.
+pub const DIR_MODE: u32 = 0o700;
+/// The mode of every file chime creates (segments, set-aside copies, the
+/// data directory's lock): readable and writable by its owner alone.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates (or truncates) `path` for reading and writing with
+/// [`FILE_MODE`], set explicitly after opening: the mode given to `open`
+/// only applies to a new file, and the umask may have taken bits off it.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
 /// The operations the log needs from a file system.
 pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
-    /// Creates `dir` and its parents.
+    /// Creates `dir` and its parents, each new one with [`DIR_MODE`].
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The paths of the entries in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Creates (or truncates) a file for reading and writing.
+    /// Creates (or truncates) a file for reading and writing, with
+    /// [`FILE_MODE`] whatever the umask.
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>>;
@@ -28,8 +54,9 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Maps a whole file read-only.
     fn map(&self, path: &Path) -> io::Result<Mmap>;
-    /// Copies a file's contents to `to` (created or truncated), returning
-    /// the bytes copied. Not made durable: the caller syncs the copy.
+    /// Copies a file's contents to `to` (created or truncated, with
+    /// [`FILE_MODE`]), returning the bytes copied. Not made durable: the
+    /// caller syncs the copy.
     fn copy(&self, from: &Path, to: &Path) -> io::Result<u64>;
     /// Makes a file's contents durable (fsync), opening it read-only.
     fn sync_file(&self, path: &Path) -> io::Result<()>;
@@ -63,7 +90,7 @@ pub struct StdFs;
 
 impl FileSystem for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -77,13 +104,7 @@ impl FileSystem for StdFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Box::new(StdFile(file)))
+        Ok(Box::new(StdFile(create_private(path)?)))
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentIo>> {
@@ -112,7 +133,11 @@ impl FileSystem for StdFs {
     }
 
     fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
-        std::fs::copy(from, to)
+        // Not std::fs::copy: it gives the copy the source's mode, and a
+        // segment written by an older chime may be readable by others.
+        let mut source = File::open(from)?;
+        let mut copy = create_private(to)?;
+        io::copy(&mut source, &mut copy)
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {

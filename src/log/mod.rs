@@ -9,7 +9,9 @@
 //! Opening a log scans every segment (`scan`), checks every checksum and
 //! applies the recovery policy (docs/log-format.md) in exactly one place,
 //! [`Log::open`]: a torn tail of the last segment is cut back to its last
-//! whole batch; damage anywhere else refuses to open, naming file and offset.
+//! whole batch, after the bytes cut are copied aside durably
+//! ([`repair::keep_torn_tail`]); damage anywhere else refuses to open,
+//! naming file and offset.
 //! What is a torn tail is decided by one classifier, [`scan::classify`].
 //!
 //! Tools read the log through [`reader::LogReader`] and mend it with
@@ -164,6 +166,8 @@ pub struct Recovery {
     pub records: u64,
     /// A torn tail that was cut off: the segment and the bytes dropped.
     pub truncated: Option<(PathBuf, u64)>,
+    /// Where the bytes of that tail were kept before the cut.
+    pub torn_copy: Option<PathBuf>,
 }
 
 /// A segment readers can reach.
@@ -216,20 +220,30 @@ impl Log {
             segments: scan.segments.len(),
             records: scan.records(),
             truncated: None,
+            torn_copy: None,
         };
         // The one place a torn tail is cut off.
         if let Some((seg, keep, dropped)) = scan.torn_tail() {
             let path = seg.file.path.clone();
             let damage = seg.scan.damage.clone();
+            // Nothing is destroyed: a flipped bit in an acknowledged batch
+            // looks like a torn tail too, so the bytes are kept before the
+            // cut. The tail runs to the end of the file as it was scanned.
+            let bytes = seg.bytes();
+            let tail = &bytes[(keep as usize).min(bytes.len())..];
+            let copy = repair::keep_torn_tail(fs, log_dir, &path, keep, tail)?;
             truncate_segment(fs, &path, keep)?;
             tracing::warn!(
                 segment = %path.display(),
                 dropped_bytes = dropped,
                 kept_bytes = keep,
                 ?damage,
-                "cut a torn tail off the last segment"
+                copy = %copy.display(),
+                "cut a torn tail off the last segment; the bytes cut are kept in the copy \
+                 (inspect it, keep it, or delete it: docs/log-format.md)"
             );
             recovery.truncated = Some((path, dropped));
+            recovery.torn_copy = Some(copy);
             // Rescan the cut segment so the maps and lengths match the file.
             scan = DirScan::read_with(fs, log_dir, false)?;
         }

@@ -7,18 +7,21 @@
 //! torn tail, so it works on a log a server has open, or one that will not
 //! open. Callers decode records; frames, headers and damage stay here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::fs::FileSystem;
 use super::repair::Plan;
 use super::scan::{DirScan, Finding, PartialScan};
+use super::segment;
 use super::{Entry, Loc, LogError};
 
 /// A scanned log directory, for reading and reporting.
 pub struct LogReader {
     fs: Arc<dyn FileSystem>,
     scan: PartialScan,
+    /// Torn tails recovery cut off and kept aside: path and length.
+    torn: Vec<(PathBuf, u64)>,
 }
 
 /// One segment file, as `chime log stats` lists it.
@@ -56,7 +59,20 @@ impl LogReader {
         progress: impl FnMut(usize, usize),
     ) -> Result<LogReader, LogError> {
         let scan = DirScan::read_partial(&*fs, log_dir, progress)?;
-        Ok(LogReader { fs, scan })
+        let torn = segment::list_torn(&*fs, log_dir)?
+            .into_iter()
+            .map(|p| {
+                let len = fs.metadata(&p).map_or(0, |m| m.len());
+                (p, len)
+            })
+            .collect();
+        Ok(LogReader { fs, scan, torn })
+    }
+
+    /// The torn tails that recovery cut off and kept aside (files
+    /// `<segment>.torn-<offset>`, outside the log): path and length.
+    pub fn torn_copies(&self) -> &[(PathBuf, u64)] {
+        &self.torn
     }
 
     /// Every damaged place, oldest first.

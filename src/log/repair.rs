@@ -10,6 +10,11 @@
 //!
 //! Whether to carry out a plan (a torn tail always; anything else only when
 //! forced) and how to word it is for the caller (`chime log repair`).
+//!
+//! Nothing is destroyed: repair copies the segment it cuts whole to
+//! `<name>.seg.broken` first, and the torn tail [`super::Log::open`] cuts is
+//! first kept in `<name>.seg.torn-<offset>` by [`keep_torn_tail`]. The log
+//! ignores both; `chime log stats` and `verify` list the torn ones.
 
 use std::path::{Path, PathBuf};
 
@@ -211,6 +216,48 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Copies the bytes about to be cut off a segment's tail, `tail`, which
+/// start at byte `offset` of `segment`, to `<segment>.torn-<offset>` (or
+/// `.torn-<offset>.N` when a different tail was kept under that name) and
+/// makes the copy and its directory entry durable, before anything is cut.
+/// A copy already there with the same bytes (a crash after the copy and
+/// before the cut) is reused. Returns where the bytes are.
+pub fn keep_torn_tail(
+    fs: &dyn FileSystem,
+    log_dir: &Path,
+    segment: &Path,
+    offset: u64,
+    tail: &[u8],
+) -> Result<PathBuf, LogError> {
+    let mut base = segment.as_os_str().to_owned();
+    base.push(format!("{}{offset}", segment::TORN_INFIX));
+    for n in 0u32.. {
+        let mut name = base.clone();
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        let path = PathBuf::from(name);
+        if fs.metadata(&path).is_ok() {
+            let same = segment::map(fs, &path).is_ok_and(|m| m[..] == *tail);
+            if !same {
+                continue;
+            }
+        } else {
+            let mut file = fs
+                .create(&path)
+                .map_err(|e| LogError::io("create", &path, e))?;
+            file.write_all_at(tail, 0)
+                .map_err(|e| LogError::io("write", &path, e))?;
+            file.sync_all()
+                .map_err(|e| LogError::fatal("fsync", &path, e))?;
+        }
+        fs.sync_dir(log_dir)
+            .map_err(|e| LogError::fatal("fsync directory", log_dir, e))?;
+        return Ok(path);
+    }
+    Err(LogError::Internal("no free name for a torn tail's copy"))
 }
 
 fn aside_of_file(fs: &dyn FileSystem, f: &SegmentFile) -> Result<Aside, LogError> {

@@ -12,6 +12,9 @@ use super::scan::Corruption;
 
 const SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".seg.tmp";
+/// What follows a segment's name in the name of a torn tail kept aside:
+/// `<segment>.torn-<offset>` (see [`super::repair::keep_torn_tail`]).
+pub const TORN_INFIX: &str = ".torn-";
 
 /// The file name of the segment whose first frame has `base_seq`.
 pub fn file_name(base_seq: u64) -> String {
@@ -59,6 +62,23 @@ pub fn list(fs: &dyn FileSystem, dir: &Path, clean: bool) -> Result<Vec<SegmentF
         }
     }
     out.sort_by_key(|s| s.base_seq);
+    Ok(out)
+}
+
+/// The torn tails kept aside in `dir` (files named `<segment>.torn-<offset>`,
+/// which [`list`] skips), by name.
+pub fn list_torn(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let mut out: Vec<PathBuf> = fs
+        .list(dir)
+        .map_err(|e| LogError::io("read directory", dir, e))?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&format!("{SUFFIX}{TORN_INFIX}")))
+        })
+        .collect();
+    out.sort();
     Ok(out)
 }
 

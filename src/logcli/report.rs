@@ -135,3 +135,9 @@ pub(super) fn file_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+/// What an operator does with a torn tail recovery kept aside, for `stats`
+/// and `verify`.
+pub(super) const TORN_ADVICE: &str = "bytes recovery cut off a torn tail, kept outside the log; \
+     inspect them (`chime log dump` cannot read them: `xxd`), keep them, or delete them \
+     (docs/log-format.md)";

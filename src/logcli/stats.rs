@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::Args;
 use serde::Serialize;
 
-use super::report::{file_name, problems, undecodable, warn};
+use super::report::{TORN_ADVICE, file_name, problems, undecodable, warn};
 use super::{DataDirArg, ExitStatus, LogCliError, read_log};
 use crate::log::reader::{LogReader, Unreadable};
 use crate::projection::{Applied, Projection, Status as EventStatus};
@@ -96,6 +96,14 @@ pub fn stats(
             last: last.to_rfc3339(),
         }),
         problems: problems.iter().map(|p| p.headline()).collect(),
+        torn_copies: log
+            .torn_copies()
+            .iter()
+            .map(|(p, bytes)| TornRow {
+                name: file_name(p),
+                bytes: *bytes,
+            })
+            .collect(),
     };
     if args.json {
         serde_json::to_writer(&mut *out, &stats).map_err(io::Error::from)?;
@@ -118,6 +126,14 @@ struct JsonStats<'a> {
     time_span: Option<JsonSpan>,
     /// Damage found, first first; empty when the log is sound.
     problems: Vec<String>,
+    /// Torn tails recovery cut off and kept aside, outside the log.
+    torn_copies: Vec<TornRow>,
+}
+
+#[derive(Serialize)]
+struct TornRow {
+    name: String,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -256,6 +272,13 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
     }
     for p in &s.problems {
         writeln!(out, "damage      {p}")?;
+    }
+    for t in &s.torn_copies {
+        writeln!(
+            out,
+            "torn copy   {} ({} bytes): {TORN_ADVICE}",
+            t.name, t.bytes
+        )?;
     }
     Ok(())
 }

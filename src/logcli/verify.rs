@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::report::{plural, problems, undecodable};
+use super::report::{TORN_ADVICE, file_name, plural, problems, undecodable};
 use super::{DataDirArg, ExitStatus, LogCliError, read_log};
 use crate::record::Record;
 
@@ -141,6 +141,14 @@ pub fn verify(
             out,
             "could not check {} (see below)",
             plural(unscanned as u64, "segment")
+        )?;
+    }
+    // Listed, not counted as damage: the log itself is whole without them.
+    for (path, bytes) in log.torn_copies() {
+        writeln!(
+            out,
+            "torn copy: {} ({bytes} bytes): {TORN_ADVICE}",
+            file_name(path)
         )?;
     }
     if problems.is_empty() {

@@ -80,6 +80,19 @@ impl ChildServer {
         Self::launch(command, data_dir, extra, "info", WAIT)
     }
 
+    /// [`ChildServer::start`] with the child's umask set to `umask` (a
+    /// shell sets it, then execs chime in its place): the umask is
+    /// per-process, so a test never changes its own.
+    pub fn start_with_umask(data_dir: &Path, extra: &[&str], umask: u32) -> ChildServer {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+            .arg(chime_binary());
+        Self::launch(sh, data_dir, extra, "info", WAIT)
+    }
+
+    /// Runs `command` with chime's `serve` arguments and waits for it to
+    /// listen.
     fn launch(
         mut command: Command,
         data_dir: &Path,

@@ -630,12 +630,8 @@ impl FileSystem for FaultFs {
         }
         let (dir, name) = name_of(path)?;
         let existing = st.dir(&dir)?.current.get(&name).copied();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        // The same private mode as the real file system's files.
+        let file = crate::log::fs::create_private(path)?;
         let ino = match existing {
             Some(ino) => {
                 let inode = st.inodes.get_mut(&ino).expect("entry has an inode");
