@@ -29,6 +29,8 @@ pub struct ApiState {
     pub admin_secret: Option<String>,
     /// The body limit, for the 413 message.
     pub max_body_bytes: usize,
+    /// Which environment variables creates may name (`--webhook-env-allow`).
+    pub env_policy: crate::webhook::EnvPolicy,
 }
 
 /// The routes, with a body limit of `max_body_bytes`.
@@ -90,6 +92,7 @@ impl ApiState {
             }
         })?;
         let command = hasura::parse_request(&body, endpoint)?;
+        hasura::check_env_policy(&command, &self.env_policy)?;
         self.execute(command).await
     }
 

@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Only environment variables matching one of these `*` globs may be
+    /// read by `{{VAR}}` and `value_from_env` (repeatable; CHIME_* and
+    /// HASURA_GRAPHQL_* never).
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "CHIME_WEBHOOK_ENV_ALLOW",
+        value_delimiter = ','
+    )]
+    pub webhook_env_allow: Vec<String>,
 }
 
 impl ServeArgs {
@@ -97,6 +107,9 @@ impl ServeArgs {
                 max_interrupted_attempts: self.max_interrupted_attempts,
             },
             tls: self.tls_cert.zip(self.tls_key),
+            env_policy: crate::webhook::EnvPolicy {
+                allow: self.webhook_env_allow,
+            },
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct ServeConfig {
     pub dispatch: DispatchConfig,
     /// PEM certificate chain and key, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Which environment variables templates may read, at create and at
+    /// delivery (`--webhook-env-allow`).
+    pub env_policy: crate::webhook::EnvPolicy,
 }
 
 impl ServeConfig {
@@ -55,6 +58,7 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             dispatch: DispatchConfig::default(),
             tls: None,
+            env_policy: crate::webhook::EnvPolicy::default(),
         }
     }
 
@@ -160,7 +164,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let local = listener.local_addr().map_err(ServeError::Http)?;
-        let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?;
+        let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?
+            .with_env_policy(self.config.env_policy.clone());
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
@@ -168,6 +173,7 @@ impl Server {
             service: self.service.clone(),
             admin_secret: self.config.admin_secret.clone(),
             max_body_bytes: self.config.max_body_bytes,
+            env_policy: self.config.env_policy.clone(),
         });
         let app = router(api);
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::DispatchConfig;
 use super::rules::retry_after;
 use crate::record::{EventCreated, Invocation, InvocationResponse};
-use crate::webhook::{prepare, process_env};
+use crate::webhook::{EnvPolicy, prepare, process_env};
 
 /// The client webhooks are called with, and what it keeps of an answer.
 pub(super) struct WebhookClient {
@@ -17,6 +17,8 @@ pub(super) struct WebhookClient {
     client: reqwest::Client,
     /// Response bodies are kept up to this many bytes.
     response_body_cap: usize,
+    /// Which variables templates may read (re-checked at every attempt).
+    pub(super) env_policy: EnvPolicy,
 }
 
 impl WebhookClient {
@@ -31,13 +33,14 @@ impl WebhookClient {
         Ok(WebhookClient {
             client,
             response_body_cap: config.response_body_cap,
+            env_policy: EnvPolicy::default(),
         })
     }
 
     /// Makes the HTTP call and describes it as an invocation, with the
     /// `Retry-After` the webhook sent (which only a failed attempt uses).
     pub(super) async fn call(&self, created: &EventCreated) -> (Invocation, Option<u64>) {
-        let prepared = prepare(created, &process_env);
+        let prepared = prepare(created, &process_env, &self.env_policy);
         if let Some(message) = prepared.problem {
             return (
                 Invocation {
@@ -56,7 +59,12 @@ impl WebhookClient {
             .headers(prepared.headers)
             .body(prepared.body.clone());
         let outcome = tokio::time::timeout(timeout, async move {
-            let mut response = request.send().await.map_err(|e| error_chain(&e))?;
+            let mut response = request
+                .send()
+                .await
+                // The URL is the resolved one, which may hold values from
+                // the environment: never in a message that is stored.
+                .map_err(|e| error_chain(&e.without_url()))?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let mut body = Vec::new();
@@ -76,7 +84,7 @@ impl WebhookClient {
                     Err(e) => {
                         return Err(format!(
                             "the webhook answered {status} but its body could not be read: {}",
-                            error_chain(&e)
+                            error_chain(&e.without_url())
                         ));
                     }
                 }
@@ -94,7 +102,16 @@ impl WebhookClient {
                 },
                 None,
             ),
-            Ok(Err(message)) => (InvocationResponse::ClientError { message }, None),
+            // Belt and braces over `without_url`: any cause that still
+            // spells the resolved URL shows the template instead.
+            Ok(Err(message)) => {
+                let message = if prepared.url.is_empty() {
+                    message
+                } else {
+                    message.replace(&prepared.url, &created.webhook)
+                };
+                (InvocationResponse::ClientError { message }, None)
+            }
             Ok(Ok((status, headers, body, truncated))) => {
                 let retry = retry_after(&headers);
                 (
