@@ -424,6 +424,9 @@ async fn resolved_url_secret_never_reaches_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_variable_in_the_log_fails_at_delivery() {
+    // Set, so only the policy can stop it from being sent.
+    // SAFETY: as above, a name unique to this test.
+    unsafe { std::env::set_var("DELIVERY_TEST_NOT_ALLOWED", "not-for-this-host") };
     let receiver = Receiver::ok().await;
     let dir = tempfile::tempdir().expect("temporary data directory");
     // Accepted by a server without an allow list, stopped before it is due.
@@ -444,6 +447,8 @@ async fn refused_variable_in_the_log_fails_at_delivery() {
     api.wait_status(&id, "error").await;
     let message = client_error(&only_invocation(api, &id).await);
     assert!(message.contains("DELIVERY_TEST_NOT_ALLOWED"), "{message}");
+    assert!(message.contains("may not be used"), "{message}");
+    assert!(!message.contains("not-for-this-host"), "{message}");
     assert_eq!(receiver.count(), 0);
     server.stop().await;
 }
