@@ -58,13 +58,22 @@ impl WebhookClient {
             .post(&prepared.url)
             .headers(prepared.headers)
             .body(prepared.body.clone());
+        // A URL with placeholders filled in may hold values from the
+        // environment: its errors are stored without it. A plain URL is the
+        // stored template itself, so its errors keep naming it.
+        let templated = prepared.url != created.webhook;
+        let describe = move |e: reqwest::Error| {
+            if templated {
+                error_chain(&e.without_url())
+            } else {
+                error_chain(&e)
+            }
+        };
         let outcome = tokio::time::timeout(timeout, async move {
             let mut response = request
                 .send()
                 .await
-                // The URL is the resolved one, which may hold values from
-                // the environment: never in a message that is stored.
-                .map_err(|e| error_chain(&e.without_url()))?;
+                .map_err(describe)?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let mut body = Vec::new();
@@ -84,7 +93,7 @@ impl WebhookClient {
                     Err(e) => {
                         return Err(format!(
                             "the webhook answered {status} but its body could not be read: {}",
-                            error_chain(&e.without_url())
+                            describe(e)
                         ));
                     }
                 }
