@@ -39,6 +39,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Which browser origins and host names may use `/v1/*`.
     pub front_door: FrontDoor,
+    /// Which environment variables creates may name (`--webhook-env-allow`).
+    pub env_policy: crate::webhook::EnvPolicy,
 }
 
 /// The admin secret, kept as its SHA-256 digest: a guess is hashed too and
@@ -232,6 +234,7 @@ impl ApiState {
         self.authorize(request.headers())?;
         let body = self.read_body(request.into_body()).await?;
         let command = hasura::parse_request(&body, endpoint)?;
+        hasura::check_env_policy(&command, &self.env_policy)?;
         self.execute(command).await
     }
 

@@ -105,6 +105,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "CHIME_IDLE_TIMEOUT",
           default_value_t = DurationArg(DEFAULT_IDLE_TIMEOUT))]
     pub idle_timeout: DurationArg,
+    /// Only environment variables matching one of these `*` globs may be
+    /// read by `{{VAR}}` and `value_from_env` (repeatable; CHIME_* and
+    /// HASURA_GRAPHQL_* never).
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "CHIME_WEBHOOK_ENV_ALLOW",
+        value_delimiter = ','
+    )]
+    pub webhook_env_allow: Vec<String>,
 }
 
 /// A duration flag's value, read by [`parse_duration`] and shown (in
@@ -217,6 +227,9 @@ impl ServeArgs {
                 request_header_timeout: self.request_header_timeout.0,
                 idle_timeout: self.idle_timeout.0,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            },
+            env_policy: crate::webhook::EnvPolicy {
+                allow: self.webhook_env_allow,
             },
         }
     }

@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub admin_secret_on_command_line: bool,
     /// Connection cap and timeouts, for plain and TLS listeners alike.
     pub conn: ConnLimits,
+    /// Which environment variables templates may read, at create and at
+    /// delivery (`--webhook-env-allow`).
+    pub env_policy: crate::webhook::EnvPolicy,
 }
 
 impl ServeConfig {
@@ -80,6 +83,7 @@ impl ServeConfig {
             http2: false,
             admin_secret_on_command_line: false,
             conn: ConnLimits::default(),
+            env_policy: crate::webhook::EnvPolicy::default(),
         }
     }
 
@@ -198,7 +202,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let local = listener.local_addr().map_err(ServeError::Http)?;
-        let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?;
+        let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?
+            .with_env_policy(self.config.env_policy.clone());
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
@@ -219,6 +224,7 @@ impl Server {
                 allowed_origins: self.config.allow_origins.clone(),
                 hosts,
             },
+            env_policy: self.config.env_policy.clone(),
         });
         let app = router(api);
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -119,6 +119,70 @@ pub fn resolve_webhook(
     Ok(out)
 }
 
+/// Prefixes of variables no template may read: chime's own configuration
+/// (`CHIME_ADMIN_SECRET`) and Hasura's, whatever `--webhook-env-allow` says.
+pub const RESERVED_ENV_PREFIXES: &[&str] = &["CHIME_", "HASURA_GRAPHQL_"];
+
+/// Which environment variables `{{NAME}}` and `value_from_env` may read:
+/// never a [`RESERVED_ENV_PREFIXES`] name; when `allow` is not empty, only
+/// names matching one of its `*` globs. Checked at create and again at
+/// delivery (events already in the log were accepted under older rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvPolicy {
+    /// `--webhook-env-allow` globs; empty allows every unreserved name.
+    pub allow: Vec<String>,
+}
+
+impl EnvPolicy {
+    /// Errs with a message naming the variable (never its value) when
+    /// `name` may not be read.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        if let Some(prefix) = RESERVED_ENV_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+            return Err(format!(
+                "environment variable {name} may not be used: {prefix}* variables are reserved"
+            ));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|g| glob_match(g, name)) {
+            return Err(format!(
+                "environment variable {name} may not be used: it matches no --webhook-env-allow pattern"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every placeholder of a webhook template (a malformed
+    /// template passes here; [`validate_webhook`] reports it).
+    pub fn check_template(&self, template: &str) -> Result<(), String> {
+        for part in split_template(template).unwrap_or_default() {
+            if let Part::Var(name) = part {
+                self.check(name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A glob where `*` matches any run of characters and everything else
+/// matches itself.
+fn glob_match(glob: &str, name: &str) -> bool {
+    let mut pieces = glob.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// `[A-Za-z_][A-Za-z0-9_]*`: a placeholder name, and also a key Hasura
 /// writes in a JSON path without quotes.
 pub(crate) fn is_identifier(s: &str) -> bool {
@@ -183,8 +247,13 @@ pub(crate) struct Prepared {
 }
 
 /// The request for `created`, with placeholders and `value_from_env`
-/// headers read through `env`.
-pub(crate) fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<String>) -> Prepared {
+/// headers read through `env`; a variable `policy` refuses is not read and
+/// makes the attempt fail.
+pub(crate) fn prepare(
+    created: &EventCreated,
+    env: &dyn Fn(&str) -> Option<String>,
+    policy: &EnvPolicy,
+) -> Prepared {
     let body = webhook_body(created);
     let mut headers = HeaderMap::new();
     let mut logged = Vec::new();
@@ -193,6 +262,11 @@ pub(crate) fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<Strin
         let (value, shown) = match &h.value {
             HeaderSource::Value(v) => (Some(v.clone()), v.clone()),
             HeaderSource::FromEnv(var) => {
+                if let Err(refused) = policy.check(var) {
+                    problem.get_or_insert(refused);
+                    logged.push((h.name.clone(), format!("<from env {var}>")));
+                    continue;
+                }
                 let value = env(var);
                 if value.is_none() && problem.is_none() {
                     problem = Some(format!(
@@ -233,7 +307,10 @@ pub(crate) fn prepare(created: &EventCreated, env: &dyn Fn(&str) -> Option<Strin
         headers.insert(http::header::USER_AGENT, v);
     }
     logged.push(("User-Agent".into(), ua));
-    let (url, problem) = match resolve_webhook(&created.webhook, env) {
+    let resolved = policy
+        .check_template(&created.webhook)
+        .and_then(|()| resolve_webhook(&created.webhook, env));
+    let (url, problem) = match resolved {
         Ok(url) => (url, problem),
         Err(p) => (String::new(), problem.or(Some(p))),
     };
@@ -268,5 +345,22 @@ mod tests {
         let missing = resolve_webhook("{{BASE}}/{{NOPE}}", env).unwrap_err();
         assert!(missing.contains("NOPE"), "{missing}");
         assert!(resolve_webhook("{{BASE", env).is_err());
+    }
+
+    #[test]
+    fn env_policy_globs_and_reserved_names() {
+        let open = EnvPolicy::default();
+        assert!(open.check("HOOK_TOKEN").is_ok());
+        assert!(open.check("CHIME_ADMIN_SECRET").is_err());
+        assert!(open.check("HASURA_GRAPHQL_ADMIN_SECRET").is_err());
+        let some = EnvPolicy {
+            allow: vec!["HOOK_*".into(), "A*B*C".into(), "CHIME_*".into()],
+        };
+        assert!(some.check("HOOK_TOKEN").is_ok());
+        assert!(some.check("AxxBxxC").is_ok());
+        assert!(some.check("ABC").is_ok());
+        assert!(some.check("ABCD").is_err());
+        assert!(some.check("OTHER").is_err());
+        assert!(some.check("CHIME_ADMIN_SECRET").is_err());
     }
 }

@@ -1440,3 +1440,42 @@ async fn a_write_the_log_refuses_gets_503_and_reads_keep_working() {
     assert_eq!(server.api.count().await, 2);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_reading_reserved_or_unlisted_env_vars_are_refused() {
+    for (allow, var, ok) in [
+        (vec![], "CHIME_ADMIN_SECRET", false),
+        (vec![], "HASURA_GRAPHQL_ADMIN_SECRET", false),
+        (vec![], "HOOK_TOKEN", true),
+        (vec!["HOOK_*".to_owned()], "HOOK_TOKEN", true),
+        (vec!["HOOK_*".to_owned()], "OTHER_TOKEN", false),
+        (vec!["*".to_owned()], "CHIME_ADMIN_SECRET", false),
+    ] {
+        let server = TestServer::fresh_with(|c| c.env_policy.allow = allow.clone()).await;
+        let api = &server.api;
+        let in_webhook = json!({"webhook": format!("http://{{{{{var}}}}}/x"),
+            "schedule_at": "2099-01-01T00:00:00Z"});
+        let in_header = json!({"webhook": "http://127.0.0.1:1/x",
+            "schedule_at": "2099-01-01T00:00:00Z",
+            "headers": [{"name": "X-S", "value_from_env": var}]});
+        for args in [in_webhook, in_header] {
+            let (status, answer) = api
+                .metadata(json!({"type": "create_scheduled_event", "args": args}))
+                .await;
+            if ok {
+                assert_eq!(status, 200, "{allow:?} {var}: {answer}");
+            } else {
+                assert_eq!(status, 400, "{allow:?} {var}: {answer}");
+                assert_eq!(answer["code"], "validation-failed", "{answer}");
+                assert!(
+                    answer["error"].as_str().unwrap_or("").contains(var),
+                    "{answer}"
+                );
+            }
+        }
+        // Nothing refused was written.
+        let expected = if ok { 2 } else { 0 };
+        assert_eq!(api.all_events().await.len(), expected, "{allow:?} {var}");
+        server.stop().await;
+    }
+}

@@ -307,7 +307,7 @@ async fn refused_connection_is_a_failed_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_value_from_env_is_sent_but_not_logged() {
-    let var = "CHIME_DELIVERY_TEST_HEADER_SECRET";
+    let var = "DELIVERY_TEST_HEADER_SECRET";
     // SAFETY: the name is unique to this test; std serialises its own
     // environment accesses, and nothing here reads the environment via libc.
     unsafe { std::env::set_var(var, "s3cret-value") };
@@ -334,8 +334,8 @@ async fn header_value_from_env_is_sent_but_not_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_env_var_is_a_visible_failure() {
-    let header_var = "CHIME_DELIVERY_TEST_NEVER_SET_HEADER";
-    let url_var = "CHIME_DELIVERY_TEST_NEVER_SET_URL";
+    let header_var = "DELIVERY_TEST_NEVER_SET_HEADER";
+    let url_var = "DELIVERY_TEST_NEVER_SET_URL";
     let receiver = Receiver::ok().await;
     let server = TestServer::fresh().await;
     let api = &server.api;
@@ -370,7 +370,7 @@ async fn missing_env_var_is_a_visible_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_url_placeholder_resolves_from_env() {
-    let var = "CHIME_DELIVERY_TEST_WEBHOOK_HOST";
+    let var = "DELIVERY_TEST_WEBHOOK_HOST";
     let receiver = Receiver::ok().await;
     // SAFETY: as above, a name unique to this test.
     unsafe { std::env::set_var(var, receiver.addr.to_string()) };
@@ -385,6 +385,71 @@ async fn webhook_url_placeholder_resolves_from_env() {
     assert_eq!(event["webhook_conf"], template.as_str());
     let got = receiver.wait_for(1).await;
     assert_eq!(got[0].path, "/from-env");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_url_secret_never_reaches_the_log() {
+    let var = "DELIVERY_TEST_URL_SECRET";
+    // A port nothing listens on: the delivery fails with a connection error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port();
+    // SAFETY: as above, a name unique to this test.
+    unsafe { std::env::set_var(var, "hunter2-envsecret") };
+    let dir = tempfile::tempdir().expect("temporary data directory");
+    let server = TestServer::start(chime::server::ServeConfig::new(dir.path())).await;
+    let api = &server.api;
+    let template = format!("http://127.0.0.1:{port}/db?s={{{{{var}}}}}");
+    let id = api
+        .create(json!({"webhook": template, "schedule_at": in_seconds(0.0).to_string()}))
+        .await;
+    api.wait_status(&id, "error").await;
+    let invocation = only_invocation(api, &id).await;
+    let shown = invocation.to_string();
+    assert!(!shown.contains("hunter2-envsecret"), "{shown}");
+    server.stop().await;
+    let dump = std::process::Command::new(chime::testing::chime_binary())
+        .args(["log", "dump", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run chime log dump");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.status.success(), "{text}");
+    assert!(text.contains(&id), "{text}");
+    assert!(!text.contains("hunter2-envsecret"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_variable_in_the_log_fails_at_delivery() {
+    // Set, so only the policy can stop it from being sent.
+    // SAFETY: as above, a name unique to this test.
+    unsafe { std::env::set_var("DELIVERY_TEST_NOT_ALLOWED", "not-for-this-host") };
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().expect("temporary data directory");
+    // Accepted by a server without an allow list, stopped before it is due.
+    let open = TestServer::start(chime::server::ServeConfig::new(dir.path())).await;
+    let id = open
+        .api
+        .create(json!({
+            "webhook": receiver.url("/x"),
+            "schedule_at": in_seconds(3.0).to_string(),
+            "headers": [{"name": "X-S", "value_from_env": "DELIVERY_TEST_NOT_ALLOWED"}],
+        }))
+        .await;
+    open.stop().await;
+    let mut config = chime::server::ServeConfig::new(dir.path());
+    config.env_policy.allow = vec!["ALLOWED_*".into()];
+    let server = TestServer::start(config).await;
+    let api = &server.api;
+    api.wait_status(&id, "error").await;
+    let message = client_error(&only_invocation(api, &id).await);
+    assert!(message.contains("DELIVERY_TEST_NOT_ALLOWED"), "{message}");
+    assert!(message.contains("may not be used"), "{message}");
+    assert!(!message.contains("not-for-this-host"), "{message}");
+    assert_eq!(receiver.count(), 0);
     server.stop().await;
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::DispatchConfig;
 use super::rules::retry_after;
 use crate::record::{EventCreated, Invocation, InvocationResponse};
-use crate::webhook::{prepare, process_env};
+use crate::webhook::{EnvPolicy, prepare, process_env};
 
 /// The client webhooks are called with, and what it keeps of an answer.
 pub(super) struct WebhookClient {
@@ -17,6 +17,8 @@ pub(super) struct WebhookClient {
     client: reqwest::Client,
     /// Response bodies are kept up to this many bytes.
     response_body_cap: usize,
+    /// Which variables templates may read (re-checked at every attempt).
+    pub(super) env_policy: EnvPolicy,
 }
 
 impl WebhookClient {
@@ -31,6 +33,7 @@ impl WebhookClient {
         Ok(WebhookClient {
             client,
             response_body_cap: config.response_body_cap,
+            env_policy: EnvPolicy::default(),
         })
     }
 
@@ -42,7 +45,7 @@ impl WebhookClient {
         &self,
         created: &EventCreated,
     ) -> Result<(Invocation, Option<u64>), LocalFailure> {
-        let prepared = prepare(created, &process_env);
+        let prepared = prepare(created, &process_env, &self.env_policy);
         if let Some(message) = prepared.problem {
             return Ok((
                 Invocation {
@@ -60,11 +63,22 @@ impl WebhookClient {
             .post(&prepared.url)
             .headers(prepared.headers)
             .body(prepared.body.clone());
+        // A URL with placeholders filled in may hold values from the
+        // environment: its errors are stored without it. A plain URL is the
+        // stored template itself, so its errors keep naming it.
+        let templated = prepared.url != created.webhook;
+        let describe = move |e: reqwest::Error| {
+            if templated {
+                error_chain(&e.without_url())
+            } else {
+                error_chain(&e)
+            }
+        };
         let outcome = tokio::time::timeout(timeout, async move {
             // Ok: the webhook's failure, for the invocation log; Err: ours.
             let mut response = request.send().await.map_err(|e| match local_failure(&e) {
                 Some(local) => Err(local),
-                None => Ok(error_chain(&e)),
+                None => Ok(describe(e)),
             })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -85,7 +99,7 @@ impl WebhookClient {
                     Err(e) => {
                         return Err(Ok(format!(
                             "the webhook answered {status} but its body could not be read: {}",
-                            error_chain(&e)
+                            describe(e)
                         )));
                     }
                 }
@@ -104,7 +118,16 @@ impl WebhookClient {
                 None,
             ),
             Ok(Err(Err(local))) => return Err(local),
-            Ok(Err(Ok(message))) => (InvocationResponse::ClientError { message }, None),
+            // Belt and braces over `without_url`: any cause that still
+            // spells the resolved URL shows the template instead.
+            Ok(Err(Ok(message))) => {
+                let message = if prepared.url.is_empty() {
+                    message
+                } else {
+                    message.replace(&prepared.url, &created.webhook)
+                };
+                (InvocationResponse::ClientError { message }, None)
+            }
             Ok(Ok((status, headers, body, truncated))) => {
                 let retry = retry_after(&headers);
                 (

@@ -127,6 +127,15 @@ impl Dispatcher {
         })
     }
 
+    /// Re-checks every variable an event's template reads against `policy`
+    /// at delivery (events in the log may predate the rule).
+    pub fn with_env_policy(mut self, policy: crate::webhook::EnvPolicy) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.webhooks.env_policy = policy;
+        }
+        self
+    }
+
     /// Marks every attempt that was in flight when the process last
     /// stopped as interrupted, so the event is sent again. An event
     /// interrupted `max_interrupted_attempts` times gives up (`error`),

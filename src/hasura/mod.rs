@@ -61,7 +61,9 @@ pub use render::{
     not(feature = "internals"),
     allow(unused_imports, reason = "the module's API; named outside the crate with feature internals")
 )]
-pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, parse_request};
+pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, check_env_policy,
+    parse_request,
+};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use super::json::{Field, Obj};
 use super::time::parse_time;
 use crate::projection::Status;
 use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
-use crate::webhook::validate_webhook;
+use crate::webhook::{EnvPolicy, validate_webhook};
 
 /// How deeply `bulk` requests may nest inside each other. Hasura allows
 /// nesting; a cap keeps a hostile body from recursing the parser off the stack.
@@ -386,5 +386,39 @@ fn check_one_off(obj: &Obj<'_>, required: bool) -> Result<(), ApiError> {
         other => {
             Err(field.parse_failed(format!("expected \"one_off\", got {}", Value::from(other))))
         }
+    }
+}
+
+/// Checks every variable the creates in `command` would read at delivery
+/// against `policy` (400 `validation-failed`, so nothing is written). Apart
+/// from [`parse_request`] because the policy is server configuration and
+/// parsing is pure syntax and meaning; the API runs both before any write.
+pub fn check_env_policy(command: &Command, policy: &EnvPolicy) -> Result<(), ApiError> {
+    check_env_at(command, policy, "$")
+}
+
+fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(), ApiError> {
+    match command {
+        Command::CreateScheduledEvent(event) => {
+            policy
+                .check_template(&event.webhook)
+                .map_err(|e| ApiError::validation_failed(format!("{path}.args.webhook"), e))?;
+            for (i, header) in event.headers.iter().enumerate() {
+                if let HeaderSource::FromEnv(var) = &header.value {
+                    policy.check(var).map_err(|e| {
+                        ApiError::validation_failed(
+                            format!("{path}.args.headers[{i}].value_from_env"),
+                            e,
+                        )
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        Command::Bulk(commands) => commands
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, c)| check_env_at(c, policy, &format!("{path}.args[{i}]"))),
+        _ => Ok(()),
     }
 }
