@@ -325,6 +325,25 @@ impl<Io> IdleIo<Io> {
         self.deadline.as_mut().reset(Instant::now() + self.timeout);
     }
 
+    /// What a write of the inner IO means for the deadline: bytes written
+    /// move it; a write that must wait fails once the deadline has passed.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.check(cx).map(|r| r.map(|()| 0)),
+        }
+    }
+
     /// `Ready(Err)` once the connection has been silent too long.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.deadline.as_mut().poll(cx) {
@@ -364,16 +383,8 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for IdleIo<Io> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.check(cx).map(|r| r.map(|()| 0)),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -394,16 +405,8 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for IdleIo<Io> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.check(cx).map(|r| r.map(|()| 0)),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
