@@ -34,16 +34,22 @@ const WAIT: Duration = Duration::from_secs(15);
 const ZONE: &str = "Europe/Paris";
 const SECRET: &str = "console-test-secret";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schedule_watch_and_inspect_an_event_in_a_browser() {
-    let receiver = Receiver::routed(
+/// The webhook both console tests schedule against: `/fail` answers 500
+/// with a JSON error, every other path 200 with JSON.
+async fn webhook() -> Receiver {
+    Receiver::routed(
         vec![(
             "/fail",
             Reply::status(500).json(&json!({"error": "database unavailable"})),
         )],
         Reply::ok().json(&json!({"ok": true})),
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_watch_and_inspect_an_event_in_a_browser() {
+    let receiver = webhook().await;
     let chime = TestServer::fresh_with(|c| c.admin_secret = Some(SECRET.into())).await;
     let browser = Browser::start(1280, 800).await;
     let page = &browser.client;
@@ -190,14 +196,7 @@ const SET_TIME_AHEAD: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes docs/img; run by hand when the console changes"]
 async fn screenshots() {
-    let receiver = Receiver::routed(
-        vec![(
-            "/fail",
-            Reply::status(500).json(&json!({"error": "database unavailable"})),
-        )],
-        Reply::ok().json(&json!({"ok": true})),
-    )
-    .await;
+    let receiver = webhook().await;
     let chime = TestServer::fresh().await;
     let hook = |path: &str| format!("http://{}/{path}", receiver.addr);
     let browser = Browser::start(1280, 800).await;
