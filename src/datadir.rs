@@ -7,8 +7,10 @@
 //! ```
 //!
 //! All of it is private to chime's user: the directory is created 0700 and
-//! the lock 0600 whatever the umask (the modes of [`crate::log::fs`]), and
-//! `serve` opening an existing directory that others may read logs a warning.
+//! the lock 0600 whatever the umask (the modes of [`crate::log::fs`]); an
+//! existing directory that holds nothing of chime's yet (a checkout's
+//! `data/` with its `.gitkeep`) is made 0700 when `serve` first takes it,
+//! and `serve` opening a used directory that others may read logs a warning.
 //!
 //! The directory is created and synced through the log's [`FileSystem`];
 //! the lock file is opened with `std::fs` directly, because an advisory
@@ -49,14 +51,22 @@ impl DataDir {
     /// may enter is warned of.
     pub fn lock(root: &Path, create: bool) -> Result<DataDir, DataDirError> {
         if let Some(mode) = open_to_others(root).filter(|_| create) {
-            // Not refused: the operator may share it on purpose (a group
-            // of operators); but the log holds webhook URLs and headers.
-            tracing::warn!(
-                data_dir = %root.display(),
-                mode = format!("{mode:04o}"),
-                "the data directory is open to users other than its owner; `chmod 700` it \
-                 unless that is intended"
-            );
+            if holds_nothing_of_chime(root) {
+                // chime is making this directory its own now (a checkout's
+                // `data/` holding only a `.gitkeep`, made under the umask):
+                // as good as created here, so it gets the created mode.
+                std::fs::set_permissions(root, Permissions::from_mode(fs::DIR_MODE))
+                    .map_err(|e| DataDirError::Io(IoError::new("chmod", root, e)))?;
+            } else {
+                // Not refused: the operator may share it on purpose (a group
+                // of operators); but the log holds webhook URLs and headers.
+                tracing::warn!(
+                    data_dir = %root.display(),
+                    mode = format!("{mode:04o}"),
+                    "the data directory is open to users other than its owner; `chmod 700` it \
+                     unless that is intended"
+                );
+            }
         }
         if create {
             StdFs
@@ -117,6 +127,11 @@ pub fn open_to_others(root: &Path) -> Option<u32> {
     (mode & 0o077 != 0).then_some(mode)
 }
 
+/// Whether `root` holds nothing chime wrote: no lock and no log.
+fn holds_nothing_of_chime(root: &Path) -> bool {
+    !root.join("LOCK").exists() && !log_dir(root).exists()
+}
+
 /// Where the log's segments live under a data directory.
 pub fn log_dir(root: &Path) -> PathBuf {
     root.join("log")
@@ -125,6 +140,30 @@ pub fn log_dir(root: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// A checkout's `data/` (only a `.gitkeep`, made 0755 under the umask)
+    /// is tightened when the server first takes it; a directory that
+    /// already holds a log keeps the mode its operator gave it.
+    #[test]
+    fn an_unused_open_directory_is_made_private_and_a_used_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::write(fresh.join(".gitkeep"), b"").unwrap();
+        std::fs::set_permissions(&fresh, Permissions::from_mode(0o755)).unwrap();
+        drop(DataDir::lock(&fresh, true).unwrap());
+        assert_eq!(mode(&fresh), fs::DIR_MODE);
+
+        let used = dir.path().join("used");
+        std::fs::create_dir_all(log_dir(&used)).unwrap();
+        std::fs::set_permissions(&used, Permissions::from_mode(0o750)).unwrap();
+        drop(DataDir::lock(&used, true).unwrap());
+        assert_eq!(mode(&used), 0o750);
+    }
 
     #[test]
     fn second_lock_fails_at_once_and_frees_on_drop() {
