@@ -340,7 +340,8 @@ impl ApiState {
 
     /// Runs commands as one unit: every write is checked first, then all
     /// writes are appended as one batch (all or nothing), then the reads
-    /// are answered.
+    /// are answered. A request deleting an event another request is
+    /// cancelling waits for it and plans again ([`CancelsInFlight`]).
     async fn execute_all(
         &self,
         commands: Vec<Command>,
@@ -355,8 +356,10 @@ impl ApiState {
             }
         };
         let service = &self.service;
-        let now = service.clock.now();
         let (planned, records, held) = loop {
+            // Read again after a wait, so records carry the time they were
+            // planned at.
+            let now = service.clock.now();
             // Made before looking, so a request finishing in between still
             // wakes this one (`notify_waiters` reaches every `Notified`
             // already created).
