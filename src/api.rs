@@ -11,6 +11,7 @@
 //! before anything is appended; writes are answered only once their records
 //! are durable and applied.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -41,6 +42,55 @@ pub struct ApiState {
     pub front_door: FrontDoor,
     /// Which environment variables creates may name (`--webhook-env-allow`).
     pub env_policy: crate::webhook::EnvPolicy,
+    /// Events whose cancel another request has planned but not yet
+    /// appended, so that two racing deletes of one event write one record.
+    pub cancels: Arc<CancelsInFlight>,
+}
+
+/// The events some request is cancelling right now: planned (checked
+/// against the projection) but not yet applied. A request planning a
+/// delete of one of them waits until that request is done and then plans
+/// again, as if it had come after it: the projection then shows the event
+/// gone (`not-found`, as for any second delete), or, if that append failed,
+/// still there, and this request cancels it itself.
+#[derive(Debug, Default)]
+pub struct CancelsInFlight {
+    /// A std mutex, held only while planning (never across an `.await`),
+    /// and always taken after the projection's lock.
+    ids: std::sync::Mutex<HashSet<EventId>>,
+    /// Signalled whenever ids leave `ids`.
+    done: tokio::sync::Notify,
+}
+
+impl CancelsInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<EventId>> {
+        // Nothing panics while holding it; a poisoned set is still a set.
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One request's ids in [`CancelsInFlight`], removed (and waiters woken)
+/// when dropped, whether its append succeeded, failed or panicked.
+struct CancelsHeld {
+    cancels: Arc<CancelsInFlight>,
+    ids: Vec<EventId>,
+}
+
+impl Drop for CancelsHeld {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        {
+            let mut held = self.cancels.lock();
+            for id in &self.ids {
+                held.remove(id);
+            }
+        }
+        self.cancels.done.notify_waiters();
+    }
 }
 
 /// The admin secret, kept as its SHA-256 digest: a guess is hashed too and
@@ -290,7 +340,8 @@ impl ApiState {
 
     /// Runs commands as one unit: every write is checked first, then all
     /// writes are appended as one batch (all or nothing), then the reads
-    /// are answered.
+    /// are answered. A request deleting an event another request is
+    /// cancelling waits for it and plans again ([`CancelsInFlight`]).
     async fn execute_all(
         &self,
         commands: Vec<Command>,
@@ -305,18 +356,67 @@ impl ApiState {
             }
         };
         let service = &self.service;
-        let now = service.clock.now();
-        let mut records = Vec::new();
-        let planned = {
-            let projection = service.projection();
-            commands
-                .into_iter()
-                .enumerate()
-                .map(|(i, command)| plan(&projection, i, command, now, &path, &mut records))
-                .collect::<Result<Vec<_>, _>>()?
+        let (planned, records, held) = loop {
+            // Read again after a wait, so records carry the time they were
+            // planned at.
+            let now = service.clock.now();
+            // Made before looking, so a request finishing in between still
+            // wakes this one (`notify_waiters` reaches every `Notified`
+            // already created).
+            let finished = self.cancels.done.notified();
+            let mut scope = Scope::default();
+            let mut records = Vec::new();
+            let planned = {
+                let projection = service.projection();
+                let mut in_flight = self.cancels.lock();
+                let planned = commands
+                    .iter()
+                    .enumerate()
+                    .map(|(i, command)| {
+                        plan(
+                            &projection,
+                            &in_flight,
+                            &mut scope,
+                            i,
+                            command.clone(),
+                            now,
+                            &path,
+                            &mut records,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                if planned.is_ok() {
+                    // Still under the lock: no other request can plan a
+                    // cancel of these between this look and this claim.
+                    in_flight.extend(scope.cancelled.iter().copied());
+                }
+                planned
+            };
+            match planned {
+                Ok(planned) => {
+                    let held = CancelsHeld {
+                        cancels: self.cancels.clone(),
+                        ids: scope.cancelled.into_iter().collect(),
+                    };
+                    break (planned, records, held);
+                }
+                Err(Refused::Api(e)) => return Err(e),
+                Err(Refused::Busy) => finished.await,
+            }
         };
         if !records.is_empty() {
-            service.append(&records).await.map_err(unavailable)?;
+            // In a task of its own, so that a caller who hangs up does not
+            // cut the append short between durable and applied, and the
+            // cancels it holds are let go only once it is done.
+            let service = service.clone();
+            let appended = tokio::spawn(async move {
+                let appended = service.append(&records).await;
+                drop(held);
+                appended
+            })
+            .await
+            .map_err(internal)?;
+            appended.map_err(unavailable)?;
         }
         planned
             .into_iter()
@@ -465,23 +565,50 @@ enum Read {
     },
 }
 
+/// What one request has planned so far, beyond its records.
+#[derive(Default)]
+struct Scope {
+    /// The events this request's deletes cancel: a second delete of one
+    /// (in the same bulk) is answered as the first was, with no record.
+    cancelled: HashSet<EventId>,
+}
+
+/// Why a command could not be planned.
+enum Refused {
+    /// The request is refused with this error, and nothing is written.
+    Api(ApiError),
+    /// Another request is cancelling an event this one deletes: plan again
+    /// once it is done (see [`CancelsInFlight`]).
+    Busy,
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Refused {
+        Refused::Api(e)
+    }
+}
+
 /// Plans command `i` of a request: a write is checked against `projection`
-/// and its records queued in `records`; a read is kept for later. `path`
-/// names a key of command `i` in the request.
+/// (and the cancels other requests have `in_flight`, and the ones this
+/// request made earlier, in `scope`) and its records queued in `records`; a
+/// read is kept for later. `path` names a key of command `i` in the request.
 ///
 /// This is the one place that owns the nested-bulk rule: a bulk inside a
 /// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
 /// it get their paths) but is refused here, in order with the other
 /// commands' refusals and before anything is appended, so the outer bulk
 /// stays all-or-nothing.
+#[allow(clippy::too_many_arguments, reason = "one call site; the state of one plan")]
 fn plan(
     projection: &Projection,
+    in_flight: &HashSet<EventId>,
+    scope: &mut Scope,
     i: usize,
     command: Command,
     now: UnixMicros,
     path: &dyn Fn(usize, &str) -> String,
     records: &mut Vec<Record>,
-) -> Result<Planned, ApiError> {
+) -> Result<Planned, Refused> {
     Ok(match command {
         Command::CreateScheduledEvent(new) => {
             let id = EventId::new_v4();
@@ -489,13 +616,23 @@ fn plan(
             Planned::Answered(hasura::created(id))
         }
         Command::DeleteScheduledEvent { event_id } => {
+            // The same delete twice in one request is one cancel: the
+            // projection does not show this request's own writes yet.
+            if scope.cancelled.contains(&event_id) {
+                return Ok(Planned::Answered(hasura::success()));
+            }
+            if in_flight.contains(&event_id) {
+                return Err(Refused::Busy);
+            }
             if projection.event(event_id).is_none() {
                 return Err(ApiError::not_found(
                     path(i, "event_id"),
                     format!("scheduled event {event_id} does not exist"),
-                ));
+                )
+                .into());
             }
             records.push(Record::EventCancelled { event_id, at: now });
+            scope.cancelled.insert(event_id);
             Planned::Answered(hasura::success())
         }
         Command::GetScheduledEvents {
@@ -525,7 +662,8 @@ fn plan(
             return Err(ApiError::not_supported(
                 format!("$.args[{i}]"),
                 "a bulk inside a bulk is not supported",
-            ));
+            )
+            .into());
         }
     })
 }

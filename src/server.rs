@@ -225,6 +225,7 @@ impl Server {
                 hosts,
             },
             env_policy: self.config.env_policy.clone(),
+            cancels: Default::default(),
         });
         let app = router(api);
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -193,6 +193,62 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// At most this many headers per event: hyper refuses to read more than 100
+/// on the receiving side anyway, and a bounded list keeps an attempt's work
+/// and its invocation log bounded.
+pub const MAX_EVENT_HEADERS: usize = 100;
+
+/// At most this many bytes of header names and values per event, in total
+/// (for `value_from_env`, the variable's name at create and its value at
+/// delivery).
+pub const MAX_EVENT_HEADER_BYTES: usize = 64 * 1024;
+
+/// Headers chime or the HTTP layer own: framing, connection management and
+/// routing. An event setting one could confuse the receiver's framing (a
+/// second `Content-Length`), route the call elsewhere (`Host`) or speak for
+/// a proxy, so none may be set, in any case.
+const OWNED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
+/// Checks an event header's name: one HTTP accepts (a token), and not one
+/// of the headers chime or the HTTP layer own (see [`OWNED_HEADERS`], and
+/// any `Proxy-*`). The message names the header, for the error at create
+/// and the failed attempt at delivery.
+pub(crate) fn check_header_name(name: &str) -> Result<(), String> {
+    if HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "{} is not a valid HTTP header name",
+            Value::from(name)
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if OWNED_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        return Err(format!(
+            "the header {} is set by chime or the HTTP layer and may not be given",
+            Value::from(name)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an event header's value as HTTP reads it: no control characters
+/// (CR, LF, NUL, ...) except tab. The message never shows the value, which
+/// may be a secret.
+pub(crate) fn check_header_value(value: &str) -> Result<(), String> {
+    HttpHeaderValue::from_str(value).map(drop).map_err(|_| {
+        "not a valid HTTP header value (control characters such as CR, LF and NUL are not allowed)"
+            .to_owned()
+    })
+}
+
 /// The JSON body POSTed to the webhook:
 /// `{"id","scheduled_time","payload","comment","created_at"}`, `comment`
 /// omitted when there is none. The payload is embedded as its exact raw
@@ -258,9 +314,20 @@ pub(crate) fn prepare(
     let mut headers = HeaderMap::new();
     let mut logged = Vec::new();
     let mut problem = None;
-    for h in &created.headers {
-        let (value, shown) = match &h.value {
-            HeaderSource::Value(v) => (Some(v.clone()), v.clone()),
+    // Events already in the log were accepted under older rules (or none):
+    // the create-time limits are checked again here, so such an event fails
+    // its attempt with the reason instead of being sent, and only the
+    // first `MAX_EVENT_HEADERS` are even looked at (and logged).
+    if created.headers.len() > MAX_EVENT_HEADERS {
+        problem = Some(format!(
+            "the event has {} headers; at most {MAX_EVENT_HEADERS} may be sent",
+            created.headers.len()
+        ));
+    }
+    let mut header_bytes = 0usize;
+    for h in created.headers.iter().take(MAX_EVENT_HEADERS) {
+        let (value, shown, var) = match &h.value {
+            HeaderSource::Value(v) => (Some(v.clone()), v.clone(), None),
             HeaderSource::FromEnv(var) => {
                 if let Err(refused) = policy.check(var) {
                     problem.get_or_insert(refused);
@@ -274,11 +341,16 @@ pub(crate) fn prepare(
                         h.name
                     ));
                 }
-                (value, format!("<from env {var}>"))
+                (value, format!("<from env {var}>"), Some(var))
             }
         };
         logged.push((h.name.clone(), shown));
+        if let Err(refused) = check_header_name(&h.name) {
+            problem.get_or_insert(refused);
+            continue;
+        }
         let Some(value) = value else { continue };
+        header_bytes = header_bytes.saturating_add(h.name.len() + value.len());
         match (
             HeaderName::from_bytes(h.name.as_bytes()),
             HttpHeaderValue::from_str(&value),
@@ -286,12 +358,24 @@ pub(crate) fn prepare(
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
+            // Never the value itself: it may come from the environment.
             _ => {
-                problem.get_or_insert_with(|| {
-                    format!("header {:?} has a value that is not valid in HTTP", h.name)
+                problem.get_or_insert_with(|| match var {
+                    Some(var) => format!(
+                        "environment variable {var:?} for header {:?} holds a value that is not valid in HTTP (control characters such as CR, LF and NUL are not allowed)",
+                        h.name
+                    ),
+                    None => format!("header {:?} has a value that is not valid in HTTP", h.name),
                 });
             }
         }
+    }
+    if header_bytes > MAX_EVENT_HEADER_BYTES {
+        problem.get_or_insert_with(|| {
+            format!(
+                "the event's header names and values come to {header_bytes} bytes; at most {MAX_EVENT_HEADER_BYTES} may be sent"
+            )
+        });
     }
     // These two win over user headers of the same name.
     headers.insert(
@@ -345,6 +429,36 @@ mod tests {
         let missing = resolve_webhook("{{BASE}}/{{NOPE}}", env).unwrap_err();
         assert!(missing.contains("NOPE"), "{missing}");
         assert!(resolve_webhook("{{BASE", env).is_err());
+    }
+
+    /// Events already in the log may break today's create-time rules:
+    /// each is a failed attempt with the reason, never a send.
+    #[test]
+    fn events_from_the_log_past_the_header_rules_are_not_sent() {
+        use crate::record::{EventId, HeaderConf, UnixMicros, fixtures};
+        let with = |headers: Vec<HeaderConf>| {
+            let mut created = fixtures::event(EventId::nil(), "http://h.local/", UnixMicros(0));
+            created.headers = headers;
+            created
+        };
+        let value = |name: &str, value: &str| HeaderConf {
+            name: name.into(),
+            value: HeaderSource::Value(value.into()),
+        };
+        let env = |_: &str| Some("v".to_owned());
+        let policy = EnvPolicy::default();
+        let problem = |created| prepare(&created, &env, &policy).problem.unwrap_or_default();
+
+        let many: Vec<HeaderConf> = (0..30_000).map(|i| value(&format!("x-{i}"), "v")).collect();
+        let p = prepare(&with(many), &env, &policy);
+        assert!(p.problem.unwrap_or_default().contains("30000 headers"));
+        assert_eq!(p.headers.len(), MAX_EVENT_HEADERS + 2, "only the first are looked at");
+
+        assert!(problem(with(vec![value("Host", "elsewhere")])).contains("\"Host\""));
+        assert!(problem(with(vec![value("Proxy-Authorization", "x")])).contains("Proxy"));
+        let big = "b".repeat(MAX_EVENT_HEADER_BYTES);
+        assert!(problem(with(vec![value("x-big", &big)])).contains("bytes"));
+        assert!(prepare(&with(vec![value("x-ok", "v")]), &env, &policy).problem.is_none());
     }
 
     #[test]

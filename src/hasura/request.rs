@@ -10,7 +10,10 @@ use super::json::{Field, Obj};
 use super::time::parse_time;
 use crate::projection::Status;
 use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
-use crate::webhook::{EnvPolicy, validate_webhook};
+use crate::webhook::{
+    EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value,
+    validate_webhook,
+};
 
 /// How deeply `bulk` requests may nest inside each other. Hasura allows
 /// nesting; a cap keeps a hostile body from recursing the parser off the stack.
@@ -203,37 +206,42 @@ fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
     })
 }
 
+/// The event's headers: at most [`MAX_EVENT_HEADERS`], at most
+/// [`MAX_EVENT_HEADER_BYTES`] of names and values (of variable names, for
+/// `value_from_env`) in total, each with a name and value HTTP accepts and
+/// no header chime or the HTTP layer own ([`check_header_name`]). Each
+/// refusal names the header it is about (`$.args.headers[3].name`).
 fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
     let items = field
         .array("expected an array of {\"name\", \"value\"} or {\"name\", \"value_from_env\"}")?;
+    if let Some(first_over) = items.get(MAX_EVENT_HEADERS) {
+        return Err(first_over.validation_failed(format!(
+            "an event may have at most {MAX_EVENT_HEADERS} headers, got {}",
+            items.len()
+        )));
+    }
     let mut headers = Vec::with_capacity(items.len());
+    let mut total_bytes = 0usize;
     for item in &items {
         let obj = item.object("a header object")?;
         obj.check_keys(&["name", "value", "value_from_env"], &[])?;
 
         let name_field = obj.required("name")?;
         let name = name_field.string()?;
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(name_field.validation_failed(format!(
-                "{} is not a valid HTTP header name",
-                Value::from(name)
-            )));
-        }
+        check_header_name(&name).map_err(|e| name_field.validation_failed(e))?;
 
         let value = match (obj.get("value"), obj.get("value_from_env")) {
             (Some(field), None) => {
                 let value = field.string()?;
-                if http::HeaderValue::from_str(&value).is_err() {
-                    return Err(field.validation_failed(
-                        "not a valid HTTP header value (control characters are not allowed)",
-                    ));
-                }
+                check_header_value(&value).map_err(|e| field.validation_failed(e))?;
                 HeaderSource::Value(value)
             }
             (None, Some(field)) => {
                 let var = field.string()?;
                 // `std::env::var` may panic on a name that is empty or holds
                 // `=` or NUL; refusing them here keeps delivery panic-free.
+                // The value itself is only known at delivery, where
+                // `webhook::prepare` checks it (a failed attempt).
                 if var.is_empty() || var.contains(['=', '\0']) {
                     return Err(field.validation_failed(
                         "expected the name of an environment variable (non-empty, no '=' or NUL)",
@@ -253,6 +261,15 @@ fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
                 ));
             }
         };
+        let value_len = match &value {
+            HeaderSource::Value(v) | HeaderSource::FromEnv(v) => v.len(),
+        };
+        total_bytes += name.len() + value_len;
+        if total_bytes > MAX_EVENT_HEADER_BYTES {
+            return Err(item.validation_failed(format!(
+                "the headers' names and values may come to at most {MAX_EVENT_HEADER_BYTES} bytes in total; this header passes that"
+            )));
+        }
         headers.push(HeaderConf { name, value });
     }
     Ok(headers)
