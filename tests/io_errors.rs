@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use chime::log::{Appended, Log, LogError, LogOptions};
+use chime::record::RecordKind;
 use chime::server::ServeConfig;
 use chime::testing::TestServer;
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
@@ -641,9 +642,12 @@ async fn gated_receiver() -> (
 /// The call was made, but the disk is full when its outcome is to be
 /// recorded: the dispatcher keeps trying to record it (it does not leave
 /// the event `locked` until a restart), and once there is room the event
-/// is `delivered` on its one try, without a second call.
+/// is `delivered` on its one try, without a second call. The heal waits
+/// until the full disk has refused the outcome at least twice, so the
+/// retry loop has really run (healing at once could beat the first try).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room() {
+    use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().expect("tempdir");
     let fs = FaultFs::new(29);
     let mut config = ServeConfig::new(tmp.path());
@@ -656,21 +660,26 @@ async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room()
         .await;
     chime::testing::eventually("the call to reach the webhook", || {
         let requests = requests.clone();
-        async move { (requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
+        async move { (requests.load(Ordering::SeqCst) == 1).then_some(()) }
     })
     .await;
+    // Nothing else writes now: every refused write is the outcome's.
+    let refused_before = fs.stats().refused_of(Op::Write);
     fs.fail(Op::Write, Errno::NoSpace, Times::Always);
     answer.send(()).expect("receiver waiting");
+    chime::testing::eventually("the full disk to refuse the outcome twice", || {
+        let refused = fs.stats().refused_of(Op::Write) - refused_before;
+        async move { (refused >= 2).then_some(()) }
+    })
+    .await;
     // The outcome cannot be written: the event stays locked meanwhile.
     let event = server.api.event(&id).await;
     assert_eq!(event["status"], "locked", "{event}");
     fs.heal();
     let event = server.api.wait_status(&id, "delivered").await;
     assert_eq!(event["tries"], 1, "{event}");
-    assert_eq!(
-        requests.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "not sent again"
-    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "not sent again");
     server.stop().await;
+    let succeeded = chime::testing::count_records(tmp.path(), RecordKind::AttemptSucceeded);
+    assert_eq!(succeeded, 1, "one attempt_succeeded record");
 }

@@ -4,7 +4,8 @@
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
 //! generator, raw connections for the connection limits ([`conn`]), a
-//! fault-injecting file system ([`faultfs`]) and the benches'
+//! fault-injecting file system ([`faultfs`]), the decoded records of a
+//! data directory ([`records_in`]) and the benches'
 //! knobs ([`bench`]).
 //!
 //! Compiled only with the `testing` feature, which the tests and benches
@@ -25,6 +26,7 @@ mod client;
 pub mod conn;
 pub mod faultfs;
 mod receiver;
+mod records;
 mod rng;
 mod server;
 mod time;
@@ -36,6 +38,7 @@ pub use client::{
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
+pub use records::{count_records, records_in};
 pub use rng::Rng;
 pub use server::TestServer;
 pub use time::{free_port, from_now, in_seconds, secs_between, ts};
