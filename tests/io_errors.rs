@@ -463,6 +463,46 @@ fn a_failed_fsync_during_a_roll_poisons_the_log() {
     }
 }
 
+/// Regression: a roll whose memory map of the new segment failed was
+/// refused as a plain (non-fatal) error, but only after the new segment had
+/// been renamed into place and its directory fsynced. The writer stayed in
+/// the old segment, so a following small batch went there, past the
+/// sequence number the new (empty) segment is named after, and the log
+/// refused to open. The new segment is now mapped before it is renamed in.
+#[test]
+fn a_roll_whose_map_fails_is_refused_and_the_log_still_opens_with_every_acknowledged_batch() {
+    for power_loss in [false, true] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let fs = FaultFs::new(19);
+        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let mut acked = Acked::default();
+        acked.append(&log, vec![record(0, 100)]);
+        // The next batch rolls; mapping the new segment is its only map.
+        fs.fail(Op::Map, Errno::NoSpace, Times::Once);
+        let err = log.append_blocking(vec![record(1, 100)]).expect_err("roll");
+        assert!(!err.is_fatal(), "{err}");
+        assert_eq!(fs.stats().refused_of(Op::Map), 1, "the map was refused");
+        fs.heal();
+        // A small batch still fits in the old segment.
+        acked.append(&log, vec![record(2, 10)]);
+        // A large one rolls, now that maps work.
+        acked.append(&log, vec![record(3, 100)]);
+        acked.append(&log, vec![record(4, 10)]);
+        assert!(log.segment_count() >= 2, "rolled after the heal");
+        drop(log);
+        if power_loss {
+            fs.crash();
+        }
+        assert_eq!(reopen(dir), acked.0, "power_loss={power_loss}");
+        assert!(
+            !files(dir).iter().any(|n| n.ends_with(".tmp")),
+            "{:?}",
+            files(dir)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Through the API
 
