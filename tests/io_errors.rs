@@ -3,16 +3,14 @@
 //! disk, and what a restart or a power loss finds afterwards. First on the
 //! log alone, then through the HTTP API.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use chime::log::{Appended, Log, LogError, LogOptions};
 use chime::record::RecordKind;
 use chime::server::ServeConfig;
 use chime::testing::TestServer;
+use chime::testing::append::{QueuedAppend, answer, queue_append};
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use serde_json::{Value, json};
 
@@ -81,25 +79,6 @@ fn io_kind(e: &LogError) -> Option<i32> {
     }
 }
 
-/// Starts an append and lets it reach the writer's queue, without waiting
-/// for the answer (the writer is held by the test).
-type Pending = Pin<Box<dyn Future<Output = Result<Vec<Appended>, LogError>> + Send>>;
-
-fn queue(log: &Log, batch: Vec<Vec<u8>>) -> Pending {
-    let log = log.clone();
-    let mut fut: Pending = Box::pin(async move { log.append(batch).await });
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));
-    fut
-}
-
-fn answer(fut: Pending) -> Result<Vec<Appended>, LogError> {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(fut)
-}
-
 /// Holds the writer in the fdatasync of a first batch, queues `batches`
 /// behind it (so they form one group commit), runs `arm`, then lets the
 /// writer go and returns the answers of the queued batches.
@@ -118,7 +97,7 @@ fn group_behind_a_held_sync(
         std::thread::spawn(move || log.append_blocking(first))
     };
     fs.wait_held();
-    let queued: Vec<Pending> = batches.into_iter().map(|b| queue(log, b)).collect();
+    let queued: Vec<QueuedAppend> = batches.into_iter().map(|b| queue_append(log, b)).collect();
     arm();
     fs.release();
     let appended = held.join().expect("held appender").expect("first batch");

@@ -4,7 +4,8 @@
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
 //! generator, raw connections for the connection limits ([`conn`]), a
-//! fault-injecting file system ([`faultfs`]), the decoded records of a
+//! fault-injecting file system ([`faultfs`]) and appends queued behind it
+//! ([`append`]), the decoded records of a
 //! data directory ([`records_in`]) and the benches'
 //! knobs ([`bench`]).
 //!
@@ -20,6 +21,7 @@
 // panicking on it (unwrap included) is the point, as in `cfg(test)` code.
 #![allow(clippy::unwrap_used)]
 
+pub mod append;
 pub mod bench;
 mod child;
 mod client;
@@ -32,7 +34,7 @@ mod server;
 mod time;
 mod wait;
 
-pub use child::{ChildServer, chime_binary};
+pub use child::{ChildServer, chime_binary, serve_to_exit};
 pub use client::{
     ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
 };
