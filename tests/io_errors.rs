@@ -3,15 +3,14 @@
 //! disk, and what a restart or a power loss finds afterwards. First on the
 //! log alone, then through the HTTP API.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use chime::log::{Appended, Log, LogError, LogOptions};
+use chime::record::RecordKind;
 use chime::server::ServeConfig;
 use chime::testing::TestServer;
+use chime::testing::append::{QueuedAppend, answer, queue_append};
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use serde_json::{Value, json};
 
@@ -80,25 +79,6 @@ fn io_kind(e: &LogError) -> Option<i32> {
     }
 }
 
-/// Starts an append and lets it reach the writer's queue, without waiting
-/// for the answer (the writer is held by the test).
-type Pending = Pin<Box<dyn Future<Output = Result<Vec<Appended>, LogError>> + Send>>;
-
-fn queue(log: &Log, batch: Vec<Vec<u8>>) -> Pending {
-    let log = log.clone();
-    let mut fut: Pending = Box::pin(async move { log.append(batch).await });
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));
-    fut
-}
-
-fn answer(fut: Pending) -> Result<Vec<Appended>, LogError> {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(fut)
-}
-
 /// Holds the writer in the fdatasync of a first batch, queues `batches`
 /// behind it (so they form one group commit), runs `arm`, then lets the
 /// writer go and returns the answers of the queued batches.
@@ -117,7 +97,7 @@ fn group_behind_a_held_sync(
         std::thread::spawn(move || log.append_blocking(first))
     };
     fs.wait_held();
-    let queued: Vec<Pending> = batches.into_iter().map(|b| queue(log, b)).collect();
+    let queued: Vec<QueuedAppend> = batches.into_iter().map(|b| queue_append(log, b)).collect();
     arm();
     fs.release();
     let appended = held.join().expect("held appender").expect("first batch");
@@ -462,6 +442,46 @@ fn a_failed_fsync_during_a_roll_poisons_the_log() {
     }
 }
 
+/// Regression: a roll whose memory map of the new segment failed was
+/// refused as a plain (non-fatal) error, but only after the new segment had
+/// been renamed into place and its directory fsynced. The writer stayed in
+/// the old segment, so a following small batch went there, past the
+/// sequence number the new (empty) segment is named after, and the log
+/// refused to open. The new segment is now mapped before it is renamed in.
+#[test]
+fn a_roll_whose_map_fails_is_refused_and_the_log_still_opens_with_every_acknowledged_batch() {
+    for power_loss in [false, true] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let fs = FaultFs::new(19);
+        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let mut acked = Acked::default();
+        acked.append(&log, vec![record(0, 100)]);
+        // The next batch rolls; mapping the new segment is its only map.
+        fs.fail(Op::Map, Errno::NoSpace, Times::Once);
+        let err = log.append_blocking(vec![record(1, 100)]).expect_err("roll");
+        assert!(!err.is_fatal(), "{err}");
+        assert_eq!(fs.stats().refused_of(Op::Map), 1, "the map was refused");
+        fs.heal();
+        // A small batch still fits in the old segment.
+        acked.append(&log, vec![record(2, 10)]);
+        // A large one rolls, now that maps work.
+        acked.append(&log, vec![record(3, 100)]);
+        acked.append(&log, vec![record(4, 10)]);
+        assert!(log.segment_count() >= 2, "rolled after the heal");
+        drop(log);
+        if power_loss {
+            fs.crash();
+        }
+        assert_eq!(reopen(dir), acked.0, "power_loss={power_loss}");
+        assert!(
+            !files(dir).iter().any(|n| n.ends_with(".tmp")),
+            "{:?}",
+            files(dir)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Through the API
 
@@ -641,9 +661,12 @@ async fn gated_receiver() -> (
 /// The call was made, but the disk is full when its outcome is to be
 /// recorded: the dispatcher keeps trying to record it (it does not leave
 /// the event `locked` until a restart), and once there is room the event
-/// is `delivered` on its one try, without a second call.
+/// is `delivered` on its one try, without a second call. The heal waits
+/// until the full disk has refused the outcome at least twice, so the
+/// retry loop has really run (healing at once could beat the first try).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room() {
+    use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().expect("tempdir");
     let fs = FaultFs::new(29);
     let mut config = ServeConfig::new(tmp.path());
@@ -656,21 +679,26 @@ async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room()
         .await;
     chime::testing::eventually("the call to reach the webhook", || {
         let requests = requests.clone();
-        async move { (requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
+        async move { (requests.load(Ordering::SeqCst) == 1).then_some(()) }
     })
     .await;
+    // Nothing else writes now: every refused write is the outcome's.
+    let refused_before = fs.stats().refused_of(Op::Write);
     fs.fail(Op::Write, Errno::NoSpace, Times::Always);
     answer.send(()).expect("receiver waiting");
+    chime::testing::eventually("the full disk to refuse the outcome twice", || {
+        let refused = fs.stats().refused_of(Op::Write) - refused_before;
+        async move { (refused >= 2).then_some(()) }
+    })
+    .await;
     // The outcome cannot be written: the event stays locked meanwhile.
     let event = server.api.event(&id).await;
     assert_eq!(event["status"], "locked", "{event}");
     fs.heal();
     let event = server.api.wait_status(&id, "delivered").await;
     assert_eq!(event["tries"], 1, "{event}");
-    assert_eq!(
-        requests.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "not sent again"
-    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "not sent again");
     server.stop().await;
+    let succeeded = chime::testing::record_count(tmp.path(), RecordKind::AttemptSucceeded);
+    assert_eq!(succeeded, 1, "one attempt_succeeded record");
 }

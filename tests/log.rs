@@ -339,3 +339,94 @@ fn a_flipped_bit_in_the_last_acknowledged_batch_is_kept_aside_before_the_cut() {
     assert_eq!(recovery.truncated, None);
     assert_eq!(replay_all(&log).len(), 5);
 }
+
+/// Group commit shares fsyncs: 64 appenders queued behind a held fsync are
+/// answered after one more fsync, and 64 free-running appenders make fewer
+/// fsyncs than appends (counted by the fault file system, which passes
+/// every write through and counts each `sync_data`).
+#[test]
+fn group_commit_shares_one_fsync_among_queued_appenders() {
+    use chime::testing::append::{answer, queue_append};
+    use chime::testing::faultfs::{FaultFs, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new(3);
+    let opts = LogOptions {
+        segment_bytes: 1 << 20,
+        fs: std::sync::Arc::new(fs.clone()),
+    };
+    let (log, _) = Log::open(dir.path(), &opts).unwrap();
+
+    // Deterministic: the writer is held in the fsync of a first batch while
+    // 64 appenders queue; all 64 then go out in one group.
+    fs.hold_next(Op::Sync);
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_blocking(vec![payload(0)]))
+    };
+    fs.wait_held();
+    let queued: Vec<_> = (1..=64)
+        .map(|i| queue_append(&log, vec![payload(i)]))
+        .collect();
+    let syncs_before = fs.stats().succeeded_of(Op::Sync);
+    fs.release();
+    first.join().unwrap().unwrap();
+    let seqs: Vec<u64> = queued
+        .into_iter()
+        .map(|q| answer(q).unwrap()[0].seq)
+        .collect();
+    assert_eq!(seqs, (2..=65).collect::<Vec<u64>>());
+    assert_eq!(
+        fs.stats().succeeded_of(Op::Sync) - syncs_before,
+        1,
+        "64 queued appends, one fsync"
+    );
+
+    // Free-running: 64 threads appending at once share fsyncs too.
+    let syncs_before = fs.stats().succeeded_of(Op::Sync);
+    let per_thread = 20;
+    let threads: Vec<_> = (0..64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    log.append_blocking(vec![payload(100 + t * per_thread + i)])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let appends = 64 * per_thread as u64;
+    let syncs = fs.stats().succeeded_of(Op::Sync) - syncs_before;
+    assert!(syncs < appends, "{syncs} fsyncs for {appends} appends");
+    drop(log);
+    let (log, _) = Log::open(dir.path(), &LogOptions::with_segment_bytes(1 << 20)).unwrap();
+    assert_eq!(replay_all(&log).len() as u64, 65 + appends);
+}
+
+#[test]
+fn a_payload_over_the_limit_is_refused_and_nothing_is_written() {
+    use chime::log::frame::MAX_PAYLOAD;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), &opts(1 << 20)).unwrap();
+    log.append_blocking(vec![payload(0)]).unwrap();
+    let len = std::fs::metadata(&segments(dir.path())[0]).unwrap().len();
+    // Alone, or in a batch with payloads that would fit: the batch is refused whole.
+    for batch in [
+        vec![vec![b'x'; MAX_PAYLOAD + 1]],
+        vec![payload(1), vec![b'x'; MAX_PAYLOAD + 1]],
+    ] {
+        assert!(matches!(
+            log.append_blocking(batch),
+            Err(LogError::BadPayload { len }) if len == MAX_PAYLOAD + 1
+        ));
+    }
+    assert_eq!(
+        std::fs::metadata(&segments(dir.path())[0]).unwrap().len(),
+        len,
+        "nothing written"
+    );
+    assert_eq!(log.append_blocking(vec![payload(1)]).unwrap()[0].seq, 2);
+}

@@ -92,9 +92,38 @@ pub fn create(
     dir: &Path,
     base_seq: u64,
 ) -> Result<(PathBuf, Box<dyn SegmentIo>), LogError> {
+    let (path, file, ()) = create_then(fs, dir, base_seq, |_, _| Ok(()))?;
+    Ok((path, file))
+}
+
+/// [`create`], with the new segment mapped `map_len` bytes ahead for the
+/// readers *before* it is renamed into place: once it is in place the
+/// writer must switch to it (a later batch in the old segment would run
+/// past the sequence number the new one is named after), so nothing that
+/// can fail without being fatal may come after the rename.
+pub fn create_mapped(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base_seq: u64,
+    map_len: usize,
+) -> Result<(PathBuf, Box<dyn SegmentIo>, Mmap), LogError> {
+    create_then(fs, dir, base_seq, |file, tmp| {
+        file.map_ahead(map_len)
+            .map_err(|e| LogError::io("mmap", tmp, e))
+    })
+}
+
+/// Creates the segment, running `staged` on the fsynced temporary file
+/// before the rename; a failure there is handled like one of the header's.
+fn create_then<T>(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base_seq: u64,
+    staged: impl FnOnce(&dyn SegmentIo, &Path) -> Result<T, LogError>,
+) -> Result<(PathBuf, Box<dyn SegmentIo>, T), LogError> {
     let path = dir.join(file_name(base_seq));
     let tmp = dir.join(format!("{base_seq:020}{TMP_SUFFIX}"));
-    let staged = (|| {
+    let prepared = (|| {
         let mut file = fs
             .create(&tmp)
             .map_err(|e| LogError::io("create", &tmp, e))?;
@@ -102,10 +131,11 @@ pub fn create(
             .map_err(|e| LogError::io("write", &tmp, e))?;
         file.sync_all()
             .map_err(|e| LogError::fatal("fsync", &tmp, e))?;
-        Ok::<_, LogError>(file)
+        let extra = staged(&*file, &tmp)?;
+        Ok::<_, LogError>((file, extra))
     })();
-    let file = match staged {
-        Ok(file) => file,
+    let (file, extra) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             let _ = fs.remove_file(&tmp);
             return Err(e);
@@ -117,7 +147,7 @@ pub fn create(
     }
     fs.sync_dir(dir)
         .map_err(|e| LogError::fatal("fsync directory", dir, e))?;
-    Ok((path, file))
+    Ok((path, file, extra))
 }
 
 /// Maps a segment file read-only.

@@ -259,23 +259,33 @@ impl Writer {
     /// Seals the active segment (its frames are already durable) and starts
     /// a new one at the next sequence number.
     fn roll(&mut self) -> Result<(), LogError> {
-        let (path, file) =
-            segment::create(&*self.active.fs, &self.active.dir, self.active.next_seq)?;
-        // Map before switching: if mapping fails the writer stays on the
-        // old segment, so readers never miss a segment it writes to. The
-        // new one holds only a header; the next roll replaces it (rename
-        // over it), and a restart reads it as an empty last segment.
+        // The new segment is mapped for the readers before it is renamed
+        // into place (`create_mapped`): a map that fails then leaves no new
+        // segment, and the writer stays in the old one safely. Mapped after
+        // the rename, a failed map left the writer in the old segment past
+        // the base the new one is named after, and the next open refused.
+        // The new one holds only a header; the next roll replaces it
+        // (rename over it), and a restart reads it as an empty last segment.
         let len = self.active.segment_bytes as usize;
-        let map = Arc::new(
-            file.map_ahead(len)
-                .map_err(|e| LogError::io("mmap", &path, e))?,
-        );
-        self.active.shared.segments.write()?.push(ReadSegment {
+        let (path, file, map) = segment::create_mapped(
+            &*self.active.fs,
+            &self.active.dir,
+            self.active.next_seq,
+            len,
+        )?;
+        let map = Arc::new(map);
+        // The new segment is in place now: failing to switch to it must stop
+        // the writer (see above), so a poisoned segment list is fatal here.
+        let mut segments = self.active.shared.segments.write().map_err(|_| {
+            LogError::Poisoned("a thread panicked while it held the log's segment list".into())
+        })?;
+        segments.push(ReadSegment {
             base_seq: self.active.next_seq,
             path: path.clone(),
             map,
             durable_len: segment::EMPTY_LEN,
         });
+        drop(segments);
         self.file = file;
         self.active.path = path;
         self.active.ordinal += 1;

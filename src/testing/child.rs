@@ -32,6 +32,46 @@ pub fn chime_binary() -> PathBuf {
     binary
 }
 
+/// Runs `chime serve --data-dir DIR --listen 127.0.0.1:0 EXTRA...` that is
+/// expected to refuse to start, and returns its exit status and stderr once
+/// it exits. Waits at most [`WAIT`]; a child still running then (it started
+/// after all) is killed and the test fails with what it wrote.
+pub fn serve_to_exit(data_dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(chime_binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chime serve");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    // Drained on its own thread so a chatty child never blocks on the pipe.
+    let drained = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chime serve") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = drained.join().unwrap_or_default();
+            panic!("chime serve did not exit within {WAIT:?}; stderr:\n{text}");
+        }
+        std::thread::sleep(POLL);
+    };
+    (status, drained.join().expect("stderr reader"))
+}
+
 /// `chime serve` as a child process. Killed when dropped, so a failing test
 /// leaves no process behind.
 pub struct ChildServer {

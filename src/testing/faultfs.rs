@@ -35,6 +35,9 @@
 //! - **Injected errors** ([`FaultFs::fail`]): the next N (or every) call of
 //!   one kind fails with a chosen errno and no effect; a short write
 //!   ([`FaultFs::fail_short_write`]) writes a random strict prefix first.
+//!   Memory maps ([`Op::Map`]: `map`, `map_ahead`) can be failed the same
+//!   way. [`Stats`] counts the calls refused and those that went through,
+//!   per kind, so a test can wait until a fault has struck.
 //!
 //! # What is not
 //!
@@ -45,7 +48,8 @@
 //!   as POSIX allows; ext4 would usually journal both).
 //! - Directory creation (`create_dir_all`) is assumed durable at once.
 //! - Renames across directories are refused (the log never makes one).
-//! - Reads (`list`, `open`, `map`) never fail unless the power is off.
+//! - Reads (`list`, `open`) never fail unless the power is off; maps fail
+//!   only when asked to ([`Op::Map`]).
 //! - The real `fsync`s are skipped: durability is the model's business, which
 //!   also keeps the tests fast.
 //!
@@ -81,9 +85,26 @@ pub enum Op {
     Remove,
     /// `sync_dir`.
     SyncDir,
+    /// `map` and `map_ahead`. Not in [`Op::ALL`]: a map changes nothing on
+    /// disk, so it is not a mutating call, and power cuts do not count it.
+    Map,
 }
 
 impl Op {
+    /// Every kind of call, mutating or not: what the per-kind counters
+    /// ([`Stats::refused`], [`Stats::succeeded`]) are indexed by.
+    pub const KINDS: [Op; 8] = [
+        Op::Write,
+        Op::SetLen,
+        Op::Sync,
+        Op::Create,
+        Op::Rename,
+        Op::Remove,
+        Op::SyncDir,
+        Op::Map,
+    ];
+
+    /// The mutating kinds: what a power cut can strike.
     pub const ALL: [Op; 7] = [
         Op::Write,
         Op::SetLen,
@@ -95,7 +116,7 @@ impl Op {
     ];
 
     fn index(self) -> usize {
-        Op::ALL.iter().position(|&o| o == self).expect("listed")
+        Op::KINDS.iter().position(|&o| o == self).expect("listed")
     }
 }
 
@@ -140,6 +161,14 @@ pub struct Stats {
     pub calls: u64,
     /// Calls failed by [`FaultFs::fail`] / [`FaultFs::fail_short_write`].
     pub faults_injected: u64,
+    /// The same, by the kind of call refused, indexed like [`Op::KINDS`]
+    /// (see [`Stats::refused_of`]): lets a test wait until a fault has
+    /// really struck before it heals it.
+    pub refused: [u64; 8],
+    /// Calls that passed the fault checks (no fault, power on), by kind, indexed like
+    /// [`Op::KINDS`] (see [`Stats::succeeded_of`]): e.g. how many fsyncs a
+    /// group commit shared.
+    pub succeeded: [u64; 8],
     /// Calls refused because the power was off.
     pub refused_powerless: u64,
     /// [`FaultFs::crash`] calls.
@@ -149,6 +178,18 @@ pub struct Stats {
     /// Power cuts ([`FaultFs::cut_power_after`]) by the kind of call they
     /// struck, indexed like [`Op::ALL`].
     pub cuts: [u64; 7],
+}
+
+impl Stats {
+    /// Calls of kind `op` an injected fault refused.
+    pub fn refused_of(&self, op: Op) -> u64 {
+        self.refused[op.index()]
+    }
+
+    /// Calls of kind `op` that went through.
+    pub fn succeeded_of(&self, op: Op) -> u64 {
+        self.succeeded[op.index()]
+    }
 }
 
 /// The fault-injecting file system. Clones share one state: keep one to
@@ -344,7 +385,14 @@ impl State {
             }
             *left -= 1;
         }
+        self.injected(op)
+    }
+
+    /// The injected faults alone (no power accounting): mutating calls
+    /// reach it through [`State::check`], maps directly.
+    fn injected(&mut self, op: Op) -> Verdict {
         let Some(i) = self.faults.iter().position(|f| f.op == op) else {
+            self.stats.succeeded[op.index()] += 1;
             return Verdict::Go;
         };
         let fault = &mut self.faults[i];
@@ -356,6 +404,7 @@ impl State {
             }
         }
         self.stats.faults_injected += 1;
+        self.stats.refused[op.index()] += 1;
         if short {
             Verdict::Short(errno.error())
         } else {
@@ -366,6 +415,16 @@ impl State {
     /// Fails non-mutating calls while the power is off.
     fn alive(&self) -> io::Result<()> {
         if self.dead { Err(dead_error()) } else { Ok(()) }
+    }
+
+    /// The checks of a memory map: fails while the power is off or when a
+    /// [`Op::Map`] fault is injected; not a mutating call.
+    fn check_map(&mut self) -> io::Result<()> {
+        self.alive()?;
+        match self.injected(Op::Map) {
+            Verdict::Go => Ok(()),
+            Verdict::Dead(e) | Verdict::Fail(e) | Verdict::Short(e) => Err(e),
+        }
     }
 
     fn new_inode(&mut self) -> u64 {
@@ -721,7 +780,7 @@ impl FileSystem for FaultFs {
     }
 
     fn map(&self, path: &Path) -> io::Result<Mmap> {
-        self.lock().alive()?;
+        self.lock().check_map()?;
         StdFs.map(path)
     }
 
@@ -847,7 +906,7 @@ impl SegmentIo for FaultFile {
     }
 
     fn map_ahead(&self, len: usize) -> io::Result<Mmap> {
-        self.fs.lock().alive()?;
+        self.fs.lock().check_map()?;
         self.file.map_ahead(len)
     }
 }

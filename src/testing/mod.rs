@@ -3,9 +3,10 @@
 //! process ([`ChildServer`]), a client of its metadata API ([`ApiClient`]),
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
-//! generator, record counts of a data directory's log ([`record_counts`]),
-//! raw connections for the connection limits ([`conn`]), a
-//! fault-injecting file system ([`faultfs`]) and the benches'
+//! generator, raw connections for the connection limits ([`conn`]), a
+//! fault-injecting file system ([`faultfs`]) and appends queued behind it
+//! ([`append`]), the decoded records of a data directory's log
+//! ([`records_in`], [`record_counts`]) and the benches'
 //! knobs ([`bench`]).
 //!
 //! Compiled only with the `testing` feature, which the tests and benches
@@ -20,6 +21,7 @@
 // panicking on it (unwrap included) is the point, as in `cfg(test)` code.
 #![allow(clippy::unwrap_used)]
 
+pub mod append;
 pub mod bench;
 mod child;
 mod client;
@@ -32,13 +34,13 @@ mod server;
 mod time;
 mod wait;
 
-pub use child::{ChildServer, chime_binary};
+pub use child::{ChildServer, chime_binary, serve_to_exit};
 pub use client::{
     ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
-pub use records::{record_count, record_counts};
+pub use records::{record_count, record_counts, records_in};
 pub use rng::Rng;
 pub use server::TestServer;
 pub use time::{free_port, from_now, in_seconds, secs_between, ts};

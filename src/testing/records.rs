@@ -1,33 +1,45 @@
-//! What a data directory's log holds, read as `chime log` reads it: for
-//! tests that must show how many records of a kind a request wrote (one
-//! cancel for three identical deletes, nothing for a refused create).
+//! What a data directory's log holds, decoded: for tests that assert on the
+//! records written (one cancel for three identical deletes, nothing for a
+//! refused create, one `AttemptSucceeded`), not only on what the API shows.
+//! Read-only and lock-free: the log is scanned with [`LogReader`], which
+//! neither cuts nor refuses, so it can look at a log a server has open;
+//! every acknowledged write is durable, hence seen.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::datadir;
 use crate::log::fs::StdFs;
 use crate::log::reader::LogReader;
 use crate::record::{Record, RecordKind};
 
-/// How many records of each kind the log in `data_dir` holds, in whole
-/// batches. Read-only and lock-free, so it works beside a running server;
-/// every acknowledged write is durable, hence counted.
-pub fn record_counts(data_dir: &Path) -> BTreeMap<RecordKind, usize> {
-    let reader = LogReader::open(Arc::new(StdFs), &datadir::log_dir(data_dir), |_, _| {}).unwrap();
-    let mut counts = BTreeMap::new();
+/// Every record in whole batches of the log of data directory `data_dir`,
+/// with its sequence number, oldest first. Panics on a log that cannot be
+/// scanned or a record that does not decode: both are the test's failure.
+pub fn records_in(data_dir: &Path) -> Vec<(u64, Record)> {
+    let log_dir = crate::datadir::log_dir(data_dir);
+    let reader = LogReader::open(Arc::new(StdFs), &log_dir, |_, _| {}).expect("scan the log");
+    let mut out = Vec::new();
     reader
         .for_each(|entry| {
-            let record = Record::decode(entry.payload)?;
-            *counts.entry(record.kind()).or_insert(0) += 1;
-            Ok::<(), crate::record::RecordError>(())
+            let record = Record::decode(entry.payload).expect("every record decodes");
+            out.push((entry.seq, record));
+            Ok::<(), std::convert::Infallible>(())
         })
-        .unwrap();
+        .expect("infallible");
+    out
+}
+
+/// How many records of each kind the log of `data_dir` holds.
+pub fn record_counts(data_dir: &Path) -> BTreeMap<RecordKind, usize> {
+    let mut counts = BTreeMap::new();
+    for (_, record) in records_in(data_dir) {
+        *counts.entry(record.kind()).or_insert(0) += 1;
+    }
     counts
 }
 
-/// How many records of `kind` the log in `data_dir` holds.
+/// How many records of `kind` the log of `data_dir` holds.
 pub fn record_count(data_dir: &Path, kind: RecordKind) -> usize {
     record_counts(data_dir).get(&kind).copied().unwrap_or(0)
 }
