@@ -19,25 +19,30 @@
 //! - `wake`: `Wakeup`, when the loop plans to look next and how it is
 //!   woken sooner;
 //! - `attempt`: one attempt's lifecycle, from a claim to its outcome record;
+//! - `hosts`: each webhook host's share of the slots
+//!   (`max_in_flight_per_host`) and the events parked while it is full;
 //! - `rules`: the pure rules that decide outcomes ([`expired`],
 //!   [`succeeded`], [`next_retry_at`], [`retry_after`]), tested with
 //!   explicit times;
 //! - `http`: the webhook client, the request and the call.
 
 mod attempt;
+mod hosts;
 mod http;
 mod rules;
 mod wake;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use self::hosts::HostSlots;
 use self::http::WebhookClient;
-use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
+use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
 
 pub(crate) use wake::Wakeup;
@@ -54,6 +59,15 @@ pub const DEFAULT_RESPONSE_BODY_CAP: usize = 64 * 1024;
 /// How long in-flight attempts may run on after a stop, by default
 /// (`--shutdown-grace`).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The shortest wait between a failed attempt and its retry, by default
+/// (`--min-retry-interval`).
+pub const DEFAULT_MIN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest one attempt may wait for its webhook, by default, whatever
+/// its `timeout_seconds` (`--max-webhook-timeout`).
+pub const DEFAULT_MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Attempts in flight at once to one webhook authority (`host:port`), by
+/// default (`--max-in-flight-per-host`); never more than `--max-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_HOST: u32 = 32;
 
 /// How the dispatcher calls webhooks.
 #[derive(Clone, Debug)]
@@ -68,6 +82,16 @@ pub struct DispatchConfig {
     /// gives up (`error`), so that an event that crashes the server every
     /// time cannot loop forever.
     pub max_interrupted_attempts: u32,
+    /// No retry comes sooner than this after a failed attempt, so that
+    /// `retry_interval_seconds` 0 cannot become a busy loop.
+    pub min_retry_interval: Duration,
+    /// Each attempt's timeout is cut down to this, so that a huge
+    /// `timeout_seconds` against a silent host cannot hold a slot for ever.
+    pub max_webhook_timeout: Duration,
+    /// Attempts in flight at once to one webhook authority (`host:port`),
+    /// so that a slow host holds only its own slots (at most
+    /// `max_in_flight`).
+    pub max_in_flight_per_host: usize,
 }
 
 impl Default for DispatchConfig {
@@ -78,6 +102,9 @@ impl Default for DispatchConfig {
             response_body_cap: DEFAULT_RESPONSE_BODY_CAP,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_interrupted_attempts: MAX_INTERRUPTED_ATTEMPTS,
+            min_retry_interval: DEFAULT_MIN_RETRY_INTERVAL,
+            max_webhook_timeout: DEFAULT_MAX_WEBHOOK_TIMEOUT,
+            max_in_flight_per_host: DEFAULT_MAX_IN_FLIGHT_PER_HOST as usize,
         }
     }
 }
@@ -94,8 +121,13 @@ struct Inner {
     /// The loop's bounds: slots, grace, interrupted attempts.
     config: DispatchConfig,
     /// Events picked by the loop whose `AttemptStarted` is not applied yet:
-    /// until it is, the projection still lists them as due.
+    /// until it is, the projection still lists them as due. Events parked
+    /// for their host's slots stay claimed.
     claimed: Mutex<HashSet<EventId>>,
+    /// Each webhook host's share of the slots, and the events parked for it.
+    hosts: HostSlots,
+    /// Set once a stop is asked for: parked events are no longer taken up.
+    stopping: AtomicBool,
 }
 
 /// Fires due events until `shutdown` turns true, then lets in-flight
@@ -117,12 +149,15 @@ impl Dispatcher {
     /// Builds the dispatcher and its HTTP client.
     pub fn new(service: Arc<Service>, config: DispatchConfig) -> Result<Self, DispatchError> {
         let webhooks = WebhookClient::new(&config)?;
+        let hosts = HostSlots::new(config.max_in_flight_per_host.min(config.max_in_flight));
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 service,
                 webhooks,
                 config,
                 claimed: Mutex::new(HashSet::new()),
+                hosts,
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -209,9 +244,12 @@ impl Dispatcher {
                 if let Some((id, _)) = pick {
                     claimed.insert(id);
                 }
+                // The earliest event not claimed: parked events are claimed
+                // and may be due long before the next one to plan for.
                 let next = projection
-                    .next_due()
-                    .filter(|(_, id)| !claimed.contains(id))
+                    .due(UnixMicros(i64::MAX), claimed.len() + 1)
+                    .into_iter()
+                    .find(|(_, id)| !claimed.contains(id))
                     .map(|(due, _)| due);
                 (pick, next)
             };
@@ -219,7 +257,7 @@ impl Dispatcher {
             if let Some((id, loc)) = pick {
                 let inner = inner.clone();
                 tasks.spawn(async move {
-                    inner.attempt(id, loc).await;
+                    inner.run_claimed(id, loc).await;
                     drop(permit);
                 });
                 continue;
@@ -239,7 +277,10 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
-        // Stop: no new attempts; let those in flight finish within the grace.
+        // Stop: no new attempts (parked events stay unsent: they hold no
+        // record, so nothing needs recovering); let those in flight finish
+        // within the grace.
+        inner.stopping.store(true, Ordering::Release);
         let grace = inner.config.shutdown_grace;
         let in_flight = tasks.len();
         if in_flight > 0 {
