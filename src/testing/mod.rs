@@ -33,6 +33,7 @@ mod wait;
 pub use child::{ChildServer, chime_binary};
 pub use client::{
     ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
+    stored_response_bytes,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
