@@ -263,6 +263,38 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
+    fn serve_config(args: &[&str]) -> ServeConfig {
+        let cli = Cli::try_parse_from(["chime", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        serve.into_config()
+    }
+
+    #[test]
+    fn delivery_limit_flags_reach_the_dispatcher() {
+        let defaults = serve_config(&[]).dispatch;
+        assert_eq!(defaults.min_retry_interval, DEFAULT_MIN_RETRY_INTERVAL);
+        assert_eq!(defaults.max_webhook_timeout, Duration::from_secs(1800));
+        assert_eq!(defaults.max_in_flight_per_host, 32);
+        let set = serve_config(&[
+            "--min-retry-interval",
+            "500ms",
+            "--max-webhook-timeout",
+            "1s",
+            "--max-in-flight-per-host",
+            "3",
+        ])
+        .dispatch;
+        assert_eq!(set.min_retry_interval, Duration::from_millis(500));
+        assert_eq!(set.max_webhook_timeout, Duration::from_secs(1));
+        assert_eq!(set.max_in_flight_per_host, 3);
+        // A host's share is never more than the whole.
+        let capped = serve_config(&["--max-in-flight", "4"]).dispatch;
+        assert_eq!(capped.max_in_flight_per_host, 4);
+        assert!(Cli::try_parse_from(["chime", "serve", "--max-in-flight-per-host", "0"]).is_err());
+    }
+
     #[test]
     fn durations_read_and_write_back() {
         for (text, d) in [
