@@ -98,11 +98,11 @@ impl WebhookClient {
                 None => Ok(describe(e)),
             })?;
             let status = response.status().as_u16();
-            let headers = response.headers().clone();
+            let retry = retry_after(response.headers());
             // Headers and body share the cap: a webhook answering with
             // hundreds of kilobytes of headers would otherwise store them
             // at every attempt.
-            let (kept, mut truncated) = keep_headers(&headers, cap);
+            let (kept, mut truncated) = keep_headers(response.headers(), cap);
             let body_cap = cap - kept.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
             let mut body = Vec::new();
             loop {
@@ -125,7 +125,7 @@ impl WebhookClient {
                     }
                 }
             }
-            Ok((status, headers, kept, body, truncated))
+            Ok((status, retry, kept, body, truncated))
         })
         .await;
         let (response, retry_after) = match outcome {
@@ -149,9 +149,7 @@ impl WebhookClient {
                 };
                 (InvocationResponse::ClientError { message }, None)
             }
-            Ok(Ok((status, headers, kept, body, truncated))) => {
-                let retry = retry_after(&headers);
-                (
+            Ok(Ok((status, retry, kept, body, truncated))) => (
                     InvocationResponse::Webhook {
                         status,
                         headers: kept,
@@ -159,8 +157,7 @@ impl WebhookClient {
                         truncated,
                     },
                     retry,
-                )
-            }
+                ),
         };
         Ok((
             Invocation {
