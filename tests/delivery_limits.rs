@@ -146,6 +146,40 @@ async fn a_silent_host_holds_only_its_own_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_events_parked_for_one_host_do_not_hold_up_another() {
+    // 40,000 events due for a silent host, straight in the log: all but one
+    // are parked. The loop must not walk the parked ones again for every
+    // pick (that was quadratic: minutes for this many); the good host's
+    // event, due after all of them, is sent within seconds.
+    let silent = Receiver::start(vec![], Reply::Hang).await;
+    let good = Receiver::ok().await;
+    let due = UnixMicros::from_timestamp(in_seconds(-1.0));
+    let records: Vec<Record> = (0..40_000)
+        .map(|_| {
+            let mut created =
+                chime::record::fixtures::event(EventId::new_v4(), silent.url("/silent"), due);
+            created.retry_conf.timeout_seconds = 3600;
+            Record::EventCreated(created)
+        })
+        .collect();
+    let server = TestServer::over_records(&records, |c| {
+        c.dispatch.max_in_flight = 4;
+        c.dispatch.max_in_flight_per_host = 1;
+        c.dispatch.shutdown_grace = SHORT_GRACE;
+    })
+    .await;
+    let api = &server.api;
+    api.create(json!({"webhook": good.url("/good"), "schedule_at": in_seconds(0.0).to_string()}))
+        .await;
+    // Watched at the receiver: listing 40,000 events to poll a status
+    // would be most of the work.
+    let got = good.wait_for_within(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "the good host's event was not sent");
+    assert_eq!(silent.count(), 1, "the silent host got more than its share");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_events_are_sent_as_their_host_frees_its_slot() {
     let slow = Receiver::start(vec![], Reply::ok().after(Duration::from_millis(100))).await;
     let server = TestServer::fresh_with(|c| {

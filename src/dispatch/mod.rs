@@ -42,6 +42,7 @@ use tokio::task::JoinSet;
 
 use self::hosts::HostSlots;
 use self::http::WebhookClient;
+use crate::projection::Status;
 use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
 
@@ -219,6 +220,11 @@ impl Dispatcher {
         let service = inner.service.clone();
         let slots = Arc::new(Semaphore::new(inner.config.max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
+        // Where the scan of the due queue resumes: every due event before
+        // it was claimed when the loop last looked, unless something was
+        // made due before it since (which `looking` reports). Without it,
+        // each pick would walk again every event parked for a full host.
+        let mut cursor: Option<(UnixMicros, EventId)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -228,7 +234,9 @@ impl Dispatcher {
                 _ = shutdown.changed() => continue,
             };
             // Anything made due from here on wakes us.
-            service.wakeup().looking();
+            if let Some(back) = service.wakeup().looking() {
+                cursor = cursor.map(|at| at.min((back, EventId::nil())));
+            }
             let now = service.clock.now();
             let (pick, next) = {
                 let projection = service.projection();
@@ -236,21 +244,26 @@ impl Dispatcher {
                     .claimed
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let pick = projection
-                    .due(now, claimed.len() + 1)
-                    .into_iter()
-                    .find(|(_, id)| !claimed.contains(id))
-                    .and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
+                let start = cursor.unwrap_or((UnixMicros(i64::MIN), EventId::nil()));
+                let found = projection
+                    .due_from(start, now)
+                    .find(|(_, id)| !claimed.contains(id));
+                // Nothing unclaimed is due up to now: the next scan starts
+                // after it.
+                let resume = found.unwrap_or((now, EventId::max()));
+                cursor = Some(resume);
+                let pick = found.and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
                 if let Some((id, _)) = pick {
                     claimed.insert(id);
                 }
-                // The earliest event not claimed: parked events are claimed
-                // and may be due long before the next one to plan for.
-                let next = projection
-                    .due(UnixMicros(i64::MAX), claimed.len() + 1)
-                    .into_iter()
-                    .find(|(_, id)| !claimed.contains(id))
-                    .map(|(due, _)| due);
+                // The earliest event not claimed, to sleep until.
+                let next = match pick {
+                    Some(_) => None,
+                    None => projection
+                        .due_from(resume, UnixMicros(i64::MAX))
+                        .find(|(_, id)| !claimed.contains(id))
+                        .map(|(due, _)| due),
+                };
                 (pick, next)
             };
             while tasks.try_join_next().is_some() {}
@@ -307,7 +320,15 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
         // The loop skips claimed events when it plans; without their claim
-        // one of them may be the next due.
-        self.service.wakeup().notify();
+        // one of them may be the next due, and maybe before where the
+        // loop's scan resumes. (Taken after the claims' lock is dropped:
+        // the loop takes the projection's first.)
+        let due = self
+            .service
+            .projection()
+            .event(id)
+            .filter(|view| view.status == Status::Scheduled)
+            .map(|view| view.due_at());
+        self.service.wakeup().claim_dropped(due);
     }
 }
