@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dispatch::{
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_RESPONSE_BODY_CAP, DEFAULT_SHUTDOWN_GRACE, DispatchConfig,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_HOST, DEFAULT_MAX_WEBHOOK_TIMEOUT,
+    DEFAULT_MIN_RETRY_INTERVAL, DEFAULT_RESPONSE_BODY_CAP, DEFAULT_SHUTDOWN_GRACE, DispatchConfig,
 };
 use crate::log::{DEFAULT_SEGMENT_BYTES, LogOptions, MIN_SEGMENT_BYTES};
 use crate::record::MAX_INTERRUPTED_ATTEMPTS;
@@ -115,6 +116,23 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub webhook_env_allow: Vec<String>,
+    /// No retry comes sooner than this after a failed attempt, whatever
+    /// `retry_interval_seconds` or a `Retry-After` says.
+    #[arg(long, value_name = "DURATION", env = "CHIME_MIN_RETRY_INTERVAL",
+          default_value_t = DurationArg(DEFAULT_MIN_RETRY_INTERVAL))]
+    pub min_retry_interval: DurationArg,
+    /// The longest one attempt waits for its webhook; a larger
+    /// `timeout_seconds` is cut down to it.
+    #[arg(long, value_name = "DURATION", env = "CHIME_MAX_WEBHOOK_TIMEOUT",
+          default_value_t = DurationArg(DEFAULT_MAX_WEBHOOK_TIMEOUT))]
+    pub max_webhook_timeout: DurationArg,
+    /// Webhook calls in flight at once to one `host:port` (at most
+    /// --max-in-flight; a larger value is cut down to it), so a slow host
+    /// cannot take every slot.
+    #[arg(long, value_name = "N", env = "CHIME_MAX_IN_FLIGHT_PER_HOST",
+          default_value_t = DEFAULT_MAX_IN_FLIGHT_PER_HOST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_per_host: u32,
 }
 
 /// A duration flag's value, read by [`parse_duration`] and shown (in
@@ -215,6 +233,12 @@ impl ServeArgs {
                 response_body_cap: self.response_body_cap,
                 shutdown_grace: Duration::from_secs_f64(self.shutdown_grace.max(0.0)),
                 max_interrupted_attempts: self.max_interrupted_attempts,
+                min_retry_interval: self.min_retry_interval.0,
+                max_webhook_timeout: self.max_webhook_timeout.0,
+                // Widening, as for max_in_flight; a per-host share larger
+                // than the whole is the whole.
+                max_in_flight_per_host: self.max_in_flight_per_host.min(self.max_in_flight)
+                    as usize,
             },
             tls: self.tls_cert.zip(self.tls_key),
             allow_origins: self.allow_origin,
@@ -238,6 +262,38 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_config(args: &[&str]) -> ServeConfig {
+        let cli = Cli::try_parse_from(["chime", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        serve.into_config()
+    }
+
+    #[test]
+    fn delivery_limit_flags_reach_the_dispatcher() {
+        let defaults = serve_config(&[]).dispatch;
+        assert_eq!(defaults.min_retry_interval, DEFAULT_MIN_RETRY_INTERVAL);
+        assert_eq!(defaults.max_webhook_timeout, Duration::from_secs(1800));
+        assert_eq!(defaults.max_in_flight_per_host, 32);
+        let set = serve_config(&[
+            "--min-retry-interval",
+            "500ms",
+            "--max-webhook-timeout",
+            "1s",
+            "--max-in-flight-per-host",
+            "3",
+        ])
+        .dispatch;
+        assert_eq!(set.min_retry_interval, Duration::from_millis(500));
+        assert_eq!(set.max_webhook_timeout, Duration::from_secs(1));
+        assert_eq!(set.max_in_flight_per_host, 3);
+        // A host's share is never more than the whole.
+        let capped = serve_config(&["--max-in-flight", "4"]).dispatch;
+        assert_eq!(capped.max_in_flight_per_host, 4);
+        assert!(Cli::try_parse_from(["chime", "serve", "--max-in-flight-per-host", "0"]).is_err());
+    }
 
     #[test]
     fn durations_read_and_write_back() {

@@ -600,6 +600,25 @@ impl Projection {
             .collect()
     }
 
+    /// The `scheduled` events due at or before `upto`, earliest first,
+    /// starting at the key `from` (its due time and id, inclusive): lets the
+    /// dispatcher resume a scan past a prefix of events it already holds
+    /// instead of walking them again.
+    pub fn due_from(
+        &self,
+        from: (UnixMicros, EventId),
+        upto: UnixMicros,
+    ) -> impl Iterator<Item = (UnixMicros, EventId)> + '_ {
+        let end = (upto, MAX_ID);
+        // A range whose start is past its end panics; an empty one does not.
+        let range = from.min(end)..=end;
+        Merge::new([
+            self.sets[FIRST].range(range.clone()),
+            self.retry_queue.range(range),
+        ])
+        .copied()
+    }
+
     /// The `locked` events, ordered by `(schedule_at, id)`. At startup these
     /// are attempts that were interrupted by the process stopping.
     pub fn locked(&self) -> Vec<EventId> {
@@ -920,6 +939,16 @@ mod tests {
         );
         assert_eq!(f.p.due(t(100), 2), vec![(t(20), ev(2)), (t(25), ev(1))]);
         assert_eq!(f.p.due(t(100), 0), vec![]);
+        // Resumed at a key, over both queues, the key itself included; a
+        // start past the end is an empty scan, not a panic.
+        let from = |key, upto| f.p.due_from(key, t(upto)).collect::<Vec<_>>();
+        assert_eq!(
+            from((t(20), ev(2)), 100),
+            vec![(t(20), ev(2)), (t(25), ev(1)), (t(30), ev(3))]
+        );
+        assert_eq!(from((t(21), ev(0)), 100), vec![(t(25), ev(1)), (t(30), ev(3))]);
+        assert_eq!(from((t(21), ev(0)), 26), vec![(t(25), ev(1))]);
+        assert_eq!(from((t(90), ev(0)), 26), vec![]);
         // Listing still orders by schedule_at.
         let ids: Vec<_> = f.p.list(&[], 0, None).iter().map(|v| v.id).collect();
         assert_eq!(ids, vec![ev(1), ev(2), ev(3)]);

@@ -181,8 +181,10 @@ pub enum InvocationResponse {
     /// The webhook answered with an HTTP status.
     Webhook {
         status: u16,
+        /// The response headers, in order, while they fit in the cap.
         headers: Vec<(String, String)>,
-        /// The body, cut at the configured cap; `truncated` says whether it was.
+        /// The body, in the room the headers leave of the configured cap;
+        /// `truncated` says whether headers or body were cut.
         body: Vec<u8>,
         truncated: bool,
     },

@@ -22,10 +22,11 @@ use tokio::sync::watch;
 
 use chime::testing::{
     ApiClient, Receiver, Reply, TestServer, WAIT, client_error, in_seconds, only_invocation,
-    secs_between, ts,
+    secs_between, stored_response_bytes, ts,
 };
 
-/// The dispatcher's default response body cap.
+/// The dispatcher's default response body cap, which the answer's headers
+/// and body share.
 const CAP: usize = 64 * 1024;
 
 // ---------------------------------------------------------------------------
@@ -412,8 +413,10 @@ async fn endless_body_is_capped_and_the_attempt_ends_promptly() {
     assert_eq!(invocation["status"], 200);
     let data = &invocation["response"]["data"];
     assert_eq!(data["truncated"], true);
-    // Chunk framing is gone: exactly the first CAP bytes of content.
-    assert_eq!(data["body"], "z".repeat(CAP));
+    // Chunk framing is gone: exactly the first bytes of content that fit
+    // beside the headers under the cap.
+    let (header_bytes, _) = stored_response_bytes(&invocation);
+    assert_eq!(data["body"], "z".repeat(CAP - header_bytes));
     let took = attempt_took(&hostile, &invocation);
     assert!(took < 2.0, "the attempt took {took} s");
     // Memory is bounded by construction: the dispatcher's buffer only ever
@@ -452,7 +455,8 @@ async fn huge_200_is_delivered_with_its_body_capped() {
     assert_eq!(invocation["status"], 200);
     let data = &invocation["response"]["data"];
     assert_eq!(data["truncated"], true);
-    assert_eq!(data["body"], "h".repeat(CAP));
+    let (header_bytes, _) = stored_response_bytes(&invocation);
+    assert_eq!(data["body"], "h".repeat(CAP - header_bytes));
     let took = attempt_took(&hostile, &invocation);
     assert!(took < 2.0, "the attempt took {took} s");
     // The 50 MiB were not all read: the connection was closed under them.
@@ -462,23 +466,37 @@ async fn huge_200_is_delivered_with_its_body_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_of_exactly_the_cap_is_not_truncated() {
-    let receiver = Receiver::start(
-        vec![Reply::ok().body(vec![b'a'; CAP])],
-        Reply::ok().body(vec![b'b'; CAP + 1]),
-    )
-    .await;
+async fn an_answer_of_exactly_the_cap_is_not_truncated() {
+    // The cap holds headers and body together. A probe well under it shows
+    // how many bytes the receiver's headers take (`date` is fixed width,
+    // `content-length` has as many digits for every body tried here).
+    let probe_body = CAP - 100;
+    let receiver =
+        Receiver::start(vec![Reply::ok().body(vec![b'p'; probe_body])], Reply::ok()).await;
     let server = TestServer::fresh().await;
     let api = &server.api;
+    let probe = due_now(api, &receiver.url("/probe"), json!({})).await;
+    api.wait_status(&probe, "delivered").await;
+    let (header_bytes, body_bytes) = stored_response_bytes(&only_invocation(api, &probe).await);
+    assert_eq!(body_bytes, probe_body);
+    let fits = CAP - header_bytes;
+    drop(receiver);
+    let receiver = Receiver::start(
+        vec![Reply::ok().body(vec![b'a'; fits])],
+        Reply::ok().body(vec![b'b'; fits + 1]),
+    )
+    .await;
     let exact = due_now(api, &receiver.url("/exact"), json!({})).await;
     api.wait_status(&exact, "delivered").await;
     let over = due_now(api, &receiver.url("/over"), json!({})).await;
     api.wait_status(&over, "delivered").await;
-    let data = only_invocation(api, &exact).await["response"]["data"].clone();
-    assert_eq!(data["body"], "a".repeat(CAP));
+    let invocation = only_invocation(api, &exact).await;
+    assert_eq!(stored_response_bytes(&invocation), (header_bytes, fits));
+    let data = &invocation["response"]["data"];
+    assert_eq!(data["body"], "a".repeat(fits));
     assert_eq!(data.get("truncated"), None, "{}", data["truncated"]);
     let data = only_invocation(api, &over).await["response"]["data"].clone();
-    assert_eq!(data["body"], "b".repeat(CAP));
+    assert_eq!(data["body"], "b".repeat(fits));
     assert_eq!(data["truncated"], true);
     server.stop().await;
 }

@@ -1,12 +1,21 @@
 //! One attempt's lifecycle, from a claimed event to its outcome in the log:
-//! expired → `EventExpired`; otherwise `AttemptStarted` made durable before
-//! the call, the call ([`http`](super::http)), and the outcome
-//! (`AttemptSucceeded` / `AttemptFailed`, decided by [`rules`](super::rules))
-//! appended after it. A call that chime itself could not make (out of
-//! descriptors or memory) ends as `AttemptInterrupted`: no try used, sent
-//! again after a pause. An attempt whose records the log refuses backs off
-//! or tries again here; the loop never sees its errors.
+//! expired → `EventExpired`; otherwise a slot of the webhook's host
+//! ([`hosts`](super::hosts): parked while its share is full),
+//! `AttemptStarted` made durable before the call, the call
+//! ([`http`](super::http)), and the outcome (`AttemptSucceeded` /
+//! `AttemptFailed`, decided by [`rules`](super::rules)) appended after it.
+//! A call that chime itself could not make (out of descriptors or memory)
+//! ends as `AttemptInterrupted`: no try used, sent again after a pause. A
+//! call that panicked ends as `AttemptFailed` with the panic's message, so
+//! no event is left `locked`. An attempt whose records the log refuses
+//! backs off or tries again here; the loop never sees its errors.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::Inner;
@@ -14,7 +23,7 @@ use super::http::LocalFailure;
 use super::rules::{expired, next_retry_at, succeeded};
 use crate::log::Loc;
 use crate::projection::Status;
-use crate::record::{AttemptId, EventId, Record};
+use crate::record::{AttemptId, EventId, Invocation, InvocationResponse, Record};
 use crate::service::ServiceError;
 
 /// How long an attempt waits before it tries again to record something the
@@ -27,20 +36,59 @@ const RECORD_BACKOFF: Duration = Duration::from_secs(1);
 const LOCAL_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Inner {
-    /// Runs one attempt at the claimed event `id`, created at `loc`.
-    pub(super) async fn attempt(&self, id: EventId, loc: Loc) {
-        if let Err(e) = self.try_attempt(id, loc).await {
-            tracing::error!(event_id = %id, error = %e, "delivery attempt could not be recorded");
-            // Without a durable record the event stays due; back off so a
-            // broken disk does not turn into a busy loop. The claim is kept
-            // through the back-off: released first, the loop would pick the
-            // event again at once and the sleep would only hold a slot.
-            tokio::time::sleep(RECORD_BACKOFF).await;
-            self.release(id);
+    /// Runs the attempt at the claimed event `id`, created at `loc`, then,
+    /// while its host has events parked and no stop is asked for, theirs
+    /// one after another: each takes over the host slot and the global slot
+    /// of the attempt before it.
+    pub(super) async fn run_claimed(&self, id: EventId, loc: Loc) {
+        let mut next = Some((id, loc, None));
+        while let Some((id, loc, held)) = next {
+            next = self.attempt(id, loc, held).await.and_then(|host| {
+                let hand_over = !self.stopping.load(Ordering::Acquire);
+                self.hosts
+                    .leave(&host, hand_over)
+                    .map(|(id, loc)| (id, loc, Some(host)))
+            });
         }
     }
 
-    async fn try_attempt(&self, id: EventId, loc: Loc) -> Result<(), ServiceError> {
+    /// Runs one attempt at the claimed event `id`, created at `loc`, in the
+    /// slot of host `held` if it was handed one. Returns the host whose slot
+    /// it holds at the end, for the caller to leave.
+    async fn attempt(&self, id: EventId, loc: Loc, held: Option<String>) -> Option<String> {
+        let mut slot = held;
+        match CatchUnwind(Box::pin(self.try_attempt(id, loc, &mut slot))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(event_id = %id, error = %e, "delivery attempt could not be recorded");
+                // Without a durable record the event stays due; back off so a
+                // broken disk does not turn into a busy loop. The claim is kept
+                // through the back-off: released first, the loop would pick the
+                // event again at once and the sleep would only hold a slot.
+                tokio::time::sleep(RECORD_BACKOFF).await;
+                self.release(id);
+            }
+            Err(panic) => {
+                // The call itself is caught in `try_attempt` and recorded;
+                // this is a panic around it, before its start was recorded
+                // or while its outcome was: the event is due again, or (if
+                // it is `locked`) sent again after a restart. Back off as
+                // for an unrecordable attempt, so a panic that repeats is
+                // not a busy loop.
+                tracing::error!(event_id = %id, panic = %panic_message(&*panic), "delivery attempt panicked");
+                tokio::time::sleep(RECORD_BACKOFF).await;
+                self.release(id);
+            }
+        }
+        slot
+    }
+
+    async fn try_attempt(
+        &self,
+        id: EventId,
+        loc: Loc,
+        slot: &mut Option<String>,
+    ) -> Result<(), ServiceError> {
         let service = &self.service;
         let Record::EventCreated(created) = service.read(loc)? else {
             tracing::error!(event_id = %id, "event's location does not hold its creation record");
@@ -48,6 +96,18 @@ impl Inner {
             return Ok(());
         };
         let now = service.clock.now();
+        if slot.is_some() {
+            // Taken up after being parked: it may have been cancelled or
+            // rescheduled meanwhile, and then it is not this attempt's.
+            let due = matches!(
+                service.projection().event(id),
+                Some(view) if view.status == Status::Scheduled && view.due_at() <= now
+            );
+            if !due {
+                self.release(id);
+                return Ok(());
+            }
+        }
         if expired(created.schedule_at, &created.retry_conf, now) {
             service
                 .append(&[Record::EventExpired {
@@ -57,6 +117,17 @@ impl Inner {
                 .await?;
             self.release(id);
             return Ok(());
+        }
+        if slot.is_none()
+            && let Some(host) = self.webhooks.authority(&created)
+        {
+            if !self.hosts.enter(&host, id, loc) {
+                // Parked, still claimed: one of the host's attempts takes
+                // it up when it ends (`run_claimed`); this task and its
+                // global slot are freed now.
+                return Ok(());
+            }
+            *slot = Some(host);
         }
         let attempt_id = AttemptId::new_v4();
         service
@@ -73,9 +144,28 @@ impl Inner {
             Some(view) if view.status == Status::Locked => view.tries,
             _ => return Ok(()),
         };
-        let (invocation, retry_after) = match self.webhooks.call(&created).await {
-            Ok(called) => called,
-            Err(local) => return self.interrupt_for_local_failure(id, attempt_id, local).await,
+        // A panic in the call (a hostile event in the log, a bug) must not
+        // leave the event `locked` until a restart: it is a failed attempt
+        // like any other, with the panic's message and the normal retry.
+        let called = CatchUnwind(Box::pin(self.webhooks.call(&created))).await;
+        let (invocation, retry_after) = match called {
+            Ok(Ok(called)) => called,
+            Ok(Err(local)) => return self.interrupt_for_local_failure(id, attempt_id, local).await,
+            Err(panic) => {
+                let message = format!(
+                    "chime failed while making this attempt (it panicked: {}); the attempt counts as failed",
+                    panic_message(&*panic)
+                );
+                tracing::error!(event_id = %id, %message, "delivery attempt panicked");
+                (
+                    Invocation {
+                        request_body: String::new(),
+                        request_headers: Vec::new(),
+                        response: InvocationResponse::ClientError { message },
+                    },
+                    None,
+                )
+            }
         };
         let at = service.clock.now();
         let record = if succeeded(&invocation.response) {
@@ -97,6 +187,7 @@ impl Inner {
                     tries_before + 1,
                     at,
                     retry_after,
+                    self.config.min_retry_interval,
                 ),
             }
         };
@@ -153,6 +244,37 @@ impl Inner {
     }
 }
 
+/// A future whose panic is caught and returned as `Err`, as
+/// `std::panic::catch_unwind` does for a closure (the shape of
+/// `futures::FutureExt::catch_unwind`, without the dependency). The inner
+/// future is boxed so that it can be polled without pin projection.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        // Unwind safety: after a panic the future is never polled again and
+        // the state it shares (the service, the claims, the host slots) is
+        // changed only in steps that a panic cannot leave half done.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message, when it has one (`panic!` with a literal or a format).
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -187,7 +309,7 @@ mod tests {
         };
         let task = tokio::spawn({
             let inner = inner.clone();
-            async move { inner.attempt(id, nowhere).await }
+            async move { inner.attempt(id, nowhere, None).await }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!task.is_finished(), "no back-off at all");

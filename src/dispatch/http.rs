@@ -8,15 +8,17 @@ use std::time::Duration;
 use super::DispatchConfig;
 use super::rules::retry_after;
 use crate::record::{EventCreated, Invocation, InvocationResponse};
-use crate::webhook::{EnvPolicy, prepare, process_env};
+use crate::webhook::{EnvPolicy, prepare, process_env, resolve_webhook};
 
 /// The client webhooks are called with, and what it keeps of an answer.
 pub(super) struct WebhookClient {
     /// One pool for every webhook; redirects are not followed (a 3xx is a
     /// failed attempt).
     client: reqwest::Client,
-    /// Response bodies are kept up to this many bytes.
+    /// Response headers and body are kept up to this many bytes together.
     response_body_cap: usize,
+    /// No attempt waits longer than this, whatever its `timeout_seconds`.
+    max_timeout: Duration,
     /// Which variables templates may read (re-checked at every attempt).
     pub(super) env_policy: EnvPolicy,
 }
@@ -33,8 +35,22 @@ impl WebhookClient {
         Ok(WebhookClient {
             client,
             response_body_cap: config.response_body_cap,
+            max_timeout: config.max_webhook_timeout,
             env_policy: EnvPolicy::default(),
         })
+    }
+
+    /// The authority (`host:port`) an attempt at `created` calls, from its
+    /// URL after templating, as [`prepare`] resolves it; `None` when the URL
+    /// cannot be resolved or read, since that attempt fails without a call
+    /// and needs no host slot.
+    pub(super) fn authority(&self, created: &EventCreated) -> Option<String> {
+        self.env_policy.check_template(&created.webhook).ok()?;
+        let url = resolve_webhook(&created.webhook, process_env).ok()?;
+        let url = reqwest::Url::parse(&url).ok()?;
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        Some(format!("{host}:{port}"))
     }
 
     /// Makes the HTTP call and describes it as an invocation, with the
@@ -56,7 +72,8 @@ impl WebhookClient {
                 None,
             ));
         }
-        let timeout = Duration::from_secs(u64::from(created.retry_conf.timeout_seconds));
+        let timeout = Duration::from_secs(u64::from(created.retry_conf.timeout_seconds))
+            .min(self.max_timeout);
         let cap = self.response_body_cap;
         let request = self
             .client
@@ -81,13 +98,17 @@ impl WebhookClient {
                 None => Ok(describe(e)),
             })?;
             let status = response.status().as_u16();
-            let headers = response.headers().clone();
+            let retry = retry_after(response.headers());
+            // Headers and body share the cap: a webhook answering with
+            // hundreds of kilobytes of headers would otherwise store them
+            // at every attempt.
+            let (kept, mut truncated) = keep_headers(response.headers(), cap);
+            let body_cap = cap - kept.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
             let mut body = Vec::new();
-            let mut truncated = false;
             loop {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
-                        let room = cap - body.len();
+                        let room = body_cap - body.len();
                         if chunk.len() > room {
                             body.extend_from_slice(&chunk[..room]);
                             truncated = true;
@@ -104,7 +125,7 @@ impl WebhookClient {
                     }
                 }
             }
-            Ok((status, headers, body, truncated))
+            Ok((status, retry, kept, body, truncated))
         })
         .await;
         let (response, retry_after) = match outcome {
@@ -112,7 +133,7 @@ impl WebhookClient {
                 InvocationResponse::ClientError {
                     message: format!(
                         "timed out after {} s waiting for the webhook's response",
-                        timeout.as_secs()
+                        timeout.as_secs_f64()
                     ),
                 },
                 None,
@@ -128,23 +149,15 @@ impl WebhookClient {
                 };
                 (InvocationResponse::ClientError { message }, None)
             }
-            Ok(Ok((status, headers, body, truncated))) => {
-                let retry = retry_after(&headers);
-                (
+            Ok(Ok((status, retry, kept, body, truncated))) => (
                     InvocationResponse::Webhook {
                         status,
-                        headers: headers
-                            .iter()
-                            .map(|(n, v)| {
-                                (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
-                            })
-                            .collect(),
+                        headers: kept,
                         body,
                         truncated,
                     },
                     retry,
-                )
-            }
+                ),
         };
         Ok((
             Invocation {
@@ -155,6 +168,24 @@ impl WebhookClient {
             retry_after,
         ))
     }
+}
+
+/// The response headers kept in the invocation log: in order while their
+/// names and values fit in `cap` bytes, and whether any were left out (the
+/// answer is then marked truncated; the body gets what room is left).
+fn keep_headers(headers: &http::HeaderMap, cap: usize) -> (Vec<(String, String)>, bool) {
+    let mut kept = Vec::new();
+    let mut used = 0usize;
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let size = name.as_str().len() + value.len();
+        if size > cap - used {
+            return (kept, true);
+        }
+        used += size;
+        kept.push((name.to_string(), value));
+    }
+    (kept, false)
 }
 
 /// chime could not make a call for want of a local resource (descriptors,

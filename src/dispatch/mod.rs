@@ -19,25 +19,31 @@
 //! - `wake`: `Wakeup`, when the loop plans to look next and how it is
 //!   woken sooner;
 //! - `attempt`: one attempt's lifecycle, from a claim to its outcome record;
+//! - `hosts`: each webhook host's share of the slots
+//!   (`max_in_flight_per_host`) and the events parked while it is full;
 //! - `rules`: the pure rules that decide outcomes ([`expired`],
 //!   [`succeeded`], [`next_retry_at`], [`retry_after`]), tested with
 //!   explicit times;
 //! - `http`: the webhook client, the request and the call.
 
 mod attempt;
+mod hosts;
 mod http;
 mod rules;
 mod wake;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use self::hosts::HostSlots;
 use self::http::WebhookClient;
-use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record};
+use crate::projection::Status;
+use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
 
 pub(crate) use wake::Wakeup;
@@ -54,6 +60,15 @@ pub const DEFAULT_RESPONSE_BODY_CAP: usize = 64 * 1024;
 /// How long in-flight attempts may run on after a stop, by default
 /// (`--shutdown-grace`).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The shortest wait between a failed attempt and its retry, by default
+/// (`--min-retry-interval`).
+pub const DEFAULT_MIN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest one attempt may wait for its webhook, by default, whatever
+/// its `timeout_seconds` (`--max-webhook-timeout`).
+pub const DEFAULT_MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Attempts in flight at once to one webhook authority (`host:port`), by
+/// default (`--max-in-flight-per-host`); never more than `--max-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_HOST: u32 = 32;
 
 /// How the dispatcher calls webhooks.
 #[derive(Clone, Debug)]
@@ -68,6 +83,16 @@ pub struct DispatchConfig {
     /// gives up (`error`), so that an event that crashes the server every
     /// time cannot loop forever.
     pub max_interrupted_attempts: u32,
+    /// No retry comes sooner than this after a failed attempt, so that
+    /// `retry_interval_seconds` 0 cannot become a busy loop.
+    pub min_retry_interval: Duration,
+    /// Each attempt's timeout is cut down to this, so that a huge
+    /// `timeout_seconds` against a silent host cannot hold a slot for ever.
+    pub max_webhook_timeout: Duration,
+    /// Attempts in flight at once to one webhook authority (`host:port`),
+    /// so that a slow host holds only its own slots (at most
+    /// `max_in_flight`).
+    pub max_in_flight_per_host: usize,
 }
 
 impl Default for DispatchConfig {
@@ -78,6 +103,9 @@ impl Default for DispatchConfig {
             response_body_cap: DEFAULT_RESPONSE_BODY_CAP,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_interrupted_attempts: MAX_INTERRUPTED_ATTEMPTS,
+            min_retry_interval: DEFAULT_MIN_RETRY_INTERVAL,
+            max_webhook_timeout: DEFAULT_MAX_WEBHOOK_TIMEOUT,
+            max_in_flight_per_host: DEFAULT_MAX_IN_FLIGHT_PER_HOST as usize,
         }
     }
 }
@@ -94,8 +122,13 @@ struct Inner {
     /// The loop's bounds: slots, grace, interrupted attempts.
     config: DispatchConfig,
     /// Events picked by the loop whose `AttemptStarted` is not applied yet:
-    /// until it is, the projection still lists them as due.
+    /// until it is, the projection still lists them as due. Events parked
+    /// for their host's slots stay claimed.
     claimed: Mutex<HashSet<EventId>>,
+    /// Each webhook host's share of the slots, and the events parked for it.
+    hosts: HostSlots,
+    /// Set once a stop is asked for: parked events are no longer taken up.
+    stopping: AtomicBool,
 }
 
 /// Fires due events until `shutdown` turns true, then lets in-flight
@@ -117,12 +150,15 @@ impl Dispatcher {
     /// Builds the dispatcher and its HTTP client.
     pub fn new(service: Arc<Service>, config: DispatchConfig) -> Result<Self, DispatchError> {
         let webhooks = WebhookClient::new(&config)?;
+        let hosts = HostSlots::new(config.max_in_flight_per_host.min(config.max_in_flight));
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 service,
                 webhooks,
                 config,
                 claimed: Mutex::new(HashSet::new()),
+                hosts,
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -184,6 +220,11 @@ impl Dispatcher {
         let service = inner.service.clone();
         let slots = Arc::new(Semaphore::new(inner.config.max_in_flight.max(1)));
         let mut tasks = JoinSet::new();
+        // Where the scan of the due queue resumes: every due event before
+        // it was claimed when the loop last looked, unless something was
+        // made due before it since (which `looking` reports). Without it,
+        // each pick would walk again every event parked for a full host.
+        let mut cursor: Option<(UnixMicros, EventId)> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -193,7 +234,9 @@ impl Dispatcher {
                 _ = shutdown.changed() => continue,
             };
             // Anything made due from here on wakes us.
-            service.wakeup().looking();
+            if let Some(back) = service.wakeup().looking() {
+                cursor = cursor.map(|at| at.min((back, EventId::nil())));
+            }
             let now = service.clock.now();
             let (pick, next) = {
                 let projection = service.projection();
@@ -201,25 +244,33 @@ impl Dispatcher {
                     .claimed
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let pick = projection
-                    .due(now, claimed.len() + 1)
-                    .into_iter()
-                    .find(|(_, id)| !claimed.contains(id))
-                    .and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
+                let start = cursor.unwrap_or((UnixMicros(i64::MIN), EventId::nil()));
+                let found = projection
+                    .due_from(start, now)
+                    .find(|(_, id)| !claimed.contains(id));
+                // Nothing unclaimed is due up to now: the next scan starts
+                // after it.
+                let resume = found.unwrap_or((now, EventId::max()));
+                cursor = Some(resume);
+                let pick = found.and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
                 if let Some((id, _)) = pick {
                     claimed.insert(id);
                 }
-                let next = projection
-                    .next_due()
-                    .filter(|(_, id)| !claimed.contains(id))
-                    .map(|(due, _)| due);
+                // The earliest event not claimed, to sleep until.
+                let next = match pick {
+                    Some(_) => None,
+                    None => projection
+                        .due_from(resume, UnixMicros(i64::MAX))
+                        .find(|(_, id)| !claimed.contains(id))
+                        .map(|(due, _)| due),
+                };
                 (pick, next)
             };
             while tasks.try_join_next().is_some() {}
             if let Some((id, loc)) = pick {
                 let inner = inner.clone();
                 tasks.spawn(async move {
-                    inner.attempt(id, loc).await;
+                    inner.run_claimed(id, loc).await;
                     drop(permit);
                 });
                 continue;
@@ -239,7 +290,10 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
-        // Stop: no new attempts; let those in flight finish within the grace.
+        // Stop: no new attempts (parked events stay unsent: they hold no
+        // record, so nothing needs recovering); let those in flight finish
+        // within the grace.
+        inner.stopping.store(true, Ordering::Release);
         let grace = inner.config.shutdown_grace;
         let in_flight = tasks.len();
         if in_flight > 0 {
@@ -266,7 +320,15 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
         // The loop skips claimed events when it plans; without their claim
-        // one of them may be the next due.
-        self.service.wakeup().notify();
+        // one of them may be the next due, and maybe before where the
+        // loop's scan resumes. (Taken after the claims' lock is dropped:
+        // the loop takes the projection's first.)
+        let due = self
+            .service
+            .projection()
+            .event(id)
+            .filter(|view| view.status == Status::Scheduled)
+            .map(|view| view.due_at());
+        self.service.wakeup().claim_dropped(due);
     }
 }

@@ -4,6 +4,8 @@
 //! again ([`next_retry_at`], [`retry_after`]). No IO and no clock: callers
 //! pass "now", and the tests below use explicit times.
 
+use std::time::Duration;
+
 use http::HeaderMap;
 
 use crate::record::{InvocationResponse, RetryConf, UnixMicros};
@@ -30,6 +32,11 @@ pub fn succeeded(response: &InvocationResponse) -> bool {
 /// `retry_after` is a `Retry-After` the webhook sent, which replaces the
 /// configured interval.
 ///
+/// No retry comes sooner than `min_interval` after the failure, whatever
+/// the event asks (`retry_interval_seconds` 0) or the webhook says: an
+/// event with a huge `num_retries` would otherwise retry in a busy loop
+/// and fill the log (`--min-retry-interval`).
+///
 /// A retry never waits past the first instant the event is too late
 /// (`schedule_at + tolerance_seconds`, plus a microsecond): by then it
 /// would be `dead` at its next try anyway, and a huge `Retry-After` would
@@ -40,6 +47,7 @@ pub fn next_retry_at(
     tries: u32,
     now: UnixMicros,
     retry_after: Option<u64>,
+    min_interval: Duration,
 ) -> Option<UnixMicros> {
     let too_late = UnixMicros(
         schedule_at
@@ -47,10 +55,12 @@ pub fn next_retry_at(
             .saturating_add(retry_seconds_micros(retry.tolerance_seconds))
             .saturating_add(1),
     );
-    (tries <= retry.num_retries).then(|| {
-        now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds)))
-            .min(too_late)
-    })
+    let asked = now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds)));
+    let min_micros = i64::try_from(min_interval.as_micros()).unwrap_or(i64::MAX);
+    let earliest = UnixMicros(now.0.saturating_add(min_micros));
+    // The tolerance still wins: at `too_late` the event is only found dead,
+    // nothing is sent, so the minimum interval is kept either way.
+    (tries <= retry.num_retries).then(|| asked.max(earliest).min(too_late))
 }
 
 /// A `Retry-After` value in whole seconds greater than zero; anything else
@@ -73,6 +83,9 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000;
+
+    /// No minimum retry interval, for the rules that do not test it.
+    const NO_MIN: Duration = Duration::ZERO;
 
     fn conf(num_retries: u32) -> RetryConf {
         RetryConf {
@@ -126,15 +139,15 @@ mod tests {
         let at = UnixMicros(40 * S);
         // num_retries 1: after the first failure retry in 10 s, after the second give up.
         assert_eq!(
-            next_retry_at(&conf(1), at, 1, now, None),
+            next_retry_at(&conf(1), at, 1, now, None, NO_MIN),
             Some(UnixMicros(60 * S))
         );
-        assert_eq!(next_retry_at(&conf(1), at, 2, now, None), None);
+        assert_eq!(next_retry_at(&conf(1), at, 2, now, None, NO_MIN), None);
         // num_retries 0 (the default): the first failure is final.
-        assert_eq!(next_retry_at(&conf(0), at, 1, now, None), None);
+        assert_eq!(next_retry_at(&conf(0), at, 1, now, None, NO_MIN), None);
         // Retry-After replaces the interval.
         assert_eq!(
-            next_retry_at(&conf(3), at, 1, now, Some(7)),
+            next_retry_at(&conf(3), at, 1, now, Some(7), NO_MIN),
             Some(UnixMicros(57 * S))
         );
     }
@@ -150,16 +163,63 @@ mod tests {
         let now = UnixMicros(1050 * S);
         let too_late = UnixMicros(1060 * S + 1);
         // A Retry-After of ~292,000 years is cut to the tolerance...
-        let next = next_retry_at(&retry, at, 1, now, Some(9_223_372_036_854)).unwrap();
+        let next = next_retry_at(&retry, at, 1, now, Some(9_223_372_036_854), NO_MIN).unwrap();
         assert_eq!(next, too_late);
         // ...where the event is expired, so the next look makes it dead.
         assert!(expired(at, &retry, next));
         assert!(!expired(at, &retry, UnixMicros(next.0 - 1)));
         // Within the tolerance nothing changes.
         assert_eq!(
-            next_retry_at(&retry, at, 1, now, Some(5)),
+            next_retry_at(&retry, at, 1, now, Some(5), NO_MIN),
             Some(UnixMicros(1055 * S))
         );
+    }
+
+    #[test]
+    fn no_retry_comes_sooner_than_the_minimum_interval() {
+        let retry = RetryConf {
+            num_retries: 1000,
+            retry_interval_seconds: 0,
+            tolerance_seconds: 3600,
+            ..RetryConf::default()
+        };
+        let at = UnixMicros(1000 * S);
+        let now = UnixMicros(1010 * S);
+        let min = Duration::from_millis(500);
+        // An interval of 0 waits the minimum...
+        assert_eq!(
+            next_retry_at(&retry, at, 3, now, None, min),
+            Some(UnixMicros(1010 * S + S / 2))
+        );
+        // ...and so does a Retry-After shorter than it...
+        assert_eq!(
+            next_retry_at(&retry, at, 3, now, Some(1), Duration::from_secs(5)),
+            Some(UnixMicros(1015 * S))
+        );
+        // ...while a longer interval or Retry-After is kept.
+        assert_eq!(
+            next_retry_at(&retry, at, 3, now, Some(7), min),
+            Some(UnixMicros(1017 * S))
+        );
+        let slow = RetryConf {
+            retry_interval_seconds: 20,
+            ..retry
+        };
+        assert_eq!(
+            next_retry_at(&slow, at, 3, now, None, min),
+            Some(UnixMicros(1030 * S))
+        );
+        // The tolerance still ends it: at its end the event is dead, not sent.
+        let short = RetryConf {
+            tolerance_seconds: 10,
+            ..retry
+        };
+        let too_late = UnixMicros(1010 * S + 1);
+        assert_eq!(
+            next_retry_at(&short, at, 3, now, None, min),
+            Some(too_late)
+        );
+        assert!(expired(at, &short, too_late));
     }
 
     #[test]

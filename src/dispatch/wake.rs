@@ -10,6 +10,12 @@
 //! [`Wakeup::plan`]), waits ([`Wakeup::notified`]) and wakes itself when a
 //! claim it held is dropped ([`Wakeup::notify`]). Nothing here does IO.
 //!
+//! The loop resumes its scan of the due queue where it left it (so that
+//! hundreds of thousands of events parked for one slow host are not walked
+//! again at every pick): the `Wakeup` also keeps how far back it must look,
+//! the earliest due time of an event made due since its last look (a
+//! record applied, a claim dropped), handed over by `looking`.
+//!
 //! Why no wake-up is lost: the loop calls `looking` *before* it reads the
 //! projection, and the service signals *after* it applied. A record applied
 //! after the look therefore finds the planned time at "none yet" (and
@@ -37,6 +43,10 @@ pub(crate) struct Wakeup {
     /// When the loop plans to wake next (unix micros), so that a record
     /// wakes it only if it makes an event due before that.
     planned: AtomicI64,
+    /// The earliest due time (unix micros) of an event made due since the
+    /// loop last looked, or `NONE_PLANNED`: the loop's scan must go back
+    /// this far.
+    rewind: AtomicI64,
 }
 
 impl Default for Wakeup {
@@ -44,6 +54,7 @@ impl Default for Wakeup {
         Wakeup {
             notify: Notify::new(),
             planned: AtomicI64::new(NONE_PLANNED),
+            rewind: AtomicI64::new(NONE_PLANNED),
         }
     }
 }
@@ -52,6 +63,9 @@ impl Wakeup {
     /// Called by the service once `records` are applied: wakes the loop if
     /// one of them makes an event due sooner than it planned.
     pub(crate) fn applied(&self, records: &[Record]) {
+        if let Some(back) = records.iter().filter_map(rewind_to).min() {
+            self.rewind.fetch_min(back.0, Ordering::AcqRel);
+        }
         if let Some(due) = records.iter().filter_map(due_from).min() {
             self.due_at(due);
         }
@@ -66,9 +80,13 @@ impl Wakeup {
 
     /// The loop is about to read the queue: anything made due from here on
     /// wakes it. Set before looking so that a record racing with the look
-    /// is never missed.
-    pub(crate) fn looking(&self) {
+    /// is never missed. Returns the earliest due time of an event made due
+    /// since the last look, if any, where the loop's scan must resume at
+    /// the latest.
+    pub(crate) fn looking(&self) -> Option<UnixMicros> {
         self.planned.store(NONE_PLANNED, Ordering::Release);
+        let back = self.rewind.swap(NONE_PLANNED, Ordering::AcqRel);
+        (back != NONE_PLANNED).then_some(UnixMicros(back))
     }
 
     /// The loop will sleep until `due` unless woken sooner.
@@ -77,14 +95,29 @@ impl Wakeup {
     }
 
     /// Wakes the loop whatever it planned: a claim it held is dropped, so
-    /// the event it skipped may be due.
-    pub(crate) fn notify(&self) {
+    /// the event it skipped may be due (at `due`, when it still is
+    /// `scheduled`: the loop's scan goes back there).
+    pub(crate) fn claim_dropped(&self, due: Option<UnixMicros>) {
+        if let Some(due) = due {
+            self.rewind.fetch_min(due.0, Ordering::AcqRel);
+        }
         self.notify.notify_one();
     }
 
     /// Resolves when the loop is woken.
     pub(crate) async fn notified(&self) {
         self.notify.notified().await;
+    }
+}
+
+/// How far back the loop's scan must go for what `record` made due: where
+/// the event now sits in the due queue. An interrupted attempt's event goes
+/// back at its old due time, which the record does not carry: the scan
+/// starts over.
+fn rewind_to(record: &Record) -> Option<UnixMicros> {
+    match record {
+        Record::AttemptInterrupted { give_up: false, .. } => Some(UnixMicros(i64::MIN)),
+        other => due_from(other),
     }
 }
 

@@ -208,6 +208,19 @@ pub fn client_error(invocation: &Value) -> String {
         .to_owned()
 }
 
+/// Bytes a `webhook_response` invocation keeps of the answer: the names and
+/// values of its headers, and its body (they share `--response-body-cap`).
+pub fn stored_response_bytes(invocation: &Value) -> (usize, usize) {
+    let data = &invocation["response"]["data"];
+    let headers = data["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().len() + h["value"].as_str().unwrap().len())
+        .sum();
+    (headers, data["body"].as_str().unwrap().len())
+}
+
 /// An HTTP/2-only client that speaks prior knowledge (h2c) over plain TCP,
 /// otherwise like [`http_client`].
 pub fn h2c_client() -> reqwest::Client {

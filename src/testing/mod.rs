@@ -37,6 +37,7 @@ mod wait;
 pub use child::{ChildServer, chime_binary, serve_to_exit};
 pub use client::{
     ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
+    stored_response_bytes,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};

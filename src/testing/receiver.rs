@@ -57,6 +57,16 @@ impl Reply {
         self
     }
 
+    /// `count` more headers (`x-pad-0`, `x-pad-1`, …) of `bytes` bytes of
+    /// value each: an answer whose head is far larger than its body.
+    pub fn padded_headers(mut self, count: usize, bytes: usize) -> Reply {
+        let value = "p".repeat(bytes);
+        for n in 0..count {
+            self = self.header(&format!("x-pad-{n}"), &value);
+        }
+        self
+    }
+
     /// `value` as the body, with a JSON content type.
     pub fn json(self, value: &Value) -> Reply {
         self.header("content-type", "application/json")

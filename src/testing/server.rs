@@ -54,6 +54,31 @@ impl TestServer {
         server
     }
 
+    /// A server over a fresh temporary data directory whose log already
+    /// holds `records`, written straight through the service (records the
+    /// API would refuse, as an older release may have written them), after
+    /// `configure` has adjusted its settings.
+    pub async fn over_records(
+        records: &[crate::record::Record],
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        {
+            let (service, _) = Service::open(
+                &crate::datadir::log_dir(dir.path()),
+                &crate::log::LogOptions::default(),
+                Arc::new(crate::clock::SystemClock),
+            )
+            .expect("open the log");
+            service.append(records).await.expect("append the records");
+        }
+        let mut config = ServeConfig::new(dir.path());
+        configure(&mut config);
+        let mut server = Self::start(config).await;
+        server._dir = Some(dir);
+        server
+    }
+
     /// Serves an already opened server on a fresh 127.0.0.1 port.
     pub async fn serve(server: Server, secret: Option<String>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
