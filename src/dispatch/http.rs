@@ -61,6 +61,17 @@ impl WebhookClient {
         &self,
         created: &EventCreated,
     ) -> Result<(Invocation, Option<u64>), LocalFailure> {
+        // The create-time rules leave no input known to panic in here, so
+        // the test of the dispatcher's catch asks for one (never in a
+        // release build: the `testing` feature is for tests and benches).
+        #[cfg(feature = "testing")]
+        if created
+            .headers
+            .iter()
+            .any(|h| h.name == crate::testing::PANIC_HEADER)
+        {
+            panic!("asked to by the {} header", crate::testing::PANIC_HEADER);
+        }
         let prepared = prepare(created, &process_env, &self.env_policy);
         if let Some(message) = prepared.problem {
             return Ok((
