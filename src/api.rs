@@ -449,24 +449,54 @@ enum Part {
 
 impl Reply {
     fn single(answer: Answer) -> Result<Reply, ApiError> {
-        Ok(Reply {
-            parts: VecDeque::from([Part::of(answer)?]),
-        })
+        let mut reply = Reply {
+            parts: VecDeque::new(),
+        };
+        reply.push(answer)?;
+        Ok(reply)
     }
 
     /// A bulk's answers as one JSON array, as `serde_json` writes a
     /// `Value::Array` of them: no spaces.
     fn bulk(answers: Vec<Answer>) -> Result<Reply, ApiError> {
-        let mut parts = VecDeque::with_capacity(2 * answers.len() + 1);
-        parts.push_back(Part::Bytes(b"[".to_vec()));
+        let mut reply = Reply {
+            parts: VecDeque::new(),
+        };
+        reply.write(|out| out.push(b'['));
         for (i, answer) in answers.into_iter().enumerate() {
             if i > 0 {
-                parts.push_back(Part::Bytes(b",".to_vec()));
+                reply.write(|out| out.push(b','));
             }
-            parts.push_back(Part::of(answer)?);
+            reply.push(answer)?;
         }
-        parts.push_back(Part::Bytes(b"]".to_vec()));
-        Ok(Reply { parts })
+        reply.write(|out| out.push(b']'));
+        Ok(reply)
+    }
+
+    fn push(&mut self, answer: Answer) -> Result<(), ApiError> {
+        match answer {
+            Answer::Value(value) => self.write(|out| serde_json::to_writer(out, &value).map_err(internal)),
+            Answer::Listing(listing) => {
+                self.parts.push_back(Part::Listing(listing));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what is known now into the bytes part at the end: one buffer
+    /// for a run of written answers (a bulk of creates is one part).
+    fn write<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut bytes = match self.parts.pop_back() {
+            Some(Part::Bytes(bytes)) => bytes,
+            Some(listing) => {
+                self.parts.push_back(listing);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let result = f(&mut bytes);
+        self.parts.push_back(Part::Bytes(bytes));
+        result
     }
 
     /// Whether everything has been rendered.
@@ -492,15 +522,6 @@ impl Reply {
             }
         }
         Ok((!out.is_empty()).then(|| Bytes::from(out)))
-    }
-}
-
-impl Part {
-    fn of(answer: Answer) -> Result<Part, ApiError> {
-        Ok(match answer {
-            Answer::Value(value) => Part::Bytes(serde_json::to_vec(&value).map_err(internal)?),
-            Answer::Listing(listing) => Part::Listing(listing),
-        })
     }
 }
 
