@@ -10,6 +10,11 @@
 //! The body is then parsed and validated as a whole ([`crate::hasura`])
 //! before anything is appended; writes are answered only once their records
 //! are durable and applied.
+//!
+//! Listings are never built whole: a reply is rendered a chunk at a time as
+//! the client takes it (`Reply`), each listing reading the projection a
+//! page at a time (`Listing`), so one request's memory is bounded
+//! whatever the number of events.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
