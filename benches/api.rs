@@ -1,9 +1,10 @@
 //! API benchmark: creates/s over HTTP (single creates at 64 connections,
-//! bulk requests of 1,000) and RAM per pending event with 1,000,000
-//! pending.
+//! bulk requests of 1,000), RAM per pending event with 1,000,000
+//! pending, and the server's memory around 8 concurrent unlimited listings
+//! of 200,000 events.
 //!
 //! Run: `cargo bench --bench api` (a filter picks cases: `create`, `bulk`,
-//! `ram`). `CHIME_BENCH_SECS` sets the time per case (default 5),
+//! `ram`, `listing`). `CHIME_BENCH_SECS` sets the time per case (default 5),
 //! `CHIME_BENCH_DIR` the disk (default `target/bench-tmp`). Figures go into
 //! docs/performance.md.
 
@@ -228,6 +229,93 @@ fn ram(rt: &tokio::runtime::Runtime) {
     );
 }
 
+const LISTING_EVENTS: u64 = 200_000;
+const LISTINGS: usize = 8;
+
+/// `chime serve` with 200,000 events, then 8 concurrent
+/// `get_scheduled_events` with no `limit`, each read to its end by a client
+/// that keeps none of it: the server's anonymous RSS before, at its highest
+/// (sampled every 5 ms) and after, and the growth of its peak RSS (`VmHWM`,
+/// which also counts the log's mapped pages the listings read).
+fn listing(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    rt.block_on(async {
+        // A listing built whole sends its first byte only once it is all
+        // rendered, which can take longer than the idle timeout (it did in
+        // a debug build); what is measured is memory, so none is cut.
+        let server = bench::serve(dir.path(), &["--idle-timeout", "1h"]);
+        let client = client();
+        let query = format!("{}/v1/query", server.api.base);
+        for i in 0..LISTING_EVENTS / 1000 {
+            let resp = client
+                .post(&query)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&bulk_body(i)).expect("json"))
+                .send()
+                .await
+                .expect("send");
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.bytes().await.expect("body");
+        }
+        let status = format!("/proc/{}/status", server.pid());
+        let before = bench::rss_anon_bytes_of(&status);
+        bench::reset_peak_rss(server.pid());
+        let peak_before = bench::peak_rss_bytes_of(&status);
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (sampling, status) = (sampling.clone(), status.clone());
+            std::thread::spawn(move || {
+                let mut highest = 0;
+                while sampling.load(Ordering::Relaxed) {
+                    highest = highest.max(bench::rss_anon_bytes_of(&status));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                highest
+            })
+        };
+        let start = Instant::now();
+        let body = json!({"type": "get_scheduled_events", "args": {"type": "one_off"}});
+        let tasks: Vec<_> = (0..LISTINGS)
+            .map(|_| {
+                let (client, url, body) = (client.clone(), query.clone(), body.to_string());
+                tokio::spawn(async move {
+                    let mut resp = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let mut bytes = 0;
+                    while let Some(chunk) = resp.chunk().await.expect("body") {
+                        bytes += chunk.len();
+                    }
+                    bytes
+                })
+            })
+            .collect();
+        let mut bytes = 0;
+        for task in tasks {
+            bytes = task.await.expect("listing");
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        sampling.store(false, Ordering::Relaxed);
+        let highest = sampler.join().expect("sampler");
+        let after = bench::rss_anon_bytes_of(&status);
+        let peak = bench::peak_rss_bytes_of(&status);
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "listing {LISTINGS} concurrent listings of {LISTING_EVENTS} events ({:.1} MiB each, {elapsed:.1}s): anonymous RSS {:.1} MiB before, {:.1} MiB at most, {:.1} MiB after; peak RSS (VmHWM) +{:.1} MiB",
+            mib(bytes as u64),
+            mib(before),
+            mib(highest),
+            mib(after),
+            mib(peak.saturating_sub(peak_before)),
+        );
+    });
+}
+
 fn replay_rss(log_dir: &Path) {
     let before = rss_anon_bytes();
     let start = Instant::now();
@@ -260,5 +348,8 @@ fn main() {
     }
     if want("ram") {
         ram(&rt);
+    }
+    if want("listing") {
+        listing(&rt);
     }
 }

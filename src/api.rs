@@ -10,8 +10,13 @@
 //! The body is then parsed and validated as a whole ([`crate::hasura`])
 //! before anything is appended; writes are answered only once their records
 //! are durable and applied.
+//!
+//! Listings are never built whole: a reply is rendered a chunk at a time as
+//! the client takes it (`Reply`), each listing reading the projection a
+//! page at a time (`Listing`), so one request's memory is bounded
+//! whatever the number of events.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,7 +32,9 @@ use subtle::ConstantTimeEq;
 
 use crate::hasura::{self, ApiError, Command, Endpoint};
 use crate::log::LogError;
-use crate::projection::{Projection, Status};
+use crate::projection::{
+    EventPager, EventView, InvocationPager, InvocationRef, Projection, Status,
+};
 use crate::record::{EventId, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
 
@@ -265,19 +272,39 @@ async fn query(State(api): State<Arc<ApiState>>, request: Request) -> Response {
     answer(api.handle(Endpoint::Query, request).await)
 }
 
-fn answer(result: Result<Value, ApiError>) -> Response {
-    match result {
-        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, axum::Json(e.to_json())).into_response()
-        }
-    }
+/// The response: the reply's first chunk is rendered before the status is
+/// chosen, so a read that fails there is still a 500, and a reply that fits
+/// in it goes out whole with a `Content-Length`. A larger one is sent as it
+/// is rendered (chunked in HTTP/1.1), chunk by chunk as the client takes
+/// them; a read failing after that cuts the connection (see [`Streamed`]).
+fn answer(result: Result<Reply, ApiError>) -> Response {
+    let mut reply = match result {
+        Ok(reply) => reply,
+        Err(e) => return error_response(e),
+    };
+    let first = match reply.next_chunk() {
+        Ok(first) => first.unwrap_or_default(),
+        Err(e) => return error_response(e),
+    };
+    let body = if reply.is_done() {
+        Body::from(first)
+    } else {
+        Body::new(Streamed {
+            first: Some(first),
+            reply,
+        })
+    };
+    let json = header::HeaderValue::from_static("application/json");
+    (StatusCode::OK, [(header::CONTENT_TYPE, json)], body).into_response()
+}
+
+fn error_response(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(e.to_json())).into_response()
 }
 
 impl ApiState {
-    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<Value, ApiError> {
+    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<Reply, ApiError> {
         // Everything that can refuse the caller looks at headers only: not
         // one byte of the body is read for a request that will be refused.
         self.front_door.check(&request)?;
@@ -325,15 +352,15 @@ impl ApiState {
         Ok(())
     }
 
-    async fn execute(&self, command: Command) -> Result<Value, ApiError> {
+    async fn execute(&self, command: Command) -> Result<Reply, ApiError> {
         match command {
             Command::Bulk(commands) => {
                 let answers = self.execute_all(commands, true).await?;
-                Ok(Value::Array(answers))
+                Reply::bulk(answers)
             }
             single => {
                 let mut answers = self.execute_all(vec![single], false).await?;
-                Ok(answers.pop().unwrap_or(Value::Null))
+                Reply::single(answers.pop().unwrap_or(Answer::Value(Value::Null)))
             }
         }
     }
@@ -346,7 +373,7 @@ impl ApiState {
         &self,
         commands: Vec<Command>,
         bulk: bool,
-    ) -> Result<Vec<Value>, ApiError> {
+    ) -> Result<Vec<Answer>, ApiError> {
         // JSON paths name the sub-request inside a bulk.
         let path = |i: usize, key: &str| {
             if bulk {
@@ -421,21 +448,22 @@ impl ApiState {
         planned
             .into_iter()
             .map(|plan| match plan {
-                Planned::Answered(answer) => Ok(answer),
+                Planned::Answered(answer) => Ok(Answer::Value(answer)),
                 Planned::Read(read) => self.read(read),
             })
             .collect()
     }
 
-    /// Answers a read, once the request's writes are in.
-    fn read(&self, read: Read) -> Result<Value, ApiError> {
+    /// Answers a read, once the request's writes are in: a listing that is
+    /// read and rendered page by page as the answer is sent.
+    fn read(&self, read: Read) -> Result<Answer, ApiError> {
         match read {
             Read::Events {
                 statuses,
                 limit,
                 offset,
                 get_rows_count,
-            } => self.events(&statuses, limit, offset, get_rows_count),
+            } => Ok(self.events(statuses, limit, offset, get_rows_count)),
             Read::Invocations {
                 event_id,
                 limit,
@@ -448,32 +476,20 @@ impl ApiState {
 
     fn events(
         &self,
-        statuses: &[Status],
+        statuses: Vec<Status>,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
-    ) -> Result<Value, ApiError> {
-        let (views, count) = {
-            let p = self.service.projection();
-            let views = p.list(statuses, offset, limit);
-            (views, get_rows_count.then(|| p.count(statuses)))
-        };
-        let mut events = Vec::with_capacity(views.len());
-        for view in views {
-            match self.service.read(view.loc).map_err(internal)? {
-                Record::EventCreated(created) => {
-                    events.push(hasura::render_event(&created, &view));
-                }
-                other => {
-                    return Err(internal(format!(
-                        "event {} points at a {} record",
-                        view.id,
-                        other.kind()
-                    )));
-                }
-            }
-        }
-        Ok(hasura::events_answer(events, count))
+    ) -> Answer {
+        let count = get_rows_count.then_some(Count::Events(statuses.clone()));
+        Answer::Listing(Box::new(Listing::new(
+            Arc::clone(&self.service),
+            Rows::Events {
+                pager: EventPager::new(statuses, offset, limit),
+                page: VecDeque::new(),
+            },
+            count,
+        )))
     }
 
     fn invocations(
@@ -483,30 +499,339 @@ impl ApiState {
         offset: usize,
         get_rows_count: bool,
         id_path: String,
-    ) -> Result<Value, ApiError> {
-        let (refs, count) = {
-            let p = self.service.projection();
-            if let Some(id) = event_id
-                && p.event(id).is_none()
-            {
-                return Err(ApiError::not_found(
-                    id_path,
-                    format!("scheduled event {id} does not exist"),
-                ));
-            }
-            (
-                p.invocations(event_id, offset, limit),
-                get_rows_count.then(|| p.invocation_count(event_id)),
-            )
+    ) -> Result<Answer, ApiError> {
+        if let Some(id) = event_id
+            && self.service.projection().event(id).is_none()
+        {
+            return Err(ApiError::not_found(
+                id_path,
+                format!("scheduled event {id} does not exist"),
+            ));
+        }
+        let count = get_rows_count.then_some(Count::Invocations(event_id));
+        Ok(Answer::Listing(Box::new(Listing::new(
+            Arc::clone(&self.service),
+            Rows::Invocations {
+                pager: InvocationPager::new(event_id, offset, limit),
+                page: VecDeque::new(),
+            },
+            count,
+        ))))
+    }
+}
+
+/// How many rows a listing reads from the projection per take of its lock.
+/// A page costs tens of bytes per row (locations, not payloads), so a
+/// thousand keeps the lock short and the memory small.
+pub const LISTING_PAGE_ROWS: usize = 1_000;
+
+/// A reply is sent in chunks of about this many bytes (a chunk ends after
+/// the row that passes it): the memory one reply holds while it waits for
+/// its client to read, whatever the listing's size.
+pub const REPLY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What one command answers.
+enum Answer {
+    /// A write's answer, built whole (it is small).
+    Value(Value),
+    /// A listing, read and rendered as the reply is sent. Boxed: it is much
+    /// larger than a `Value` and a bulk holds many answers.
+    Listing(Box<Listing>),
+}
+
+/// A request's whole answer, rendered a chunk at a time: a single
+/// command's answer, or a bulk's `[answer,answer,…]`.
+struct Reply {
+    /// What is left to render, in order.
+    parts: VecDeque<Part>,
+}
+
+enum Part {
+    Bytes(Vec<u8>),
+    Listing(Box<Listing>),
+}
+
+impl Reply {
+    fn single(answer: Answer) -> Result<Reply, ApiError> {
+        let mut reply = Reply {
+            parts: VecDeque::new(),
         };
-        let mut invocations = Vec::with_capacity(refs.len());
-        for r in refs {
-            let record = self.service.read(r.loc).map_err(internal)?;
-            if let Some(v) = hasura::render_invocation(&r, &record) {
-                invocations.push(v);
+        reply.push(answer)?;
+        Ok(reply)
+    }
+
+    /// A bulk's answers as one JSON array, as `serde_json` writes a
+    /// `Value::Array` of them: no spaces.
+    fn bulk(answers: Vec<Answer>) -> Result<Reply, ApiError> {
+        let mut reply = Reply {
+            parts: VecDeque::new(),
+        };
+        reply.write(|out| out.push(b'['));
+        for (i, answer) in answers.into_iter().enumerate() {
+            if i > 0 {
+                reply.write(|out| out.push(b','));
+            }
+            reply.push(answer)?;
+        }
+        reply.write(|out| out.push(b']'));
+        Ok(reply)
+    }
+
+    fn push(&mut self, answer: Answer) -> Result<(), ApiError> {
+        match answer {
+            Answer::Value(value) => self.write(|out| serde_json::to_writer(out, &value).map_err(internal)),
+            Answer::Listing(listing) => {
+                self.parts.push_back(Part::Listing(listing));
+                Ok(())
             }
         }
-        Ok(hasura::invocations_answer(invocations, count))
+    }
+
+    /// Writes what is known now into the bytes part at the end: one buffer
+    /// for a run of written answers (a bulk of creates is one part).
+    fn write<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let mut bytes = match self.parts.pop_back() {
+            Some(Part::Bytes(bytes)) => bytes,
+            Some(listing) => {
+                self.parts.push_back(listing);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let result = f(&mut bytes);
+        self.parts.push_back(Part::Bytes(bytes));
+        result
+    }
+
+    /// Whether everything has been rendered.
+    fn is_done(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The next chunk, about [`REPLY_CHUNK_BYTES`]; `None` once all is sent.
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let mut out = Vec::new();
+        while out.len() < REPLY_CHUNK_BYTES {
+            match self.parts.front_mut() {
+                None => break,
+                Some(Part::Bytes(bytes)) => {
+                    out.append(bytes);
+                    self.parts.pop_front();
+                }
+                Some(Part::Listing(listing)) => {
+                    if listing.fill(&mut out)? {
+                        self.parts.pop_front();
+                    }
+                }
+            }
+        }
+        Ok((!out.is_empty()).then(|| Bytes::from(out)))
+    }
+}
+
+/// A reply's body once its first chunk is out: each poll renders the next
+/// chunk, so a chunk is rendered only when hyper has sent the one before
+/// (a slow client holds one chunk, not the listing).
+struct Streamed {
+    first: Option<Bytes>,
+    reply: Reply,
+}
+
+/// A read failed after the answer began: the status is sent, so the
+/// connection is cut rather than the answer ended, and the client sees an
+/// incomplete body (no final chunk), never a short listing that looks whole.
+#[derive(Debug, thiserror::Error)]
+#[error("a read failed while the answer was being sent; the server log has the detail")]
+struct ReplyCut;
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = ReplyCut;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ReplyCut>>> {
+        let this = self.get_mut();
+        let chunk = match this.first.take() {
+            Some(first) => Ok(Some(first)),
+            None => this.reply.next_chunk().map_err(|_| ReplyCut),
+        };
+        std::task::Poll::Ready(chunk.transpose().map(|c| c.map(http_body::Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.reply.is_done()
+    }
+}
+
+/// A listing being rendered: its pager, the page being rendered, and where
+/// it stands in its JSON.
+///
+/// The projection is locked once per page ([`LISTING_PAGE_ROWS`] rows), and
+/// rows are read from the log and rendered outside the lock. Writes that
+/// land between two pages are seen as [`EventPager`] and
+/// [`InvocationPager`] say: a row appears at most once and the order holds;
+/// a row deleted before its page is read is left out, one created behind
+/// the cursor too, and each row shows its state as of its page. `count` is
+/// taken first, under the same lock as the first page, so it is the size
+/// of the listing as it stood then (Hasura's `count` is likewise that of
+/// its query, not a promise about rows read later).
+struct Listing {
+    service: Arc<Service>,
+    rows: Rows,
+    /// What `count` counts, when asked for (`get_rows_count`).
+    count: Option<Count>,
+    stage: Stage,
+}
+
+enum Rows {
+    Events {
+        pager: EventPager,
+        page: VecDeque<EventView>,
+    },
+    Invocations {
+        pager: InvocationPager,
+        page: VecDeque<InvocationRef>,
+    },
+}
+
+enum Count {
+    Events(Vec<Status>),
+    Invocations(Option<EventId>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing written yet.
+    Start,
+    /// The head is written; `any` once a row is.
+    Rows { any: bool },
+    Done,
+}
+
+impl Listing {
+    fn new(service: Arc<Service>, rows: Rows, count: Option<Count>) -> Listing {
+        Listing {
+            service,
+            rows,
+            count,
+            stage: Stage::Start,
+        }
+    }
+
+    /// Renders into `out` until it holds [`REPLY_CHUNK_BYTES`] or the
+    /// listing is over; returns whether it is over.
+    fn fill(&mut self, out: &mut Vec<u8>) -> Result<bool, ApiError> {
+        while out.len() < REPLY_CHUNK_BYTES {
+            match self.stage {
+                Stage::Start => {
+                    let count = {
+                        let projection = self.service.projection();
+                        self.rows.next_page(&projection);
+                        self.count.as_ref().map(|count| match count {
+                            Count::Events(statuses) => projection.count(statuses),
+                            Count::Invocations(event) => projection.invocation_count(*event),
+                        })
+                    };
+                    self.rows.listing().head(count, out);
+                    self.stage = Stage::Rows { any: false };
+                }
+                Stage::Rows { any } => {
+                    if self.rows.page_is_empty() {
+                        if self.rows.is_done() {
+                            out.extend_from_slice(hasura::LISTING_TAIL);
+                            self.stage = Stage::Done;
+                        } else {
+                            let projection = self.service.projection();
+                            self.rows.next_page(&projection);
+                        }
+                        continue;
+                    }
+                    let mark = out.len();
+                    if any {
+                        out.push(hasura::ROW_SEPARATOR);
+                    }
+                    if self.rows.render_next(&self.service, out)? {
+                        self.stage = Stage::Rows { any: true };
+                    } else {
+                        out.truncate(mark);
+                    }
+                }
+                Stage::Done => return Ok(true),
+            }
+        }
+        Ok(self.stage == Stage::Done)
+    }
+}
+
+impl Rows {
+    fn listing(&self) -> hasura::Listing {
+        match self {
+            Rows::Events { .. } => hasura::Listing::Events,
+            Rows::Invocations { .. } => hasura::Listing::Invocations,
+        }
+    }
+
+    /// Reads the next page from `projection` (locked by the caller).
+    fn next_page(&mut self, projection: &Projection) {
+        match self {
+            Rows::Events { pager, page } => {
+                page.extend(pager.next_page(projection, LISTING_PAGE_ROWS));
+            }
+            Rows::Invocations { pager, page } => {
+                page.extend(pager.next_page(projection, LISTING_PAGE_ROWS));
+            }
+        }
+    }
+
+    fn page_is_empty(&self) -> bool {
+        match self {
+            Rows::Events { page, .. } => page.is_empty(),
+            Rows::Invocations { page, .. } => page.is_empty(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Rows::Events { pager, .. } => pager.is_done(),
+            Rows::Invocations { pager, .. } => pager.is_done(),
+        }
+    }
+
+    /// Reads the page's next row from the log and appends its JSON to
+    /// `out`; false when it renders to nothing (a record that is not the
+    /// invocation its reference names).
+    fn render_next(&mut self, service: &Service, out: &mut Vec<u8>) -> Result<bool, ApiError> {
+        let value = match self {
+            Rows::Events { page, .. } => {
+                let Some(view) = page.pop_front() else {
+                    return Ok(false);
+                };
+                match service.read(view.loc).map_err(internal)? {
+                    Record::EventCreated(created) => hasura::render_event(&created, &view),
+                    other => {
+                        return Err(internal(format!(
+                            "event {} points at a {} record",
+                            view.id,
+                            other.kind()
+                        )));
+                    }
+                }
+            }
+            Rows::Invocations { page, .. } => {
+                let Some(r) = page.pop_front() else {
+                    return Ok(false);
+                };
+                let record = service.read(r.loc).map_err(internal)?;
+                match hasura::render_invocation(&r, &record) {
+                    Some(value) => value,
+                    None => return Ok(false),
+                }
+            }
+        };
+        serde_json::to_writer(&mut *out, &value).map_err(internal)?;
+        Ok(true)
     }
 }
 

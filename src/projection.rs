@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::iter::Peekable;
+use std::ops::Bound;
 
 use crate::log::Loc;
 use crate::record::{AttemptId, EventId, Record, UnixMicros};
@@ -517,16 +518,11 @@ impl Projection {
     }
 
     /// Events with one of `statuses` (all when empty), ordered by
-    /// `(schedule_at, id)`, skipping `offset` and returning at most `limit`.
+    /// `(schedule_at, id)`, skipping `offset` and returning at most `limit`:
+    /// one [`EventPager`] page as large as the listing.
     /// Costs O(offset + limit) steps: the sets cannot seek by rank.
     pub fn list(&self, statuses: &[Status], offset: usize, limit: Option<usize>) -> Vec<EventView> {
-        Merge::new(self.selected(statuses).into_iter().map(|set| set.iter()))
-            .skip(offset)
-            .take(limit.unwrap_or(usize::MAX))
-            // Every key in the sets has a slot (index/unindex keep them in
-            // step); filter_map rather than unwrap so a bug cannot panic.
-            .filter_map(|&(_, id)| self.event(id))
-            .collect()
+        EventPager::new(statuses.to_vec(), offset, limit).next_page(self, usize::MAX)
     }
 
     /// How many events have one of `statuses` (all when empty).
@@ -540,36 +536,15 @@ impl Projection {
     }
 
     /// Invocations, newest (latest applied) first: of one event, or of all
-    /// when `event` is `None`; skipping `offset`, at most `limit`.
+    /// when `event` is `None`; skipping `offset`, at most `limit`: one
+    /// [`InvocationPager`] page as large as the listing.
     pub fn invocations(
         &self,
         event: Option<EventId>,
         offset: usize,
         limit: Option<usize>,
     ) -> Vec<InvocationRef> {
-        let limit = limit.unwrap_or(usize::MAX);
-        match event {
-            None => self
-                .invocations
-                .values()
-                .rev()
-                .skip(offset)
-                .take(limit)
-                .copied()
-                .collect(),
-            Some(id) => self
-                .invocations_by_event
-                .get(&id)
-                .map(|keys| {
-                    keys.iter()
-                        .rev()
-                        .skip(offset)
-                        .take(limit)
-                        .filter_map(|key| self.invocations.get(key).copied())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
+        InvocationPager::new(event, offset, limit).next_page(self, usize::MAX)
     }
 
     /// How many invocations one event has, or all events when `None`.
@@ -633,6 +608,172 @@ impl Projection {
     /// Whether no event is in view.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+/// Reads a listing of events ([`Projection::list`]'s order and filter) a
+/// page at a time, so that a caller can take the projection's lock for one
+/// page, let go of it while the page is rendered, and take it again for the
+/// next: memory and lock hold times stay bounded whatever the listing's size.
+///
+/// Pages continue after the key `(schedule_at, id)` of the last event
+/// returned, which never changes for an event (a status change moves it
+/// between sets, not in the order); so when records are applied between
+/// pages, an event is returned **at most once** and the events come in
+/// order. An event that is deleted, or leaves the selected statuses, before
+/// its page is read is not returned; one created (or entering the selected
+/// statuses) behind the cursor is not either, one ahead of it is. Each event
+/// shows its state as of its own page. `offset` is applied once, on the
+/// first page.
+#[derive(Clone, Debug)]
+pub struct EventPager {
+    statuses: Vec<Status>,
+    /// The key of the last event returned; `None` before the first page.
+    after: Option<Key>,
+    /// Events still to skip (the listing's `offset`, used up by page one).
+    skip: usize,
+    /// Events still to return (the listing's `limit`).
+    left: usize,
+    /// Set once a page came back short: nothing was left after the cursor.
+    done: bool,
+}
+
+impl EventPager {
+    /// A listing of events with one of `statuses` (all when empty), skipping
+    /// `offset` and returning at most `limit`.
+    pub fn new(statuses: Vec<Status>, offset: usize, limit: Option<usize>) -> EventPager {
+        let left = limit.unwrap_or(usize::MAX);
+        EventPager {
+            statuses,
+            after: None,
+            skip: offset,
+            left,
+            done: left == 0,
+        }
+    }
+
+    /// The next at most `max` events of the listing, as `projection` has
+    /// them now; empty once the listing is over.
+    pub fn next_page(&mut self, projection: &Projection, max: usize) -> Vec<EventView> {
+        if self.done {
+            return Vec::new();
+        }
+        let want = max.min(self.left);
+        let after = match self.after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let sets = projection.selected(&self.statuses);
+        let mut keys = Merge::new(sets.into_iter().map(|set| set.range((after, Bound::Unbounded))));
+        // Skipping counts even events that are then not returned, so that
+        // the skip, like today's, is over the listing as it stands now.
+        let skipped = keys.by_ref().take(self.skip).count();
+        let mut taken = 0;
+        let page: Vec<EventView> = keys
+            .take(want)
+            .inspect(|&&key| {
+                self.after = Some(key);
+                taken += 1;
+            })
+            // Every key in the sets has a slot (index/unindex keep them in
+            // step); filter_map rather than unwrap so a bug cannot panic.
+            .filter_map(|&(_, id)| projection.event(id))
+            .collect();
+        if skipped < self.skip || taken < want {
+            self.done = true;
+        }
+        self.skip = 0;
+        self.left -= taken;
+        if self.left == 0 {
+            self.done = true;
+        }
+        page
+    }
+
+    /// Whether the listing is over: the next page would be empty.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Reads a listing of invocations ([`Projection::invocations`]'s order and
+/// filter: newest first) a page at a time, like [`EventPager`].
+///
+/// Pages continue before the last invocation returned, by the key it was
+/// applied under, which no other invocation ever takes; so when records are
+/// applied between pages, an invocation is returned **at most once** and
+/// the order holds. Invocations applied after the listing began are newer
+/// than the cursor and are not returned; those of an event deleted before
+/// their page is read are not either. `offset` is applied once, on the
+/// first page.
+#[derive(Clone, Debug)]
+pub struct InvocationPager {
+    event: Option<EventId>,
+    /// The key of the last invocation returned; `None` before the first page.
+    before: Option<u64>,
+    skip: usize,
+    left: usize,
+    done: bool,
+}
+
+impl InvocationPager {
+    /// A listing of the invocations of `event` (of all events when `None`),
+    /// skipping `offset` and returning at most `limit`.
+    pub fn new(event: Option<EventId>, offset: usize, limit: Option<usize>) -> InvocationPager {
+        let left = limit.unwrap_or(usize::MAX);
+        InvocationPager {
+            event,
+            before: None,
+            skip: offset,
+            left,
+            done: left == 0,
+        }
+    }
+
+    /// The next at most `max` invocations of the listing, as `projection`
+    /// has them now; empty once the listing is over.
+    pub fn next_page(&mut self, projection: &Projection, max: usize) -> Vec<InvocationRef> {
+        if self.done {
+            return Vec::new();
+        }
+        let want = max.min(self.left);
+        let end = self.before.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys: Box<dyn Iterator<Item = u64>> = match self.event {
+            None => Box::new(projection.invocations.range((Bound::Unbounded, end)).rev().map(|(&k, _)| k)),
+            Some(id) => {
+                let keys = projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice);
+                // Oldest first, so ascending: the cursor is found by halving.
+                let upto = match end {
+                    Bound::Excluded(before) => keys.partition_point(|&k| k < before),
+                    _ => keys.len(),
+                };
+                Box::new(keys[..upto].iter().rev().copied())
+            }
+        };
+        let skipped = keys.by_ref().take(self.skip).count();
+        let mut taken = 0;
+        let page: Vec<InvocationRef> = keys
+            .take(want)
+            .inspect(|&key| {
+                self.before = Some(key);
+                taken += 1;
+            })
+            .filter_map(|key| projection.invocations.get(&key).copied())
+            .collect();
+        if skipped < self.skip || taken < want {
+            self.done = true;
+        }
+        self.skip = 0;
+        self.left -= taken;
+        if self.left == 0 {
+            self.done = true;
+        }
+        page
+    }
+
+    /// Whether the listing is over: the next page would be empty.
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 }
 
@@ -1263,6 +1404,98 @@ mod tests {
         assert_eq!(locs(f.p.invocations(Some(ev(3)), 0, None)), vec![]);
         let newest = f.p.invocations(Some(ev(2)), 0, Some(1))[0];
         assert_eq!((newest.event_id, newest.attempt_id), (ev(2), att(22)));
+    }
+
+    /// Every page of `pager` over `p`, `max` rows at a time, until it is done.
+    fn all_pages(pager: &mut EventPager, p: &Projection, max: usize) -> Vec<Vec<u128>> {
+        let mut pages = vec![];
+        while !pager.is_done() {
+            let page = ids(pager.next_page(p, max));
+            assert!(page.len() <= max, "{page:?}");
+            pages.push(page);
+        }
+        pages
+    }
+
+    #[test]
+    fn pages_of_two_give_every_event_once_in_order() {
+        let mut f = Feed::default();
+        for n in 1..=5u128 {
+            f.ok(created(ev(n), 10 * n as i64));
+        }
+        let mut pager = EventPager::new(vec![], 0, None);
+        // The last page is empty: a full page cannot tell that nothing follows.
+        let pages = all_pages(&mut pager, &f.p, 2);
+        assert_eq!(pages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert!(pager.next_page(&f.p, 2).is_empty(), "over");
+        let mut pager = EventPager::new(vec![], 1, Some(3));
+        assert_eq!(all_pages(&mut pager, &f.p, 2), vec![vec![2, 3], vec![4]]);
+        let mut pager = EventPager::new(vec![], 5, None);
+        assert_eq!(all_pages(&mut pager, &f.p, 2), vec![Vec::<u128>::new()]);
+        let mut pager = EventPager::new(vec![], 0, Some(0));
+        assert!(pager.is_done() && pager.next_page(&f.p, 2).is_empty());
+        // One page as large as the listing is `list`.
+        let mut pager = EventPager::new(vec![], 0, None);
+        assert_eq!(ids(pager.next_page(&f.p, usize::MAX)), ids(f.p.list(&[], 0, None)));
+    }
+
+    #[test]
+    fn writes_between_pages_never_repeat_or_reorder_events() {
+        let mut f = Feed::default();
+        for n in 1..=5u128 {
+            f.ok(created(ev(n), 10 * n as i64));
+        }
+        let mut pager = EventPager::new(vec![Status::Scheduled], 0, None);
+        assert_eq!(ids(pager.next_page(&f.p, 2)), vec![1, 2]);
+        // Deleted before its page (3) or after it (1): gone, never twice;
+        // created behind the cursor (6 at 5): not shown; ahead (7 at 45): shown.
+        f.ok(cancelled(ev(3), 100));
+        f.ok(cancelled(ev(1), 100));
+        f.ok(created(ev(6), 5));
+        f.ok(created(ev(7), 45));
+        // Already listed, then a status change: it moves between sets, not
+        // in the order, so it does not come again.
+        f.ok(started(ev(2), att(2), 20));
+        assert_eq!(ids(pager.next_page(&f.p, 2)), vec![4, 7]);
+        // Leaves the selected statuses before its page: left out.
+        f.ok(started(ev(5), att(5), 50));
+        assert_eq!(all_pages(&mut pager, &f.p, 2), vec![Vec::<u128>::new()]);
+    }
+
+    #[test]
+    fn invocation_pages_go_newest_first_once_each() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 10));
+        let mut mine = vec![];
+        for round in 0..3u128 {
+            for e in [1, 2] {
+                f.ok(started(ev(e), att(10 * e + round), 10));
+                f.ok(failed(ev(e), att(10 * e + round), 11, Some(12)));
+                mine.push(att(10 * e + round));
+            }
+        }
+        mine.reverse();
+        let attempts = |v: Vec<InvocationRef>| v.iter().map(|i| i.attempt_id).collect::<Vec<_>>();
+        let mut pager = InvocationPager::new(None, 0, None);
+        let mut seen = vec![];
+        seen.extend(attempts(pager.next_page(&f.p, 2)));
+        // Newer than the cursor: not shown (it would come before what is
+        // already sent).
+        f.ok(started(ev(1), att(99), 10));
+        f.ok(failed(ev(1), att(99), 11, Some(12)));
+        while !pager.is_done() {
+            let page = attempts(pager.next_page(&f.p, 2));
+            assert!(page.len() <= 2);
+            seen.extend(page);
+        }
+        assert_eq!(seen, mine);
+        // One event's, with an offset, and cut short by its delete.
+        let mut pager = InvocationPager::new(Some(ev(1)), 1, None);
+        assert_eq!(attempts(pager.next_page(&f.p, 1)), vec![att(12)]);
+        assert_eq!(attempts(pager.next_page(&f.p, 1)), vec![att(11)]);
+        f.ok(cancelled(ev(1), 100));
+        assert!(pager.next_page(&f.p, 1).is_empty() && pager.is_done());
     }
 
     /// Rough RSS check of the memory budget (200 bytes per pending event at

@@ -55,7 +55,7 @@ mod time;
 )]
 pub use error::{ApiError, Code};
 pub use render::{
-    created, events_answer, invocations_answer, render_event, render_invocation, success,
+    LISTING_TAIL, Listing, ROW_SEPARATOR, created, render_event, render_invocation, success,
 };
 #[cfg_attr(
     not(feature = "internals"),

@@ -20,24 +20,41 @@ pub fn created(event_id: EventId) -> Value {
     json!({ "message": "success", "event_id": event_id.to_string() })
 }
 
-/// The answer to `get_scheduled_events`: `{"events": [...]}`, plus `"count"`
-/// only when the client asked for it (`get_rows_count`).
-pub fn events_answer(events: Vec<Value>, count: Option<usize>) -> Value {
-    with_count(json!({ "events": events }), count)
+/// A listing's answer written a piece at a time, for answers too large to
+/// build whole: [`Listing::head`], then each row's JSON separated by
+/// [`ROW_SEPARATOR`], then [`LISTING_TAIL`]. The bytes are exactly those of
+/// the answer built whole as a `Value` and serialized by `serde_json` (as
+/// chime did before it streamed listings; a test checks it), whose maps
+/// keep keys sorted: `count` (when asked for) comes before the
+/// rows, which is also why it can be taken first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `get_scheduled_events`: `{"count":N,"events":[…]}`.
+    Events,
+    /// `get_scheduled_event_invocations`: `{"count":N,"invocations":[…]}`.
+    Invocations,
 }
 
-/// The answer to `get_scheduled_event_invocations`: `{"invocations": [...]}`
-/// plus `"count"` when asked for.
-pub fn invocations_answer(invocations: Vec<Value>, count: Option<usize>) -> Value {
-    with_count(json!({ "invocations": invocations }), count)
-}
-
-fn with_count(mut answer: Value, count: Option<usize>) -> Value {
-    if let (Some(count), Some(obj)) = (count, answer.as_object_mut()) {
-        obj.insert("count".to_owned(), count.into());
+impl Listing {
+    /// Appends the answer's opening, up to the row array's `[`, to `out`.
+    pub fn head(self, count: Option<usize>, out: &mut Vec<u8>) {
+        let key = match self {
+            Listing::Events => "events",
+            Listing::Invocations => "invocations",
+        };
+        out.push(b'{');
+        if let Some(count) = count {
+            out.extend_from_slice(format!("\"count\":{count},").as_bytes());
+        }
+        out.extend_from_slice(format!("\"{key}\":[").as_bytes());
     }
-    answer
 }
+
+/// What goes between two rows of a listing written piece by piece.
+pub const ROW_SEPARATOR: u8 = b',';
+
+/// What closes a listing written piece by piece.
+pub const LISTING_TAIL: &[u8] = b"]}";
 
 /// One event as `get_scheduled_events` shows it, every key present (null
 /// when empty), times in UTC.
@@ -184,4 +201,30 @@ fn render_pairs(pairs: &[(String, String)]) -> Vec<Value> {
 /// writes) is shown as a string rather than hidden.
 pub(super) fn json_or_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// The listings' answers built whole, as chime answered before it streamed
+/// them: the reference [`Listing`]'s pieces are checked against.
+#[cfg(test)]
+pub(super) mod whole {
+    use serde_json::{Value, json};
+
+    /// The answer to `get_scheduled_events`: `{"events": [...]}`, plus `"count"`
+    /// only when the client asked for it (`get_rows_count`).
+    pub fn events_answer(events: Vec<Value>, count: Option<usize>) -> Value {
+        with_count(json!({ "events": events }), count)
+    }
+
+    /// The answer to `get_scheduled_event_invocations`: `{"invocations": [...]}`
+    /// plus `"count"` when asked for.
+    pub fn invocations_answer(invocations: Vec<Value>, count: Option<usize>) -> Value {
+        with_count(json!({ "invocations": invocations }), count)
+    }
+
+    fn with_count(mut answer: Value, count: Option<usize>) -> Value {
+        if let (Some(count), Some(obj)) = (count, answer.as_object_mut()) {
+            obj.insert("count".to_owned(), count.into());
+        }
+        answer
+    }
 }

@@ -42,7 +42,7 @@ pub enum Command {
     /// `delete_scheduled_event` (`type: one_off`): answered with
     /// [`super::success`], or `not-found` for an id that names no live event.
     DeleteScheduledEvent { event_id: EventId },
-    /// `get_scheduled_events`: answered with [`super::events_answer`].
+    /// `get_scheduled_events`: answered as [`super::Listing::Events`].
     GetScheduledEvents {
         /// Empty means every status.
         statuses: Vec<Status>,
@@ -50,8 +50,8 @@ pub enum Command {
         offset: usize,
         get_rows_count: bool,
     },
-    /// `get_scheduled_event_invocations`: answered with
-    /// [`super::invocations_answer`].
+    /// `get_scheduled_event_invocations`: answered as
+    /// [`super::Listing::Invocations`].
     GetScheduledEventInvocations {
         /// `None` means the invocations of every event.
         event_id: Option<EventId>,

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::json::json_depth;
 use super::render::json_or_text;
+use super::render::whole::{events_answer, invocations_answer};
 use super::time::parse_time;
 use super::*;
 use crate::log::Loc;
@@ -1164,6 +1165,33 @@ fn simple_answers() {
         invocations_answer(vec![json!(1)], Some(3)),
         json!({"invocations": [1], "count": 3})
     );
+}
+
+/// A listing written piece by piece (as the API streams it) is byte for byte
+/// the answer built whole and serialized, with and without `count`.
+#[test]
+fn listings_written_piece_by_piece_are_the_answers_built_whole() {
+    let rows = [json!({"id": "b", "a": [1, 2.5, null]}), json!("x"), json!({})];
+    let pieces = |listing: Listing, count: Option<usize>, rows: &[Value]| {
+        let mut out = Vec::new();
+        listing.head(count, &mut out);
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(ROW_SEPARATOR);
+            }
+            serde_json::to_writer(&mut out, row).unwrap();
+        }
+        out.extend_from_slice(LISTING_TAIL);
+        out
+    };
+    for count in [None, Some(0), Some(12_345)] {
+        for rows in [&rows[..], &[]] {
+            let whole = serde_json::to_vec(&events_answer(rows.to_vec(), count)).unwrap();
+            assert_eq!(pieces(Listing::Events, count, rows), whole, "{count:?}");
+            let whole = serde_json::to_vec(&invocations_answer(rows.to_vec(), count)).unwrap();
+            assert_eq!(pieces(Listing::Invocations, count, rows), whole, "{count:?}");
+        }
+    }
 }
 
 // --- never panics -----------------------------------------------------------

@@ -43,12 +43,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// `RssAnon` from a /proc status file, in bytes.
 pub fn rss_anon_bytes_of(status_path: &str) -> u64 {
+    status_bytes(status_path, "RssAnon:")
+}
+
+/// `VmHWM` (the peak resident set, file-backed pages such as the log's
+/// memory map included) from a /proc status file, in bytes.
+pub fn peak_rss_bytes_of(status_path: &str) -> u64 {
+    status_bytes(status_path, "VmHWM:")
+}
+
+/// Starts `VmHWM` of process `pid` over from its current RSS (Linux's
+/// `clear_refs` 5), so a peak measures one phase only.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+}
+
+fn status_bytes(status_path: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(status_path).expect("status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("RssAnon")
+        .unwrap_or_else(|| panic!("no {field} in {status_path}"))
         * 1024
 }
 

@@ -78,6 +78,43 @@ impl ApiClient {
         self.try_post_raw(path, body).await.expect("request sent")
     }
 
+    /// POSTs a JSON body to `path` and returns the response itself, for a
+    /// test that looks at its headers or its exact bytes.
+    pub async fn post_response(&self, path: &str, body: &Value) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(secret) = &self.secret {
+            request = request.header("x-hasura-admin-secret", secret);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Creates one event per element of `args`, through bulks of at most
+    /// 500 creates (well under the default body limit), and returns their
+    /// ids in the same order.
+    pub async fn create_all(&self, args: &[Value]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(args.len());
+        for chunk in args.chunks(500) {
+            let creates: Vec<Value> = chunk
+                .iter()
+                .map(|args| json!({"type": "create_scheduled_event", "args": args}))
+                .collect();
+            let (status, answers) = self.query(json!({"type": "bulk", "args": creates})).await;
+            assert_eq!(status, 200, "bulk create was answered {answers}");
+            let answers = answers.as_array().expect("a bulk answers an array");
+            ids.extend(answers.iter().map(|answer| {
+                answer["event_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no event_id in {answer}"))
+                    .to_owned()
+            }));
+        }
+        ids
+    }
+
     /// POSTs a JSON body to `/v1/metadata`: the status and the JSON answer.
     pub async fn metadata(&self, body: Value) -> (u16, Value) {
         self.post_raw("/v1/metadata", body.to_string()).await
