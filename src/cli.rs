@@ -42,45 +42,60 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Data directory; the log lives in DIR/log/.
-    #[arg(long, value_name = "DIR", default_value = "./data")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CHIME_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "CHIME_LISTEN", default_value_t = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Secret every /v1/* call must send in X-Hasura-Admin-Secret.
     #[arg(long, env = "CHIME_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
     /// Listen on a non-loopback address without an admin secret.
-    #[arg(long)]
+    #[arg(long, env = "CHIME_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
     /// Roll log segments at this many bytes.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEGMENT_BYTES,
+    #[arg(long, value_name = "N", env = "CHIME_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES,
           value_parser = clap::value_parser!(u64).range(MIN_SEGMENT_BYTES..=u32::MAX as u64))]
     pub segment_bytes: u64,
     /// Largest request body accepted, in bytes.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, value_name = "N", env = "CHIME_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Webhook calls in flight at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_IN_FLIGHT,
+    #[arg(long, value_name = "N", env = "CHIME_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Keep at most this many bytes of each webhook response in the invocation log.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RESPONSE_BODY_CAP)]
+    #[arg(long, value_name = "N", env = "CHIME_RESPONSE_BODY_CAP", default_value_t = DEFAULT_RESPONSE_BODY_CAP)]
     pub response_body_cap: usize,
     /// Seconds in-flight deliveries may take to finish after SIGTERM.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    #[arg(long, value_name = "SECONDS", env = "CHIME_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     pub shutdown_grace: f64,
     /// An event whose deliveries were cut short by a server stop this many
     /// times gives up (status error), so an event that crashes the server
     /// cannot loop forever.
-    #[arg(long, value_name = "N", default_value_t = MAX_INTERRUPTED_ATTEMPTS,
+    #[arg(long, value_name = "N", env = "CHIME_MAX_INTERRUPTED_ATTEMPTS", default_value_t = MAX_INTERRUPTED_ATTEMPTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_interrupted_attempts: u32,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CHIME_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CHIME_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// A browser origin (SCHEME://HOST[:PORT]) besides the server's own
     /// whose pages may call /v1/*; repeatable. Others get 403.
@@ -269,6 +284,26 @@ mod tests {
             panic!("not serve")
         };
         serve.into_config()
+    }
+
+    /// interface.md: every serve flag is also `CHIME_<FLAG>`.
+    #[test]
+    fn every_serve_flag_reads_its_chime_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("a serve command");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let want = format!("CHIME_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long}"
+            );
+        }
     }
 
     #[test]

@@ -334,5 +334,5 @@ function responseView(response) {
     h('h3', {}, 'Response ', h('span', { class: `badge ${data.status >= 200 && data.status < 300 ? 'delivered' : 'error'}` }, String(data.status))),
     headerTable('Response headers', data.headers),
     h('pre', { tabindex: 0, 'aria-label': 'Response body' }, data.body ? pretty(data.body) : '(empty body)'),
-    data.truncated && h('p', { class: 'muted' }, 'The body was cut at the size chime keeps.'));
+    data.truncated && h('p', { class: 'muted' }, 'The answer (headers and body) was cut at the size chime keeps.'));
 }
