@@ -36,7 +36,8 @@ mod wait;
 
 pub use child::{ChildServer, chime_binary, serve_to_exit};
 pub use client::{
-    ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
+    ApiClient, client_error, h2c_client, http_client, https_client, only_invocation, raw_exchange,
+    read,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
