@@ -288,6 +288,15 @@ impl ChildServer {
         assert!(sent.success(), "kill -TERM {}", self.pid());
     }
 
+    /// Sends SIGINT (Ctrl-C): the same graceful stop as SIGTERM.
+    pub fn interrupt(&self) {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -INT {}", self.pid());
+    }
+
     /// SIGKILL, and waits until the process is gone (and its lock with it).
     pub fn kill(&mut self) {
         self.child.kill().unwrap();

@@ -40,7 +40,7 @@ pub use client::{
     read,
 };
 pub use conn::self_signed_cert;
-pub use receiver::{Received, Receiver, Reply};
+pub use receiver::{Received, Receiver, Reply, gzip_stored};
 pub use records::{record_count, record_counts, records_in};
 pub use rng::Rng;
 pub use server::TestServer;
