@@ -50,7 +50,10 @@ async fn a_gzip_body_is_logged_raw() {
         .unwrap()
         .to_owned();
     // The gzip magic (0x1f 0x8b, the second shown as U+FFFD), not the text.
-    assert!(shown.starts_with("\u{1f}\u{fffd}"), "decompressed: {shown:?}");
+    assert!(
+        shown.starts_with("\u{1f}\u{fffd}"),
+        "decompressed: {shown:?}"
+    );
     server.stop().await;
     let bodies: Vec<Vec<u8>> = records_in(dir.path())
         .into_iter()
