@@ -12,6 +12,9 @@
 //!   memory), and the writes and `set_len`s made since, in order (*pending*).
 //!   `sync_data` and `sync_all` are the same here: both make the data and
 //!   the length durable; neither makes the file's directory entry durable.
+//! - **Copies** (`copy`, which only repair makes): a create (or
+//!   truncation) of the target and one write of the whole content, pending
+//!   like any other; `sync_file` syncs a file by path as `sync_all` does.
 //! - **Directory entries.** Per directory, the entries as of its last
 //!   `sync_dir`, and the creates, renames and removes made since, in order.
 //! - **Power loss** ([`FaultFs::crash`]): every directory keeps its durable
