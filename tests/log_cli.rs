@@ -618,3 +618,127 @@ fn a_record_that_does_not_decode_is_reported_with_its_place() {
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("nothing to repair"), "{}", stdout(&o));
 }
+
+/// Where each batch of segment `bytes` starts (the frames after its
+/// header, up to the first that does not decode), and the records in it.
+fn batch_starts(bytes: &[u8]) -> Vec<(usize, u64)> {
+    let mut batches = Vec::new();
+    let mut at = chime::log::frame::HEADER_LEN;
+    let mut start = at;
+    let mut frames = 0;
+    while let Ok(frame) = chime::log::frame::decode_frame(bytes, at) {
+        frames += 1;
+        at = frame.end;
+        if !frame.more {
+            batches.push((start, frames));
+            start = at;
+            frames = 0;
+        }
+    }
+    batches
+}
+
+/// A fixture whose second segment (sealed) is damaged in its last batch,
+/// with at least one whole batch before it: the damaged segment, the
+/// offset `--force` cuts it to, and the records a forced repair keeps.
+fn damaged_in_a_later_batch() -> (Fixture, PathBuf, usize, u64) {
+    let f = fixture(1024);
+    let segs = f.segments();
+    assert!(segs.len() >= 3, "{segs:?}");
+    let sealed = segs[1].clone();
+    let batches = batch_starts(&std::fs::read(&sealed).unwrap());
+    assert!(batches.len() >= 2, "{batches:?}");
+    let (last, _) = *batches.last().unwrap();
+    let before: u64 = batch_starts(&std::fs::read(&segs[0]).unwrap())
+        .iter()
+        .chain(&batches[..batches.len() - 1])
+        .map(|(_, records)| records)
+        .sum();
+    // Inside the last batch's first payload.
+    flip(&sealed, last + 16 + 3);
+    (f, sealed, last, before)
+}
+
+fn records_total(f: &Fixture) -> u64 {
+    let o = chime(&["log", "stats", "--json"], f.data());
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    v["records"]["total"].as_u64().unwrap()
+}
+
+/// Damage in a later batch of a sealed segment: `--force` cuts that
+/// segment back to the batch before the damage, so the records before it
+/// stay in the log (and the service replays them), the later segments are
+/// set aside, and the segment's whole former bytes are in its `.broken`
+/// copy.
+#[test]
+fn a_forced_cut_keeps_the_records_before_the_damage() {
+    let (f, sealed, keep, before) = damaged_in_a_later_batch();
+    let original = std::fs::read(&sealed).unwrap();
+    let o = chime(&["log", "repair", "--force"], f.data());
+    assert_exit(&o, 0);
+    assert_eq!(std::fs::metadata(&sealed).unwrap().len(), keep as u64);
+    assert!(keep > 32, "the cut keeps whole batches");
+    assert_exit(&chime(&["log", "verify"], f.data()), 0);
+    assert_eq!(records_total(&f), before);
+    let mut copy = sealed.as_os_str().to_owned();
+    copy.push(".broken");
+    assert_eq!(std::fs::read(PathBuf::from(copy)).unwrap(), original);
+    let (service, startup) = Service::open(
+        &f.log(),
+        &LogOptions::with_segment_bytes(1024),
+        Arc::new(ManualClock::new(t(0))),
+    )
+    .unwrap();
+    assert_eq!(startup.replayed, before);
+    drop(service);
+}
+
+/// A forced repair cut short by a power loss after each of its mutating
+/// calls in turn (the fault file system keeps only what was made durable,
+/// plus a random prefix of the rest): running `chime log repair --force`
+/// again always finishes the job with the same records as an uninterrupted
+/// repair, and the damaged segment's bytes are never lost (still in the
+/// segment, or whole in a `.broken` copy).
+#[test]
+fn a_forced_repair_cut_by_power_loss_at_any_step_finishes_when_run_again() {
+    use chime::log::LogError;
+    use chime::log::reader::LogReader;
+    use chime::testing::faultfs::FaultFs;
+    let mut cuts = 0;
+    for calls in 0u64.. {
+        let (f, sealed, _, before) = damaged_in_a_later_batch();
+        let original = std::fs::read(&sealed).unwrap();
+        let fs = FaultFs::new(calls);
+        let plan = {
+            let reader = LogReader::open(Arc::new(fs.clone()), &f.log(), |_, _| {}).unwrap();
+            reader.repair_plan().unwrap().expect("damage to repair")
+        };
+        fs.cut_power_after(calls);
+        let done = plan
+            .execute(&fs, &f.log(), |_| Ok::<(), LogError>(()))
+            .is_ok()
+            && !fs.is_dead();
+        fs.crash();
+        let kept_somewhere = std::fs::read_dir(f.log())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .any(|p| std::fs::read(&p).unwrap() == original);
+        assert!(
+            kept_somewhere,
+            "cut after {calls} calls: the damaged segment's bytes are gone"
+        );
+        if !done {
+            cuts += 1;
+            let o = chime(&["log", "repair", "--force"], f.data());
+            assert_exit(&o, 0);
+        }
+        assert_exit(&chime(&["log", "verify"], f.data()), 0);
+        assert_eq!(records_total(&f), before, "cut after {calls} calls");
+        if done {
+            break;
+        }
+    }
+    // copy, sync, a rename per later segment, directory sync, truncate, sync.
+    assert!(cuts >= 5, "only {cuts} power cuts struck the repair");
+}

@@ -96,12 +96,14 @@ impl ConnLimits {
     /// `min(max_connections, nofile - open_now - reserve)`, where the
     /// reserve is two descriptors per webhook call in flight (the call and
     /// an idle pooled connection) plus [`FD_RESERVE`]. With descriptors to
-    /// spare only for fewer than [`MIN_CONNECTIONS`], that many.
+    /// spare only for fewer than [`MIN_CONNECTIONS`], that many, but never
+    /// more than `max_connections`: the floor is for a tight descriptor
+    /// limit, not a reason to serve past the number the operator asked for.
     pub fn budget(&self, nofile: u64, open_now: u64, max_in_flight: usize) -> usize {
         let reserve = FD_RESERVE + 2 * max_in_flight as u64;
         let spare = nofile.saturating_sub(open_now).saturating_sub(reserve);
         let spare = usize::try_from(spare).unwrap_or(usize::MAX);
-        self.max_connections.min(spare).max(MIN_CONNECTIONS)
+        self.max_connections.min(spare.max(MIN_CONNECTIONS))
     }
 }
 
@@ -475,5 +477,12 @@ mod tests {
         assert_eq!(limits.budget(1024, 20, 8), 924);
         // Hardly any: still a few.
         assert_eq!(limits.budget(100, 20, 256), MIN_CONNECTIONS);
+        // The floor never lifts an explicit limit below it.
+        let one = ConnLimits {
+            max_connections: 1,
+            ..ConnLimits::default()
+        };
+        assert_eq!(one.budget(1 << 20, 20, 256), 1);
+        assert_eq!(one.budget(100, 20, 256), 1);
     }
 }

@@ -12,6 +12,9 @@ use super::client::ApiClient;
 use super::wait::{POLL, WAIT};
 use crate::server::Listening;
 
+/// The `--listen` of every child but [`ChildServer::start_on`]'s.
+const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
+
 /// The `chime` binary cargo built beside the running test or bench:
 /// `target/<profile>/deps/<test>` runs, `target/<profile>/chime` is the
 /// server. (A library has no `CARGO_BIN_EXE_chime`; cargo always builds the
@@ -102,9 +105,33 @@ impl ChildServer {
         Self::launch(
             Command::new(chime_binary()),
             data_dir,
+            LOOPBACK_ANY_PORT,
             extra,
+            &[],
             log_filter,
             ready_within,
+        )
+    }
+
+    /// [`ChildServer::start`] listening on `listen` (instead of
+    /// 127.0.0.1:0) with the variables `env` added to the child's
+    /// environment: for the flags that change where chime listens and those
+    /// read from `CHIME_*`. The client talks to 127.0.0.1 when chime listens
+    /// on every address (0.0.0.0).
+    pub fn start_on(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildServer {
+        Self::launch(
+            Command::new(chime_binary()),
+            data_dir,
+            listen,
+            extra,
+            env,
+            "info",
+            WAIT,
         )
     }
 
@@ -117,7 +144,15 @@ impl ChildServer {
             .arg(format!("--nofile={nofile}:{nofile}"))
             .arg("--")
             .arg(chime_binary());
-        Self::launch(command, data_dir, extra, "info", WAIT)
+        Self::launch(
+            command,
+            data_dir,
+            LOOPBACK_ANY_PORT,
+            extra,
+            &[],
+            "info",
+            WAIT,
+        )
     }
 
     /// [`ChildServer::start`] with the child's umask set to `umask` (a
@@ -128,15 +163,18 @@ impl ChildServer {
         sh.arg("-c")
             .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
             .arg(chime_binary());
-        Self::launch(sh, data_dir, extra, "info", WAIT)
+        Self::launch(sh, data_dir, LOOPBACK_ANY_PORT, extra, &[], "info", WAIT)
     }
 
     /// Runs `command` with chime's `serve` arguments and waits for it to
     /// listen.
+    #[allow(clippy::too_many_arguments)] // one private constructor behind the public ones
     fn launch(
         mut command: Command,
         data_dir: &Path,
+        listen: &str,
         extra: &[&str],
+        env: &[(&str, &str)],
         log_filter: &str,
         ready_within: Duration,
     ) -> ChildServer {
@@ -144,8 +182,9 @@ impl ChildServer {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -187,6 +226,10 @@ impl ChildServer {
                 );
             }
         };
+        let mut listening = listening;
+        if listening.addr.ip().is_unspecified() {
+            listening.addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         ChildServer {
             child,
             addr: listening.addr,
@@ -208,6 +251,30 @@ impl ChildServer {
         .unwrap()
     }
 
+    /// [`ChildServer::start_on`] off the async workers.
+    pub async fn spawn_on(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildServer {
+        let data_dir = data_dir.to_owned();
+        let listen = listen.to_owned();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            ChildServer::start_on(&data_dir, &listen, &extra, &env)
+        })
+        .await
+        .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -219,6 +286,15 @@ impl ChildServer {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Sends SIGINT (Ctrl-C): the same graceful stop as SIGTERM.
+    pub fn interrupt(&self) {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -INT {}", self.pid());
     }
 
     /// SIGKILL, and waits until the process is gone (and its lock with it).

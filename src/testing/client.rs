@@ -17,6 +17,19 @@ pub fn http_client() -> reqwest::Client {
         .expect("build reqwest client")
 }
 
+/// [`http_client`] that trusts only the PEM certificate at `cert` (a
+/// [`self_signed_cert`](super::self_signed_cert)), for a server on HTTPS.
+pub fn https_client(cert: &std::path::Path) -> reqwest::Client {
+    crate::tls::install_crypto_provider();
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .expect("build reqwest client")
+}
+
 /// Status and JSON body of a response (`Value::Null` if the body is not
 /// JSON).
 pub async fn read(response: reqwest::Response) -> (u16, Value) {

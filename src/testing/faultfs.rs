@@ -12,6 +12,9 @@
 //!   memory), and the writes and `set_len`s made since, in order (*pending*).
 //!   `sync_data` and `sync_all` are the same here: both make the data and
 //!   the length durable; neither makes the file's directory entry durable.
+//! - **Copies** (`copy`, which only repair makes): a create (or
+//!   truncation) of the target and one write of the whole content, pending
+//!   like any other; `sync_file` syncs a file by path as `sync_all` does.
 //! - **Directory entries.** Per directory, the entries as of its last
 //!   `sync_dir`, and the creates, renames and removes made since, in order.
 //! - **Power loss** ([`FaultFs::crash`]): every directory keeps its durable
@@ -784,16 +787,69 @@ impl FileSystem for FaultFs {
         StdFs.map(path)
     }
 
-    // Only `chime log repair` copies, and it never runs on a FaultFs: pass
-    // through, untracked by the crash model.
+    // Only repair copies (the segment it cuts, kept as `.broken`): a create
+    // of `to` (or its truncation) and one write of the whole content, all
+    // pending until `sync_file` and a directory fsync.
     fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
-        self.lock().alive()?;
-        StdFs.copy(from, to)
+        let mut st = self.lock();
+        match st.check(Op::Create) {
+            Verdict::Go => {}
+            Verdict::Dead(e) | Verdict::Fail(e) | Verdict::Short(e) => return Err(e),
+        }
+        let data = std::fs::read(from)?;
+        let copied = StdFs.copy(from, to)?;
+        let (dir, name) = name_of(to)?;
+        let existing = st.dir(&dir)?.current.get(&name).copied();
+        let ino = match existing {
+            Some(ino) => {
+                let inode = st.inodes.get_mut(&ino).expect("entry has an inode");
+                inode.pending.push(FileOp::SetLen(0));
+                ino
+            }
+            None => {
+                let ino = st.new_inode();
+                let d = st.dir(&dir)?;
+                d.current.insert(name.clone(), ino);
+                d.pending.push(DirOp::Link(name, ino));
+                ino
+            }
+        };
+        st.inodes
+            .get_mut(&ino)
+            .expect("just found or made")
+            .pending
+            .push(FileOp::Write { offset: 0, data });
+        Ok(copied)
     }
 
+    // An fsync by path: the same model as a handle's `sync_all`.
     fn sync_file(&self, path: &Path) -> io::Result<()> {
-        self.lock().alive()?;
-        StdFs.sync_file(path)
+        let mut guard = self.lock();
+        let verdict = guard.check(Op::Sync);
+        let st = &mut *guard;
+        let (dir, name) = name_of(path)?;
+        let ino = *st
+            .dir(&dir)?
+            .current
+            .get(&name)
+            .ok_or(io::ErrorKind::NotFound)?;
+        let inode = st.inodes.get_mut(&ino).expect("entry has an inode");
+        match verdict {
+            Verdict::Go => {
+                for op in inode.pending.drain(..) {
+                    op.apply(&mut inode.durable);
+                }
+                Ok(())
+            }
+            Verdict::Dead(e) => Err(e),
+            Verdict::Fail(e) | Verdict::Short(e) => {
+                let keep = st.rng.below(inode.pending.len() as u64 + 1) as usize;
+                for op in inode.pending.drain(..).take(keep) {
+                    op.apply(&mut inode.durable);
+                }
+                Err(e)
+            }
+        }
     }
 
     fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {

@@ -36,18 +36,18 @@ mod wait;
 
 pub use child::{ChildServer, chime_binary, serve_to_exit};
 pub use client::{
-    ApiClient, client_error, h2c_client, http_client, only_invocation, raw_exchange, read,
-    stored_response_bytes,
+    ApiClient, client_error, h2c_client, http_client, https_client, only_invocation, raw_exchange,
+    read, stored_response_bytes,
 };
 pub use conn::self_signed_cert;
-pub use receiver::{Received, Receiver, Reply};
+pub use receiver::{Received, Receiver, Reply, gzip_stored};
 pub use records::{record_count, record_counts, records_in};
 pub use rng::Rng;
+pub use server::TestServer;
+pub use time::{free_port, from_now, in_seconds, secs_between, ts};
+pub use wait::{WAIT, eventually, eventually_within};
 
 /// An event header by this name makes the dispatcher's call panic, in a
 /// build with the `testing` feature only: the create-time rules leave no
 /// real input that does, and the catch around the call needs a test.
 pub const PANIC_HEADER: &str = "x-chime-testing-panic";
-pub use server::TestServer;
-pub use time::{free_port, from_now, in_seconds, secs_between, ts};
-pub use wait::{WAIT, eventually, eventually_within};

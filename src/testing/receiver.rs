@@ -80,6 +80,28 @@ impl Reply {
         }
         self
     }
+
+    /// `plain` gzip-compressed as the body, with `Content-Encoding: gzip`
+    /// (one stored deflate block: real gzip bytes any decoder reads,
+    /// without a compression library).
+    pub fn gzip(self, plain: &[u8]) -> Reply {
+        self.header("content-encoding", "gzip")
+            .body(gzip_stored(plain))
+    }
+}
+
+/// `plain` as a gzip member (RFC 1952) holding one stored deflate block
+/// (RFC 1951, BTYPE 00): header, block, CRC-32 and length of the input.
+pub fn gzip_stored(plain: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(plain.len()).expect("one stored block holds at most 65,535 bytes");
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.push(1); // BFINAL, stored
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(plain);
+    out.extend_from_slice(&crc32fast::hash(plain).to_le_bytes());
+    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    out
 }
 
 /// One request the receiver got.
