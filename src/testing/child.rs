@@ -72,6 +72,22 @@ pub fn serve_to_exit(data_dir: &Path, extra: &[&str]) -> (std::process::ExitStat
     (status, drained.join().expect("stderr reader"))
 }
 
+/// Runs the `chime log verify` binary on `data_dir` (which no server may
+/// hold: it reads the log as a tool would) and returns its exit code and
+/// stdout. Verify checks every frame and decodes every record.
+pub fn log_verify(data_dir: &Path) -> (Option<i32>, String) {
+    let output = Command::new(chime_binary())
+        .args(["log", "verify", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chime log verify");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 /// `chime serve` as a child process. Killed when dropped, so a failing test
 /// leaves no process behind.
 pub struct ChildServer {
