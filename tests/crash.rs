@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use chime::record::RecordKind;
 use chime::testing::{
-    ApiClient, ChildServer, Receiver, Reply, Rng, is_connection_error, log_verify, record_count,
-    records_in, seed_from_env,
+    ApiClient, ChildServer, Receiver, Reply, Rng, announce_seed, is_connection_error, log_verify,
+    record_count, records_in,
 };
 use serde_json::{Value, json};
 
@@ -41,13 +41,11 @@ const LONG_RUN: usize = 20;
 
 /// The run's generator, its seed printed with the command that replays it.
 fn seeded(test: &str) -> Rng {
-    let seed = seed_from_env("CHIME_CRASH_SEED");
-    let n = iterations();
-    eprintln!(
-        "{test}: CHIME_CRASH_SEED={seed}, {n} iterations; replay with \
-         CHIME_CRASH_SEED={seed} CHIME_CRASH_ITERATIONS={n} cargo test --test crash {test}"
+    let replay = format!(
+        "CHIME_CRASH_ITERATIONS={} cargo test --test crash {test} -- --nocapture",
+        iterations()
     );
-    Rng::new(seed)
+    Rng::new(announce_seed("CHIME_CRASH_SEED", &replay))
 }
 
 /// The server under test, as a child process (killed on drop).

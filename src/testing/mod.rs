@@ -42,7 +42,7 @@ pub use client::{
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply};
 pub use records::{record_count, record_counts, records_in};
-pub use rng::{Rng, seed_from_env};
+pub use rng::{Rng, announce_seed, seed_from_env};
 pub use server::TestServer;
 pub use time::{free_port, from_now, in_seconds, secs_between, ts};
 pub use wait::{WAIT, eventually, eventually_within};

@@ -56,6 +56,15 @@ pub fn seed_from_env(var: &str) -> u64 {
     })
 }
 
+/// [`seed_from_env`], printed on stderr with the command that replays the
+/// run (`replay` is that command without the variable), so that a failure
+/// seen once can be run again.
+pub fn announce_seed(var: &str, replay: &str) -> u64 {
+    let seed = seed_from_env(var);
+    eprintln!("{var}={seed}; replay: {var}={seed} {replay}");
+    seed
+}
+
 /// `value` as a seed, `None` when there is none to take.
 fn parse_seed(var: &str, value: Option<&str>) -> Option<u64> {
     let value = value.map(str::trim).filter(|v| !v.is_empty())?;
