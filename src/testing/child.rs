@@ -88,6 +88,9 @@ pub fn log_verify(data_dir: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// The `NO_PROXY` of a child server: every loopback name and address.
+const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
+
 /// `chime serve` as a child process. Killed when dropped, so a failing test
 /// leaves no process behind.
 pub struct ChildServer {
@@ -147,6 +150,14 @@ impl ChildServer {
         Self::launch(sh, data_dir, extra, "info", WAIT)
     }
 
+    /// [`ChildServer::start`] with `vars` set in the child's environment
+    /// (before the loopback exclusion below, which they cannot undo).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], vars: &[(&str, &str)]) -> ChildServer {
+        let mut command = Command::new(chime_binary());
+        command.envs(vars.iter().copied());
+        Self::launch(command, data_dir, extra, "info", WAIT)
+    }
+
     /// Runs `command` with chime's `serve` arguments and waits for it to
     /// listen.
     fn launch(
@@ -163,6 +174,12 @@ impl ChildServer {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", log_filter)
+            // The webhooks of a test are on loopback: a proxy set in the
+            // tester's environment must not carry the child's deliveries
+            // off the machine (chime itself honours the proxy variables,
+            // as users may need them).
+            .env("NO_PROXY", LOOPBACK_NO_PROXY)
+            .env("no_proxy", LOOPBACK_NO_PROXY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
