@@ -148,6 +148,17 @@ pub struct Server {
     _data_dir: DataDir,
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The log's writer ends before the data directory's lock is let go
+        // (the fields drop after this): a server that opens the directory
+        // next, in this process or another, never shares a segment with a
+        // writer still draining this one's queue (an attempt finishing
+        // after the stop, say). Appends after this get `LogError::Closed`.
+        self.service.log.close();
+    }
+}
+
 impl Server {
     /// Locks the data directory and replays the log, with the system clock.
     pub fn open(config: ServeConfig) -> Result<Server, ServeError> {

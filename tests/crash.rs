@@ -1,19 +1,30 @@
 //! kill -9 harness: `chime serve` as a child process, SIGKILLed at random
 //! moments while clients create events and deliveries are in flight.
 //!
-//! Checks: every acknowledged event survives with its data; nothing appears
-//! that was never sent; the log verifies clean; every due event ends
-//! `delivered` (duplicates are counted and reported, never missing).
+//! Checks: every acknowledged event survives with its data (a counted
+//! "lost", asserted 0); nothing appears that was never sent, and nothing
+//! twice; a client sees only answers, or connection errors once the kill
+//! was sent; `chime log verify` passes on the data dir at the end (every
+//! frame and every record decoded); every due event ends `delivered` with
+//! the payload and headers it was created with (duplicates are counted and
+//! reported, never missing), and kills did land on attempts in flight
+//! (`attempt_interrupted` records, asserted on long runs).
 //!
 //! A handful of iterations run by default; `CHIME_CRASH_ITERATIONS=300`
-//! runs more. `CHIME_CRASH_SEED` replays a run.
+//! runs more. Each test prints its seed; `CHIME_CRASH_SEED=<seed>` replays
+//! the same kill delays (the line printed per iteration shows them).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chime::testing::{ApiClient, ChildServer, Receiver, Reply, Rng};
+use chime::record::RecordKind;
+use chime::testing::{
+    ApiClient, ChildServer, Receiver, Reply, Rng, announce_seed, is_connection_error, log_verify,
+    record_count, records_in,
+};
 use serde_json::{Value, json};
 
 fn iterations() -> usize {
@@ -21,6 +32,20 @@ fn iterations() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
+}
+
+/// From this many iterations on, some kill is all but sure to land while an
+/// attempt is in flight, so a run with no `attempt_interrupted` record
+/// means the kills miss what they are meant to hit.
+const LONG_RUN: usize = 20;
+
+/// The run's generator, its seed printed with the command that replays it.
+fn seeded(test: &str) -> Rng {
+    let replay = format!(
+        "CHIME_CRASH_ITERATIONS={} cargo test --test crash {test} -- --nocapture",
+        iterations()
+    );
+    Rng::new(announce_seed("CHIME_CRASH_SEED", &replay))
 }
 
 /// The server under test, as a child process (killed on drop).
@@ -54,10 +79,24 @@ struct Ledger {
     acked: HashMap<String, String>,
 }
 
-/// Runs `clients` tasks creating events until the server dies.
+/// The payload of the event with `marker` (`ITERATION-CLIENT-I`), so that
+/// what is listed or delivered can be checked whole, acknowledged or not.
+fn payload_for(marker: &str) -> Value {
+    let i: usize = marker
+        .rsplit('-')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("{marker:?} is not one of our markers"));
+    json!({"marker": marker, "pad": "x".repeat(i % 50)})
+}
+
+/// Runs `clients` tasks creating events until the server dies. A client
+/// stops at the first connection error once `killed` is set; any other
+/// failure, or any answer but 200, fails the test.
 async fn drive_creates(
     api: &ApiClient,
     ledger: &Arc<Mutex<Ledger>>,
+    killed: &Arc<AtomicBool>,
     iteration: usize,
     webhook: &str,
     schedule_at: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
@@ -66,9 +105,10 @@ async fn drive_creates(
     for t in 0..8 {
         // One client for all, built before the clock starts: building one
         // takes a worker thread for a while (its TLS roots).
-        let (api, ledger, webhook, schedule_at) = (
+        let (api, ledger, killed, webhook, schedule_at) = (
             api.clone(),
             ledger.clone(),
+            killed.clone(),
             webhook.to_string(),
             schedule_at.clone(),
         );
@@ -79,7 +119,7 @@ async fn drive_creates(
                 let body = json!({"type": "create_scheduled_event", "args": {
                     "webhook": webhook,
                     "schedule_at": schedule_at(i),
-                    "payload": {"marker": marker, "pad": "x".repeat((i % 50) as usize)},
+                    "payload": payload_for(&marker),
                     "headers": [{"name": "x-marker", "value": marker}],
                 }});
                 match api.try_post_raw("/v1/metadata", body.to_string()).await {
@@ -87,9 +127,16 @@ async fn drive_creates(
                         let id = v["event_id"].as_str().unwrap().to_string();
                         ledger.lock().unwrap().acked.insert(id, marker);
                     }
+                    Ok((status, v)) => {
+                        panic!("create {marker} was answered {status} {v}; a kill answers nothing")
+                    }
                     // The server was killed: this create may or may not
                     // have been written, and was never acknowledged.
-                    _ => return,
+                    Err(e) if killed.load(Ordering::SeqCst) && is_connection_error(&e) => return,
+                    Err(e) => panic!(
+                        "create {marker} failed (kill sent: {}): {e:?}",
+                        killed.load(Ordering::SeqCst)
+                    ),
                 }
             }
         }));
@@ -97,34 +144,76 @@ async fn drive_creates(
     tasks
 }
 
-/// Every acknowledged event is there with its data, and every event there
-/// was sent by us.
-async fn check_survivors(base: &str, ledger: &Ledger) -> usize {
-    let events = ApiClient::new(base).all_events().await;
-    let by_id: HashMap<&str, &Value> = events
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap(), e))
-        .collect();
-    for (id, marker) in &ledger.acked {
-        let e = by_id
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("acknowledged event {id} ({marker}) is lost"));
-        assert_eq!(e["payload"]["marker"], json!(marker), "event {id} data");
-        assert_eq!(e["header_conf"][0]["value"], json!(marker));
+/// Sends SIGKILL to `proc` after `clients` have run for `delay`, and waits
+/// for every client to stop.
+async fn kill_after(
+    mut proc: ChildServer,
+    killed: &AtomicBool,
+    delay: Duration,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+) {
+    tokio::time::sleep(delay).await;
+    // Set before the signal, so every error the kill causes sees it.
+    killed.store(true, Ordering::SeqCst);
+    proc.kill();
+    for t in clients {
+        t.await.unwrap();
     }
-    for e in &events {
-        let marker = e["payload"]["marker"].as_str().unwrap();
-        assert!(ledger.sent.contains(marker), "event {e} was never sent");
-    }
-    events.len()
 }
 
-fn log_verifies_clean(data_dir: &Path) {
-    let scan = chime::log::DirScan::read(&data_dir.join("log")).unwrap();
-    assert!(scan.refusal().is_none(), "{:?}", scan.refusal());
+/// What the listing holds against the ledger: the events listed, and the
+/// acknowledged ones missing from it.
+struct Survivors {
+    events: Vec<Value>,
+    lost: Vec<(String, String)>,
+}
+
+/// Every acknowledged event is there with its data (or counted lost),
+/// every event there was sent by us, and none is there twice.
+async fn check_survivors(api: &ApiClient, ledger: &Ledger) -> Survivors {
+    let events = api.all_events().await;
+    let mut by_id: HashMap<&str, &Value> = HashMap::new();
+    let mut by_marker: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in &events {
+        let id = e["id"].as_str().unwrap();
+        assert!(by_id.insert(id, e).is_none(), "event {id} is listed twice");
+        let marker = e["payload"]["marker"].as_str().unwrap();
+        assert!(ledger.sent.contains(marker), "event {e} was never sent");
+        assert_eq!(e["payload"], payload_for(marker), "event {id} payload");
+        assert_eq!(
+            e["header_conf"],
+            json!([{"name": "x-marker", "value": marker}]),
+            "event {id} headers"
+        );
+        by_marker.entry(marker).or_default().push(id);
+    }
+    let twice: Vec<_> = by_marker.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(
-        scan.torn_tail().is_none(),
-        "a clean stop leaves no torn tail"
+        twice.is_empty(),
+        "{} markers are in more than one event, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let mut lost = vec![];
+    for (id, marker) in &ledger.acked {
+        match by_id.get(id.as_str()) {
+            Some(e) => assert_eq!(e["payload"]["marker"], json!(marker), "event {id} data"),
+            None => lost.push((id.clone(), marker.clone())),
+        }
+    }
+    Survivors { events, lost }
+}
+
+/// `chime log verify` (the binary) passes on `data_dir` and has decoded
+/// every record the log holds.
+fn log_verifies_clean(data_dir: &Path) {
+    let (code, out) = log_verify(data_dir);
+    assert_eq!(code, Some(0), "chime log verify:\n{out}");
+    assert!(out.contains("every record decodes"), "{out}");
+    let records = records_in(data_dir).len();
+    assert!(
+        out.contains(&format!(" {records} records")),
+        "{records} records; verify said:\n{out}"
     );
 }
 
@@ -135,45 +224,58 @@ fn now_plus_ms(ms: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_creates_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::from_env("CHIME_CRASH_SEED");
+    let mut rng = seeded("acknowledged_creates_survive_sigkill");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for iteration in 0..iterations() {
-        let mut proc = spawn(dir.path());
+        let proc = spawn(dir.path());
         let snapshot = ledger.lock().unwrap().clone();
-        let before = check_survivors(&proc.api.base, &snapshot).await;
-        let tasks = drive_creates(
+        let before = check_survivors(&proc.api, &snapshot).await;
+        assert_eq!(
+            before.lost.len(),
+            0,
+            "lost before iteration {iteration}: {:?}",
+            before.lost
+        );
+        let killed = Arc::new(AtomicBool::new(false));
+        let clients = drive_creates(
             &proc.api,
             &ledger,
+            &killed,
             iteration,
             "http://127.0.0.1:9/never",
             |_| "2099-01-01T00:00:00Z".to_string(),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
-        proc.kill();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        let delay = 100 + rng.below(300);
+        kill_after(proc, &killed, Duration::from_millis(delay), clients).await;
         let l = ledger.lock().unwrap();
         eprintln!(
-            "iteration {iteration}: {before} events before, {} acknowledged in all, {} sent",
+            "iteration {iteration}: kill after {delay} ms; {} events before, {} acknowledged in all, {} sent",
+            before.events.len(),
             l.acked.len(),
             l.sent.len()
         );
     }
     let proc = spawn(dir.path());
     let l = ledger.lock().unwrap().clone();
-    let n = check_survivors(&proc.api.base, &l).await;
-    assert!(n >= l.acked.len());
-    assert!(!l.acked.is_empty());
+    let end = check_survivors(&proc.api, &l).await;
     stop(proc).await;
     log_verifies_clean(dir.path());
+    let lost = end.lost.len();
     eprintln!(
-        "{} iterations, {} acknowledged creates checked, {} sent, lost: 0",
+        "{} iterations, {} acknowledged creates checked, {} listed, {} sent, lost: {lost}",
         iterations(),
         l.acked.len(),
+        end.events.len(),
         l.sent.len()
     );
+    assert_eq!(
+        lost,
+        0,
+        "acknowledged events lost, e.g. {:?}",
+        end.lost.first()
+    );
+    assert!(!l.acked.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -188,20 +290,19 @@ async fn every_due_event_is_delivered_across_sigkills() {
     let hook = receiver.url("/hook");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::from_env("CHIME_CRASH_SEED");
+    let mut rng = seeded("every_due_event_is_delivered_across_sigkills");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for iteration in 0..iterations() {
-        let mut proc = spawn(dir.path());
+        let proc = spawn(dir.path());
+        let killed = Arc::new(AtomicBool::new(false));
         // Due from now to 300 ms ahead, so creates, due times and kills mix.
-        let tasks = drive_creates(&proc.api, &ledger, iteration, &hook, |i| {
+        let clients = drive_creates(&proc.api, &ledger, &killed, iteration, &hook, |i| {
             now_plus_ms((i % 4) as i64 * 100)
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(50 + rng.below(400))).await;
-        proc.kill();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        let delay = 50 + rng.below(400);
+        kill_after(proc, &killed, Duration::from_millis(delay), clients).await;
+        eprintln!("iteration {iteration}: kill after {delay} ms");
     }
     let proc = spawn(dir.path());
     let acked: Vec<String> = ledger.lock().unwrap().acked.keys().cloned().collect();
@@ -231,8 +332,34 @@ async fn every_due_event_is_delivered_across_sigkills() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let l = ledger.lock().unwrap().clone();
+    let end = check_survivors(&proc.api, &l).await;
     stop(proc).await;
     log_verifies_clean(dir.path());
+
+    // Every delivery carried the payload and headers of the event it was
+    // for, as listed (acknowledged or not, a written event is delivered).
+    let listed: HashMap<&str, &str> = end
+        .events
+        .iter()
+        .map(|e| {
+            let id = e["id"].as_str().unwrap();
+            (id, e["payload"]["marker"].as_str().unwrap())
+        })
+        .collect();
+    for request in receiver.received() {
+        let body = request.json();
+        let id = body["id"].as_str().unwrap();
+        let marker = listed
+            .get(id)
+            .unwrap_or_else(|| panic!("a delivery for {id}, which is not listed: {body}"));
+        assert_eq!(body["payload"], payload_for(marker), "delivery of {id}");
+        assert_eq!(
+            request.header_values("x-marker"),
+            vec![marker.to_string()],
+            "delivery of {id}"
+        );
+    }
     let per_event = receiver.calls_per_event();
     for id in &acked {
         assert!(
@@ -241,9 +368,25 @@ async fn every_due_event_is_delivered_across_sigkills() {
         );
     }
     let duplicates: usize = per_event.values().map(|n| n - 1).sum();
+    let interrupted = record_count(dir.path(), RecordKind::AttemptInterrupted);
+    let lost = end.lost.len();
     eprintln!(
-        "{} iterations, {} acknowledged due events, all delivered; {duplicates} duplicate deliveries (at least once)",
+        "{} iterations, {} acknowledged due events, all delivered with their data; \
+         {duplicates} duplicate deliveries (at least once); {interrupted} attempts interrupted; lost: {lost}",
         iterations(),
         acked.len()
     );
+    assert_eq!(
+        lost,
+        0,
+        "acknowledged events lost, e.g. {:?}",
+        end.lost.first()
+    );
+    if iterations() >= LONG_RUN {
+        assert!(
+            interrupted > 0,
+            "{} kills and not one landed on an attempt in flight",
+            iterations()
+        );
+    }
 }

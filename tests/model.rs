@@ -17,7 +17,9 @@
 //!   one that answers 500 (no retries), and the webhook was called.
 //!
 //! Waiting is bounded polling through the API (`chime::testing::eventually`); no
-//! step sleeps. `PROPTEST_CASES` sets the number of cases (default 16).
+//! step sleeps. `PROPTEST_CASES` sets the number of cases (default 16); the
+//! seed is printed at the start, and `PROPTEST_RNG_SEED=<seed>` with the
+//! same case count replays the same cases.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +30,9 @@ use chime::log::LogOptions;
 use chime::record::MAX_INTERRUPTED_ATTEMPTS;
 use chime::server::ServeConfig;
 use chime::testing::faultfs::FaultFs;
-use chime::testing::{Receiver, Reply, TestServer, eventually, from_now};
+use chime::testing::{Receiver, Reply, TestServer, announce_seed, eventually, from_now};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::json;
 
 #[derive(Clone, Debug)]
@@ -335,8 +337,15 @@ fn the_api_agrees_with_a_simple_model_through_restarts_and_power_loss() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
+    // Chosen here rather than left to proptest, which draws a random seed
+    // and never says which: printed, it replays the same cases.
+    let seed = announce_seed(
+        "PROPTEST_RNG_SEED",
+        &format!("PROPTEST_CASES={cases} cargo test --test model -- --nocapture"),
+    );
     let mut runner = TestRunner::new(Config {
         cases,
+        rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         // Shrinking restarts servers; a few rounds are enough to read.
         max_shrink_iters: 64,

@@ -18,7 +18,9 @@
 //!   either there whole or gone for good.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 64); the figures are
-//! printed at the end (`cargo test --test power_loss -- --nocapture`).
+//! printed at the end (`cargo test --test power_loss -- --nocapture`), and
+//! the seed at the start: `PROPTEST_RNG_SEED=<seed>` with the same case
+//! count replays the same cases.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -27,9 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chime::log::fs::StdFs;
 use chime::log::{Log, LogError, LogOptions};
+use chime::testing::announce_seed;
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 /// A batch: the sizes of its records' filler.
 type Sizes = Vec<usize>;
@@ -471,8 +474,15 @@ fn acknowledged_batches_survive_power_loss_whole_and_in_order() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    // Chosen here rather than left to proptest, which draws a random seed
+    // and never says which: printed, it replays the same cases.
+    let seed = announce_seed(
+        "PROPTEST_RNG_SEED",
+        &format!("PROPTEST_CASES={cases} cargo test --test power_loss -- --nocapture"),
+    );
     let mut runner = TestRunner::new(Config {
         cases,
+        rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..Config::default()
     });

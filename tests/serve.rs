@@ -3,7 +3,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chime::testing::ChildServer;
+use chime::testing::{ChildServer, Receiver, Reply, from_now};
+use serde_json::json;
 
 /// Starts `chime serve` on a free port; returns it and its address.
 fn spawn(data_dir: &std::path::Path) -> (ChildServer, String) {
@@ -121,4 +122,30 @@ async fn data_files_are_private_under_umask_022_and_an_open_data_dir_is_warned_o
     })
     .await;
     server.kill();
+}
+
+#[tokio::test]
+async fn a_proxy_in_the_environment_does_not_carry_deliveries_to_loopback_webhooks() {
+    // A "proxy" that would answer every request it is handed: a delivery
+    // that reaches it went through the proxy instead of to the webhook.
+    let proxy = Receiver::start(vec![], Reply::status(502)).await;
+    let webhook = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_url = proxy.url("");
+    let server = ChildServer::start_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("http_proxy", proxy_url.as_str()),
+            ("ALL_PROXY", proxy_url.as_str()),
+        ],
+    );
+    let id = server
+        .api
+        .create(json!({"webhook": webhook.url("/hook"), "schedule_at": from_now(0), "payload": {}}))
+        .await;
+    let got = webhook.wait_for(1).await;
+    assert_eq!(got[0].json()["id"], json!(id));
+    assert_eq!(proxy.count(), 0, "{:?}", proxy.received());
 }

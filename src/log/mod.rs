@@ -26,7 +26,7 @@ pub mod segment;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use memmap2::Mmap;
 use tokio::sync::oneshot;
@@ -109,8 +109,8 @@ pub enum LogError {
     NoRecord(Loc),
     #[error("segment_bytes {0} is out of range ({min}..=4294967295)", min = HEADER_LEN + FRAME_HEADER_LEN + 1)]
     BadSegmentBytes(u64),
-    /// The writer thread is gone: every handle but this one was dropped, or
-    /// it stopped.
+    /// The writer thread is gone: the log was closed ([`Log::close`]), or
+    /// the writer stopped.
     #[error("the log is closed")]
     Closed,
     /// A thread panicked while it held the lock on the segments. What they
@@ -188,11 +188,54 @@ struct Shared {
 }
 
 /// A handle to an open log. Cheap to clone; the writer thread stops when
-/// the last handle is dropped.
+/// the last handle is dropped or the log is closed ([`Log::close`]), and
+/// either waits for it to end.
 #[derive(Clone)]
 pub struct Log {
     shared: Arc<Shared>,
-    tx: std::sync::mpsc::Sender<writer::Request>,
+    writer: Arc<WriterHandle>,
+}
+
+/// The queue to the writer thread and the thread itself, shared by every
+/// handle. The thread is joined, not left to finish on its own: a writer
+/// still draining its queue while the data directory is opened again (an
+/// in-process restart) would write into a segment the new writer owns.
+struct WriterHandle {
+    /// `None` once closed: later appends get [`LogError::Closed`].
+    tx: Mutex<Option<std::sync::mpsc::Sender<writer::Request>>>,
+    /// Taken by the first close, which joins it.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    fn close(&self) {
+        // The lock guards only whether there is a queue or a thread; a
+        // panic elsewhere cannot leave either half changed.
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            // With its queue closed the writer answers what is queued and
+            // ends; a panic in it has already failed every appender.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl Log {
@@ -274,7 +317,7 @@ impl Log {
             fs: opts.fs.clone(),
             segments: RwLock::new(segments),
         });
-        let tx = writer::spawn(writer::Active {
+        let (tx, thread) = writer::spawn(writer::Active {
             dir: log_dir.to_path_buf(),
             path: active_path,
             ordinal: active_ordinal,
@@ -284,7 +327,21 @@ impl Log {
             shared: shared.clone(),
             fs: opts.fs.clone(),
         })?;
-        Ok((Log { shared, tx }, recovery))
+        let writer = Arc::new(WriterHandle {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        });
+        Ok((Log { shared, writer }, recovery))
+    }
+
+    /// Stops taking appends (they get [`LogError::Closed`], from every
+    /// handle), lets the writer make what is already queued durable and
+    /// answer it, and waits for the writer thread to end. Blocks for at
+    /// most the writer's last group commit. Once this returns, nothing of
+    /// this log's writes the segment files again, so the directory may be
+    /// opened anew. Closing twice is harmless.
+    pub fn close(&self) {
+        self.writer.close();
     }
 
     /// Appends a batch of payloads and returns once the batch is durable.
@@ -314,7 +371,12 @@ impl Log {
             let _ = reply.send(Ok(Vec::new()));
             return Ok(rx);
         }
-        self.tx
+        self.writer
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .ok_or(LogError::Closed)?
             .send(writer::Request { batch, reply })
             .map_err(|_| LogError::Closed)?;
         Ok(rx)

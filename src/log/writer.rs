@@ -54,8 +54,11 @@ pub(super) struct Active {
     pub fs: Arc<dyn FileSystem>,
 }
 
-/// Starts the writer thread for `active`.
-pub(super) fn spawn(active: Active) -> Result<Sender<Request>, LogError> {
+/// Starts the writer thread for `active`: the queue to it, and the thread
+/// to join once the queue is closed (it drains what is queued, then ends).
+pub(super) fn spawn(
+    active: Active,
+) -> Result<(Sender<Request>, std::thread::JoinHandle<()>), LogError> {
     let file = active
         .fs
         .open(&active.path)
@@ -68,11 +71,11 @@ pub(super) fn spawn(active: Active) -> Result<Sender<Request>, LogError> {
     // Map the active segment ahead so readers need no new map per batch.
     writer.map_active()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("chime-log-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| LogError::io("spawn writer thread for", &PathBuf::new(), e))?;
-    Ok(tx)
+    Ok((tx, thread))
 }
 
 struct Writer {

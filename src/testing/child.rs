@@ -75,6 +75,25 @@ pub fn serve_to_exit(data_dir: &Path, extra: &[&str]) -> (std::process::ExitStat
     (status, drained.join().expect("stderr reader"))
 }
 
+/// Runs the `chime log verify` binary on `data_dir` (which no server may
+/// hold: it reads the log as a tool would) and returns its exit code and
+/// stdout. Verify checks every frame and decodes every record.
+pub fn log_verify(data_dir: &Path) -> (Option<i32>, String) {
+    let output = Command::new(chime_binary())
+        .args(["log", "verify", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chime log verify");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The `NO_PROXY` of a child server: every loopback name and address.
+const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
+
 /// `chime serve` as a child process. Killed when dropped, so a failing test
 /// leaves no process behind.
 pub struct ChildServer {
@@ -166,6 +185,12 @@ impl ChildServer {
         Self::launch(sh, data_dir, LOOPBACK_ANY_PORT, extra, &[], "info", WAIT)
     }
 
+    /// [`ChildServer::start`] with `vars` set in the child's environment
+    /// (before the loopback exclusion below, which they cannot undo).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], vars: &[(&str, &str)]) -> ChildServer {
+        Self::start_on(data_dir, LOOPBACK_ANY_PORT, extra, vars)
+    }
+
     /// Runs `command` with chime's `serve` arguments and waits for it to
     /// listen.
     #[allow(clippy::too_many_arguments)] // one private constructor behind the public ones
@@ -186,6 +211,12 @@ impl ChildServer {
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", log_filter)
+            // The webhooks of a test are on loopback: a proxy set in the
+            // tester's environment must not carry the child's deliveries
+            // off the machine (chime itself honours the proxy variables,
+            // as users may need them).
+            .env("NO_PROXY", LOOPBACK_NO_PROXY)
+            .env("no_proxy", LOOPBACK_NO_PROXY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

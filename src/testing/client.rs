@@ -30,6 +30,13 @@ pub fn https_client(cert: &std::path::Path) -> reqwest::Client {
         .expect("build reqwest client")
 }
 
+/// Whether `e` says the connection failed or broke (refused, reset, closed
+/// before the whole answer): what a killed server looks like to a client.
+/// A timeout is not one: a server that hangs is alive, and wrong.
+pub fn is_connection_error(e: &reqwest::Error) -> bool {
+    !e.is_timeout() && (e.is_connect() || e.is_request() || e.is_body())
+}
+
 /// Status and JSON body of a response (`Value::Null` if the body is not
 /// JSON).
 pub async fn read(response: reqwest::Response) -> (u16, Value) {
@@ -69,7 +76,8 @@ impl ApiClient {
     }
 
     /// POSTs raw bytes to `path` with the admin secret (if any); fails only
-    /// when no answer comes (the server is gone).
+    /// when no whole answer comes (the server is gone, before or after its
+    /// status line: a kill can land between the head and the body).
     pub async fn try_post_raw(
         &self,
         path: &str,
@@ -83,7 +91,13 @@ impl ApiClient {
         if let Some(secret) = &self.secret {
             request = request.header("x-hasura-admin-secret", secret);
         }
-        Ok(read(request.send().await?).await)
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// [`ApiClient::try_post_raw`] that must be answered.

@@ -34,15 +34,15 @@ mod server;
 mod time;
 mod wait;
 
-pub use child::{ChildServer, chime_binary, serve_to_exit};
+pub use child::{ChildServer, chime_binary, log_verify, serve_to_exit};
 pub use client::{
-    ApiClient, client_error, h2c_client, http_client, https_client, only_invocation, raw_exchange,
-    read, stored_response_bytes,
+    ApiClient, client_error, h2c_client, http_client, https_client, is_connection_error,
+    only_invocation, raw_exchange, read, stored_response_bytes,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply, gzip_stored};
 pub use records::{record_count, record_counts, records_in};
-pub use rng::Rng;
+pub use rng::{Rng, announce_seed, seed_from_env};
 pub use server::TestServer;
 pub use time::{free_port, from_now, in_seconds, secs_between, ts};
 pub use wait::{WAIT, eventually, eventually_within};
