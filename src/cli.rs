@@ -311,7 +311,7 @@ mod tests {
         let defaults = serve_config(&[]).dispatch;
         assert_eq!(defaults.min_retry_interval, DEFAULT_MIN_RETRY_INTERVAL);
         assert_eq!(defaults.max_webhook_timeout, Duration::from_secs(1800));
-        assert_eq!(defaults.max_in_flight_per_host, 32);
+        assert_eq!(defaults.max_in_flight_per_host, 64);
         let set = serve_config(&[
             "--min-retry-interval",
             "500ms",
