@@ -611,6 +611,47 @@ impl Projection {
     }
 }
 
+/// What is left of a listing's `offset` and `limit` as it is read a page
+/// at a time: one bookkeeping for both pagers.
+#[derive(Clone, Debug)]
+struct Window {
+    /// Rows still to skip (the listing's `offset`, used up by page one).
+    skip: usize,
+    /// Rows still to return (the listing's `limit`).
+    left: usize,
+    /// Set once a page came back short: nothing was left after the cursor.
+    done: bool,
+}
+
+impl Window {
+    fn new(offset: usize, limit: Option<usize>) -> Window {
+        let left = limit.unwrap_or(usize::MAX);
+        Window {
+            skip: offset,
+            left,
+            done: left == 0,
+        }
+    }
+
+    /// How many rows the next page of at most `max` should take; `None`
+    /// once the listing is over.
+    fn want(&self, max: usize) -> Option<usize> {
+        (!self.done).then(|| max.min(self.left))
+    }
+
+    /// A page skipped `skipped` rows and took `taken` of the `want` asked.
+    fn advance(&mut self, skipped: usize, taken: usize, want: usize) {
+        if skipped < self.skip || taken < want {
+            self.done = true;
+        }
+        self.skip = 0;
+        self.left -= taken;
+        if self.left == 0 {
+            self.done = true;
+        }
+    }
+}
+
 /// Reads a listing of events ([`Projection::list`]'s order and filter) a
 /// page at a time, so that a caller can take the projection's lock for one
 /// page, let go of it while the page is rendered, and take it again for the
@@ -630,35 +671,27 @@ pub struct EventPager {
     statuses: Vec<Status>,
     /// The key of the last event returned; `None` before the first page.
     after: Option<Key>,
-    /// Events still to skip (the listing's `offset`, used up by page one).
-    skip: usize,
-    /// Events still to return (the listing's `limit`).
-    left: usize,
-    /// Set once a page came back short: nothing was left after the cursor.
-    done: bool,
+    /// How much of the listing is left to skip and to return.
+    window: Window,
 }
 
 impl EventPager {
     /// A listing of events with one of `statuses` (all when empty), skipping
     /// `offset` and returning at most `limit`.
     pub fn new(statuses: Vec<Status>, offset: usize, limit: Option<usize>) -> EventPager {
-        let left = limit.unwrap_or(usize::MAX);
         EventPager {
             statuses,
             after: None,
-            skip: offset,
-            left,
-            done: left == 0,
+            window: Window::new(offset, limit),
         }
     }
 
     /// The next at most `max` events of the listing, as `projection` has
     /// them now; empty once the listing is over.
     pub fn next_page(&mut self, projection: &Projection, max: usize) -> Vec<EventView> {
-        if self.done {
+        let Some(want) = self.window.want(max) else {
             return Vec::new();
-        }
-        let want = max.min(self.left);
+        };
         let after = match self.after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
@@ -667,7 +700,7 @@ impl EventPager {
         let mut keys = Merge::new(sets.into_iter().map(|set| set.range((after, Bound::Unbounded))));
         // Skipping counts even events that are then not returned, so that
         // the skip, like today's, is over the listing as it stands now.
-        let skipped = keys.by_ref().take(self.skip).count();
+        let skipped = keys.by_ref().take(self.window.skip).count();
         let mut taken = 0;
         let page: Vec<EventView> = keys
             .take(want)
@@ -679,20 +712,13 @@ impl EventPager {
             // step); filter_map rather than unwrap so a bug cannot panic.
             .filter_map(|&(_, id)| projection.event(id))
             .collect();
-        if skipped < self.skip || taken < want {
-            self.done = true;
-        }
-        self.skip = 0;
-        self.left -= taken;
-        if self.left == 0 {
-            self.done = true;
-        }
+        self.window.advance(skipped, taken, want);
         page
     }
 
     /// Whether the listing is over: the next page would be empty.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.window.done
     }
 }
 
@@ -711,32 +737,27 @@ pub struct InvocationPager {
     event: Option<EventId>,
     /// The key of the last invocation returned; `None` before the first page.
     before: Option<u64>,
-    skip: usize,
-    left: usize,
-    done: bool,
+    /// How much of the listing is left to skip and to return.
+    window: Window,
 }
 
 impl InvocationPager {
     /// A listing of the invocations of `event` (of all events when `None`),
     /// skipping `offset` and returning at most `limit`.
     pub fn new(event: Option<EventId>, offset: usize, limit: Option<usize>) -> InvocationPager {
-        let left = limit.unwrap_or(usize::MAX);
         InvocationPager {
             event,
             before: None,
-            skip: offset,
-            left,
-            done: left == 0,
+            window: Window::new(offset, limit),
         }
     }
 
     /// The next at most `max` invocations of the listing, as `projection`
     /// has them now; empty once the listing is over.
     pub fn next_page(&mut self, projection: &Projection, max: usize) -> Vec<InvocationRef> {
-        if self.done {
+        let Some(want) = self.window.want(max) else {
             return Vec::new();
-        }
-        let want = max.min(self.left);
+        };
         let end = self.before.map_or(Bound::Unbounded, Bound::Excluded);
         let mut keys: Box<dyn Iterator<Item = u64>> = match self.event {
             None => Box::new(projection.invocations.range((Bound::Unbounded, end)).rev().map(|(&k, _)| k)),
@@ -750,7 +771,7 @@ impl InvocationPager {
                 Box::new(keys[..upto].iter().rev().copied())
             }
         };
-        let skipped = keys.by_ref().take(self.skip).count();
+        let skipped = keys.by_ref().take(self.window.skip).count();
         let mut taken = 0;
         let page: Vec<InvocationRef> = keys
             .take(want)
@@ -760,20 +781,13 @@ impl InvocationPager {
             })
             .filter_map(|key| projection.invocations.get(&key).copied())
             .collect();
-        if skipped < self.skip || taken < want {
-            self.done = true;
-        }
-        self.skip = 0;
-        self.left -= taken;
-        if self.left == 0 {
-            self.done = true;
-        }
+        self.window.advance(skipped, taken, want);
         page
     }
 
     /// Whether the listing is over: the next page would be empty.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.window.done
     }
 }
 

@@ -16,11 +16,12 @@
 
 use std::path::{Path, PathBuf};
 
-use chime::log::{Log, LogError, LogOptions};
+use chime::log::{Log, LogOptions};
 use chime::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RecordKind, RetryConf, UnixMicros,
 };
+use chime::testing::replay_all;
 
 /// The committed fixture data directory.
 fn v1_datadir() -> PathBuf {
@@ -181,16 +182,6 @@ fn v1_records() -> Vec<Vec<Record>> {
             },
         ],
     ]
-}
-
-fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = vec![];
-    log.replay(|e| {
-        out.push((e.seq, e.payload.to_vec()));
-        Ok::<(), LogError>(())
-    })
-    .expect("replay");
-    out
 }
 
 /// Copies the fixture's files into a fresh directory: the committed bytes

@@ -3,20 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use chime::log::{DirScan, Log, LogError, LogOptions};
+use chime::testing::replay_all;
 use proptest::prelude::*;
 
 fn opts(segment_bytes: u64) -> LogOptions {
     LogOptions::with_segment_bytes(segment_bytes)
-}
-
-fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = vec![];
-    log.replay(|e| {
-        out.push((e.seq, e.payload.to_vec()));
-        Ok::<(), LogError>(())
-    })
-    .unwrap();
-    out
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {

@@ -9,20 +9,10 @@ use std::path::{Path, PathBuf};
 use chime::log::frame::encode_header;
 use chime::log::{Log, LogError, LogOptions};
 use chime::record::{EventId, Record, UnixMicros, fixtures};
-use chime::testing::{ChildServer, eventually, serve_to_exit};
+use chime::testing::{ChildServer, eventually, replay_all, serve_to_exit};
 
 fn opts(segment_bytes: u64) -> LogOptions {
     LogOptions::with_segment_bytes(segment_bytes)
-}
-
-fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = vec![];
-    log.replay(|e| {
-        out.push((e.seq, e.payload.to_vec()));
-        Ok::<(), LogError>(())
-    })
-    .expect("replay");
-    out
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {

@@ -41,7 +41,7 @@ pub use client::{
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply, gzip_stored};
-pub use records::{record_count, record_counts, records_in};
+pub use records::{record_count, record_counts, records_in, replay_all};
 pub use rng::{Rng, announce_seed, seed_from_env};
 pub use server::TestServer;
 pub use time::{free_port, from_now, in_seconds, secs_between, ts};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::log::fs::StdFs;
 use crate::log::reader::LogReader;
+use crate::log::{Log, LogError};
 use crate::record::{Record, RecordKind};
 
 /// Every record in whole batches of the log of data directory `data_dir`,
@@ -42,4 +43,15 @@ pub fn record_counts(data_dir: &Path) -> BTreeMap<RecordKind, usize> {
 /// How many records of `kind` the log of `data_dir` holds.
 pub fn record_count(data_dir: &Path, kind: RecordKind) -> usize {
     record_counts(data_dir).get(&kind).copied().unwrap_or(0)
+}
+
+/// Every entry `log` replays, as sequence number and payload bytes.
+pub fn replay_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut out = vec![];
+    log.replay(|e| {
+        out.push((e.seq, e.payload.to_vec()));
+        Ok::<(), LogError>(())
+    })
+    .expect("replay");
+    out
 }
