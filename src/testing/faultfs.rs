@@ -436,6 +436,27 @@ impl State {
         self.inodes.insert(ino, Inode::default());
         ino
     }
+
+    /// The inode of file `name` in `dir` opened for writing from empty: an
+    /// existing file is truncated (a pending `SetLen(0)`), a new one linked
+    /// (a pending `Link` in its directory), as `File::create` does.
+    fn truncate_or_link(&mut self, dir: &Path, name: std::ffi::OsString) -> io::Result<u64> {
+        let existing = self.dir(dir)?.current.get(&name).copied();
+        Ok(match existing {
+            Some(ino) => {
+                let inode = self.inodes.get_mut(&ino).expect("entry has an inode");
+                inode.pending.push(FileOp::SetLen(0));
+                ino
+            }
+            None => {
+                let ino = self.new_inode();
+                let d = self.dir(dir)?;
+                d.current.insert(name.clone(), ino);
+                d.pending.push(DirOp::Link(name, ino));
+                ino
+            }
+        })
+    }
 }
 
 impl FaultFs {
@@ -691,23 +712,9 @@ impl FileSystem for FaultFs {
             Verdict::Dead(e) | Verdict::Fail(e) | Verdict::Short(e) => return Err(e),
         }
         let (dir, name) = name_of(path)?;
-        let existing = st.dir(&dir)?.current.get(&name).copied();
         // The same private mode as the real file system's files.
         let file = crate::log::fs::create_private(path)?;
-        let ino = match existing {
-            Some(ino) => {
-                let inode = st.inodes.get_mut(&ino).expect("entry has an inode");
-                inode.pending.push(FileOp::SetLen(0));
-                ino
-            }
-            None => {
-                let ino = st.new_inode();
-                let d = st.dir(&dir)?;
-                d.current.insert(name.clone(), ino);
-                d.pending.push(DirOp::Link(name, ino));
-                ino
-            }
-        };
+        let ino = st.truncate_or_link(&dir, name)?;
         Ok(Box::new(FaultFile {
             fs: self.clone(),
             ino,
@@ -799,21 +806,7 @@ impl FileSystem for FaultFs {
         let data = std::fs::read(from)?;
         let copied = StdFs.copy(from, to)?;
         let (dir, name) = name_of(to)?;
-        let existing = st.dir(&dir)?.current.get(&name).copied();
-        let ino = match existing {
-            Some(ino) => {
-                let inode = st.inodes.get_mut(&ino).expect("entry has an inode");
-                inode.pending.push(FileOp::SetLen(0));
-                ino
-            }
-            None => {
-                let ino = st.new_inode();
-                let d = st.dir(&dir)?;
-                d.current.insert(name.clone(), ino);
-                d.pending.push(DirOp::Link(name, ino));
-                ino
-            }
-        };
+        let ino = st.truncate_or_link(&dir, name)?;
         st.inodes
             .get_mut(&ino)
             .expect("just found or made")
