@@ -4,7 +4,8 @@
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
 //! generator, raw connections for the connection limits ([`conn`]), a
-//! fault-injecting file system ([`faultfs`]) and appends queued behind it
+//! fault-injecting file system ([`faultfs`]), the fuzz targets' checks
+//! ([`fuzz`]) and appends queued behind it
 //! ([`append`]), the decoded records of a data directory's log
 //! ([`records_in`], [`record_counts`]) and the benches'
 //! knobs ([`bench`]).
@@ -27,6 +28,7 @@ mod child;
 mod client;
 pub mod conn;
 pub mod faultfs;
+pub mod fuzz;
 mod receiver;
 mod records;
 mod rng;
