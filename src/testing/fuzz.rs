@@ -57,8 +57,11 @@ pub fn api_request(data: &[u8]) {
     }
 }
 
+/// One target's check: panics when its property fails for the input.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets by name, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Check); 3] = [
     ("frame", frame),
     ("record", record),
     ("api_request", api_request),
