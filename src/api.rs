@@ -391,45 +391,38 @@ impl ApiState {
             // wakes this one (`notify_waiters` reaches every `Notified`
             // already created).
             let finished = self.cancels.done.notified();
-            let mut scope = Scope::default();
-            let mut records = Vec::new();
-            let planned = {
+            {
                 let projection = service.projection();
                 let mut in_flight = self.cancels.lock();
-                let planned = commands
-                    .iter()
-                    .enumerate()
-                    .map(|(i, command)| {
-                        plan(
-                            &projection,
-                            &in_flight,
-                            &mut scope,
-                            i,
-                            command.clone(),
-                            now,
-                            &path,
-                            &mut records,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                if planned.is_ok() {
+                // Another request cancelling an event this one deletes: plan
+                // once it is done, when the projection shows its outcome.
+                // Checked before planning, so the commands are planned (and
+                // moved) only once.
+                let busy = commands.iter().any(|command| {
+                    matches!(command, Command::DeleteScheduledEvent { event_id }
+                        if in_flight.contains(event_id))
+                });
+                if !busy {
+                    let mut scope = Scope::default();
+                    let mut records = Vec::new();
+                    let planned = commands
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, command)| {
+                            plan(&projection, &mut scope, i, command, now, &path, &mut records)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
                     // Still under the lock: no other request can plan a
                     // cancel of these between this look and this claim.
                     in_flight.extend(scope.cancelled.iter().copied());
-                }
-                planned
-            };
-            match planned {
-                Ok(planned) => {
                     let held = CancelsHeld {
                         cancels: self.cancels.clone(),
                         ids: scope.cancelled.into_iter().collect(),
                     };
                     break (planned, records, held);
                 }
-                Err(Refused::Api(e)) => return Err(e),
-                Err(Refused::Busy) => finished.await,
             }
+            finished.await;
         };
         if !records.is_empty() {
             // In a task of its own, so that a caller who hangs up does not
@@ -898,42 +891,24 @@ struct Scope {
     cancelled: HashSet<EventId>,
 }
 
-/// Why a command could not be planned.
-enum Refused {
-    /// The request is refused with this error, and nothing is written.
-    Api(ApiError),
-    /// Another request is cancelling an event this one deletes: plan again
-    /// once it is done (see [`CancelsInFlight`]).
-    Busy,
-}
-
-impl From<ApiError> for Refused {
-    fn from(e: ApiError) -> Refused {
-        Refused::Api(e)
-    }
-}
-
 /// Plans command `i` of a request: a write is checked against `projection`
-/// (and the cancels other requests have `in_flight`, and the ones this
-/// request made earlier, in `scope`) and its records queued in `records`; a
-/// read is kept for later. `path` names a key of command `i` in the request.
+/// (and the cancels this request made earlier, in `scope`) and its records
+/// queued in `records`; a read is kept for later. `path` names a key of command `i` in the request.
 ///
 /// This is the one place that owns the nested-bulk rule: a bulk inside a
 /// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
 /// it get their paths) but is refused here, in order with the other
 /// commands' refusals and before anything is appended, so the outer bulk
 /// stays all-or-nothing.
-#[allow(clippy::too_many_arguments, reason = "one call site; the state of one plan")]
 fn plan(
     projection: &Projection,
-    in_flight: &HashSet<EventId>,
     scope: &mut Scope,
     i: usize,
     command: Command,
     now: UnixMicros,
     path: &dyn Fn(usize, &str) -> String,
     records: &mut Vec<Record>,
-) -> Result<Planned, Refused> {
+) -> Result<Planned, ApiError> {
     Ok(match command {
         Command::CreateScheduledEvent(new) => {
             let id = EventId::new_v4();
@@ -946,15 +921,11 @@ fn plan(
             if scope.cancelled.contains(&event_id) {
                 return Ok(Planned::Answered(hasura::success()));
             }
-            if in_flight.contains(&event_id) {
-                return Err(Refused::Busy);
-            }
             if projection.event(event_id).is_none() {
                 return Err(ApiError::not_found(
                     path(i, "event_id"),
                     format!("scheduled event {event_id} does not exist"),
-                )
-                .into());
+                ));
             }
             records.push(Record::EventCancelled { event_id, at: now });
             scope.cancelled.insert(event_id);
@@ -987,8 +958,7 @@ fn plan(
             return Err(ApiError::not_supported(
                 format!("$.args[{i}]"),
                 "a bulk inside a bulk is not supported",
-            )
-            .into());
+            ));
         }
     })
 }
