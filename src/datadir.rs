@@ -50,6 +50,16 @@ impl DataDir {
     /// With `create` (the server's open) an existing directory that others
     /// may enter is warned of.
     pub fn lock(root: &Path, create: bool) -> Result<DataDir, DataDirError> {
+        Self::lock_on(&StdFs, root, create)
+    }
+
+    /// [`DataDir::lock`], creating the directory through `files` (the
+    /// log's file system, which tests swap for one that forgets).
+    pub fn lock_on(
+        files: &dyn FileSystem,
+        root: &Path,
+        create: bool,
+    ) -> Result<DataDir, DataDirError> {
         if let Some(mode) = open_to_others(root).filter(|_| create) {
             if holds_nothing_of_chime(root) {
                 // chime is making this directory its own now (a checkout's
@@ -69,17 +79,11 @@ impl DataDir {
             }
         }
         if create {
-            StdFs
-                .create_dir_all(root)
-                .map_err(|e| DataDirError::Io(IoError::new("create", root, e)))?;
-            // Make the data directory's entry durable: the log's fsyncs
-            // cover what is inside it, not the directory itself.
-            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                StdFs
-                    .sync_dir(parent)
-                    .map_err(|e| DataDirError::Io(IoError::new("fsync", parent, e)))?;
-            }
-        } else if !fs::is_dir(&StdFs, root) {
+            // The data directory's entry (and any parent made for it) is
+            // made durable: the log's fsyncs cover what is inside it, not
+            // the directory itself.
+            fs::create_dir_durably(files, root).map_err(DataDirError::Io)?;
+        } else if !fs::is_dir(files, root) {
             return Err(DataDirError::Missing(root.to_path_buf()));
         }
         let path = root.join("LOCK");

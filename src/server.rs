@@ -171,7 +171,7 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServeError> {
         config.check()?;
-        let data_dir = DataDir::lock(&config.data_dir, true)?;
+        let data_dir = DataDir::lock_on(&*config.log.fs, &config.data_dir, true)?;
         let (service, startup) = Service::open(&data_dir.log_dir(), &config.log, clock)?;
         tracing::info!(
             data_dir = %config.data_dir.display(),

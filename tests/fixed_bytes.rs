@@ -260,11 +260,18 @@ fn the_v1_fixture_data_dir_decodes_to_the_hand_written_records() {
     .expect("the fixture opens");
     assert_eq!(recovery.records, want.len() as u64);
     assert_eq!(recovery.truncated, None);
-    assert_eq!(recovery.segments, names.len());
+    // Appends go into a new segment of this build's version after the
+    // version 1 ones, so that its writes carry the `starts` mark.
+    assert_eq!(recovery.segments, names.len() + 1);
     let next = log
         .append_blocking(vec![b"after".to_vec()])
         .expect("append");
     assert_eq!(next[0].seq, want.len() as u64 + 1);
+    drop(log);
+    let newest = chime::datadir::log_dir(tmp.path()).join(format!("{:020}.seg", want.len() + 1));
+    let mut expected = header(2, want.len() as u64 + 1);
+    expected.extend(frame(want.len() as u64 + 1, b"after", false, true));
+    assert_eq!(std::fs::read(&newest).expect("the new segment"), expected);
 }
 
 // ---------------------------------------------------------------------------
@@ -285,10 +292,11 @@ fn header(version: u32, base_seq: u64) -> Vec<u8> {
     h
 }
 
-/// `frame = len_more:u32 crc:u32 seq:u64 payload`, with
-/// `crc = crc32(len_more ++ seq ++ payload)`.
-fn frame(seq: u64, payload: &[u8], more: bool) -> Vec<u8> {
-    let len_more = payload.len() as u32 | if more { 1 << 31 } else { 0 };
+/// `frame = len_flags:u32 crc:u32 seq:u64 payload`, with `more` in bit 31,
+/// `starts` in bit 30 and `crc = crc32(len_flags ++ seq ++ payload)`.
+fn frame(seq: u64, payload: &[u8], more: bool, starts: bool) -> Vec<u8> {
+    let len_more =
+        payload.len() as u32 | if more { 1 << 31 } else { 0 } | if starts { 1 << 30 } else { 0 };
     let mut covered = Vec::new();
     covered.extend_from_slice(&len_more.to_le_bytes());
     covered.extend_from_slice(&seq.to_le_bytes());
@@ -330,14 +338,15 @@ fn hand_built_segments_and_frames_are_read_by_the_log_and_the_record_decoder() {
     let payloads: Vec<Vec<u8>> = (1..=4)
         .map(|n| cancelled_payload(id(n), 1_893_456_000_000_000 + n as i64))
         .collect();
-    // Segment 1: a batch of one (seq 1), then a batch of two (seq 2 with
-    // more = 1, seq 3). Segment 4: a batch of one (seq 4).
+    // Segment 1, version 1 (no `starts` mark): a batch of one (seq 1), then
+    // a batch of two (seq 2 with more = 1, seq 3). Segment 4, version 2: a
+    // write of one batch of one (seq 4, marked `starts`).
     let mut first = header(1, 1);
-    first.extend(frame(1, &payloads[0], false));
-    first.extend(frame(2, &payloads[1], true));
-    first.extend(frame(3, &payloads[2], false));
-    let mut second = header(1, 4);
-    second.extend(frame(4, &payloads[3], false));
+    first.extend(frame(1, &payloads[0], false, false));
+    first.extend(frame(2, &payloads[1], true, false));
+    first.extend(frame(3, &payloads[2], false, false));
+    let mut second = header(2, 4);
+    second.extend(frame(4, &payloads[3], false, true));
     std::fs::write(log_dir.join("00000000000000000001.seg"), &first).expect("write");
     std::fs::write(log_dir.join("00000000000000000004.seg"), &second).expect("write");
 
@@ -368,15 +377,15 @@ fn hand_built_segments_and_frames_are_read_by_the_log_and_the_record_decoder() {
     drop(log);
     let written = std::fs::read(log_dir.join("00000000000000000004.seg")).expect("read");
     let mut expected = second.clone();
-    expected.extend(frame(5, b"next", false));
+    expected.extend(frame(5, b"next", false, true));
     assert_eq!(written, expected, "the writer writes the documented bytes");
 
     // A batch whose last frame still says `more` is torn: the batch of two
     // is dropped whole when its second frame is cut off.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut torn = header(1, 1);
-    torn.extend(frame(1, &payloads[0], false));
-    torn.extend(frame(2, &payloads[1], true));
+    torn.extend(frame(1, &payloads[0], false, false));
+    torn.extend(frame(2, &payloads[1], true, false));
     std::fs::write(tmp.path().join("00000000000000000001.seg"), &torn).expect("write");
     let (log, recovery) =
         Log::open(tmp.path(), &LogOptions::with_segment_bytes(1 << 20)).expect("open");

@@ -148,12 +148,12 @@ fn an_unknown_format_version_is_refused() {
     let segs = segments(dir);
     let seg = segs.last().expect("a segment");
     let mut bytes = std::fs::read(seg).expect("read");
-    // Version 2 with a checksum that matches it: only the version is wrong.
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    // Version 3 with a checksum that matches it: only the version is wrong.
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(seg, &bytes).expect("write");
-    assert_refused(dir, seg, 0, "segment format version 2 is not known");
+    assert_refused(dir, seg, 0, "segment format version 3 is not known");
 }
 
 /// A power loss after the file's length reached the disk but not its data

@@ -7,21 +7,32 @@
 //! header    = magic:"CHIMELOG" version:u32 flags:u32 base_seq:u64
 //!             header_crc:u32 reserved:u32                      (32 bytes)
 //!             header_crc = crc32(magic ++ version ++ flags ++ base_seq)
-//! frame     = len_more:u32 crc:u32 seq:u64 payload:[u8; len]  (16 + len bytes)
-//!             len  = len_more & 0x7fff_ffff, 1 ..= MAX_PAYLOAD
-//!             more = len_more >> 31: 1 when the next frame belongs to the same batch
-//!             crc  = crc32(len_more ++ seq ++ payload)
-//!             seq  = the previous frame's seq + 1 (the first: base_seq)
+//! frame     = len_flags:u32 crc:u32 seq:u64 payload:[u8; len] (16 + len bytes)
+//!             len    = len_flags & 0x3fff_ffff, 1 ..= MAX_PAYLOAD
+//!             more   = bit 31: 1 when the next frame belongs to the same batch
+//!             starts = bit 30: 1 on the first frame of each write (version 2)
+//!             crc    = crc32(len_flags ++ seq ++ payload)
+//!             seq    = the previous frame's seq + 1 (the first: base_seq)
 //! ```
 //! All integers little-endian. A *batch* is a run of frames whose last one
-//! has `more = 0`; recovery keeps or drops a batch whole.
+//! has `more = 0`; recovery keeps or drops a batch whole. A *write* is what
+//! the writer hands the disk with one `pwrite` before one `fdatasync`: whole
+//! batches, its first frame marked `starts`. Since a write begins only after
+//! the one before it was made durable, a frame marked `starts` vouches that
+//! every byte before it was durable: that is how recovery tells damage to
+//! acknowledged bytes from a write the disk kept only in part (see
+//! docs/log-format.md). Version 1 segments (written before the mark
+//! existed) never set bit 30; this build reads both and writes version 2.
 
 use std::ops::RangeInclusive;
 
 /// The magic bytes that open every segment.
 pub const MAGIC: [u8; 8] = *b"CHIMELOG";
-/// The segment format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The segment format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest segment format version this build reads: version 1 has no
+/// `starts` mark (bit 30 of `len_flags` is always 0).
+pub const OLDEST_VERSION: u32 = 1;
 /// Length of a segment header.
 pub const HEADER_LEN: usize = 32;
 /// Length of a frame header (len_more, crc, seq).
@@ -30,12 +41,22 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// field can make a reader believe.
 pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 const MORE_BIT: u32 = 1 << 31;
+const STARTS_BIT: u32 = 1 << 30;
+/// The length bits of `len_flags`. MAX_PAYLOAD < 2^30, so a length fits.
+const LEN_MASK: u32 = STARTS_BIT - 1;
 
-/// Encodes a segment header for a segment whose first frame has `base_seq`.
+/// Encodes a segment header for a segment whose first frame has `base_seq`,
+/// in the version this build writes.
 pub fn encode_header(base_seq: u64) -> [u8; HEADER_LEN] {
+    encode_header_version(base_seq, FORMAT_VERSION)
+}
+
+/// [`encode_header`] for a chosen format version: for tests of how older
+/// segments are read.
+pub fn encode_header_version(base_seq: u64, version: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&0u32.to_le_bytes());
     h[16..24].copy_from_slice(&base_seq.to_le_bytes());
     let crc = crc32fast::hash(&h[0..24]);
@@ -67,8 +88,17 @@ impl std::fmt::Display for HeaderError {
     }
 }
 
-/// Decodes a segment header, returning its base sequence number.
-pub fn decode_header(bytes: &[u8]) -> Result<u64, HeaderError> {
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The sequence number of the segment's first frame.
+    pub base_seq: u64,
+    /// [`OLDEST_VERSION`] ..= [`FORMAT_VERSION`].
+    pub version: u32,
+}
+
+/// Decodes a segment header.
+pub fn decode_header(bytes: &[u8]) -> Result<Header, HeaderError> {
     let h = bytes
         .get(..HEADER_LEN)
         .ok_or(HeaderError::TooShort(bytes.len()))?;
@@ -79,19 +109,32 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, HeaderError> {
         return Err(HeaderError::BadChecksum);
     }
     let version = u32_at(h, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnknownVersion(version));
     }
-    Ok(u64_at(h, 16))
+    Ok(Header {
+        base_seq: u64_at(h, 16),
+        version,
+    })
 }
 
-/// Appends one frame to `out`. `more` says whether the next frame belongs to
-/// the same batch. The payload length must be in `1..=MAX_PAYLOAD` (the
-/// writer checks before it gets here).
-pub fn encode_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8], more: bool) {
+/// How a frame stands among its neighbours (the flag bits of `len_flags`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// The next frame belongs to the same batch.
+    pub more: bool,
+    /// The first frame of a write: every byte before it was durable when it
+    /// was written (version 2 segments only).
+    pub starts: bool,
+}
+
+/// Appends one frame to `out`. The payload length must be in
+/// `1..=MAX_PAYLOAD` (the writer checks before it gets here).
+pub fn encode_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8], flags: Flags) {
     debug_assert!(!payload.is_empty() && payload.len() <= MAX_PAYLOAD);
-    // MAX_PAYLOAD < 2^31, so the length fits in the low 31 bits.
-    let len_more = payload.len() as u32 | if more { MORE_BIT } else { 0 };
+    let len_more = payload.len() as u32
+        | if flags.more { MORE_BIT } else { 0 }
+        | if flags.starts { STARTS_BIT } else { 0 };
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&len_more.to_le_bytes());
     hasher.update(&seq.to_le_bytes());
@@ -107,6 +150,8 @@ pub fn encode_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8], more: bool) {
 pub struct Frame<'a> {
     pub seq: u64,
     pub more: bool,
+    /// The `starts` mark: the first frame of a write.
+    pub starts: bool,
     pub payload: &'a [u8],
     /// Offset just past the frame.
     pub end: usize,
@@ -150,12 +195,12 @@ pub fn decode_frame(bytes: &[u8], offset: usize) -> Result<Frame<'_>, FrameError
         });
     }
     let len_more = u32_at(rest, 0);
-    let len = (len_more & !MORE_BIT) as usize;
+    let len = (len_more & LEN_MASK) as usize;
     if len == 0 || len > MAX_PAYLOAD {
         if rest.iter().all(|&b| b == 0) {
             return Err(FrameError::ZeroFill);
         }
-        return Err(FrameError::BadLength(len_more & !MORE_BIT));
+        return Err(FrameError::BadLength(len_more & LEN_MASK));
     }
     let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
         return Err(FrameError::Incomplete);
@@ -170,6 +215,7 @@ pub fn decode_frame(bytes: &[u8], offset: usize) -> Result<Frame<'_>, FrameError
     Ok(Frame {
         seq: u64_at(rest, 8),
         more: len_more & MORE_BIT != 0,
+        starts: len_more & STARTS_BIT != 0,
         payload,
         end: offset + FRAME_HEADER_LEN + len,
     })
@@ -184,6 +230,9 @@ pub struct SegmentScan {
     pub last_seq: Option<u64>,
     /// Frames kept (in complete batches).
     pub records: u64,
+    /// Offset of the last kept frame marked `starts`: where the last write
+    /// began (`None` in a version 1 segment, or one without frames).
+    pub last_write_start: Option<usize>,
     /// The first damage found, if the segment does not end cleanly at
     /// `valid_end`.
     pub damage: Option<Damage>,
@@ -199,9 +248,13 @@ pub struct Damage {
     /// segment, for an unfinished batch): what an operator is shown.
     pub bad_at: usize,
     pub kind: DamageKind,
-    /// Whether a valid frame was found after the damage: if so the damage is
-    /// not a torn tail, and truncating would throw away acknowledged data.
+    /// Whether a valid frame was found after the damage.
     pub valid_after: bool,
+    /// Whether a valid frame marked `starts` was found after the damage: a
+    /// write that began after the damaged bytes were durable, so they were
+    /// acknowledged. Without one, every valid frame after the damage belongs
+    /// to the same write as the damage (in a version 2 segment).
+    pub write_after: bool,
 }
 
 /// The kind of damage.
@@ -247,10 +300,13 @@ pub fn scan_segment(
         valid_end: HEADER_LEN,
         last_seq: None,
         records: 0,
+        last_write_start: None,
         damage: None,
     };
     // Frames of the batch being read: (seq, offset, payload range).
     let mut pending: Vec<(u64, usize, usize, usize)> = Vec::new();
+    // Where the write of the batch being read began, if it began in it.
+    let mut pending_start: Option<usize> = None;
     while offset < bytes.len() {
         let kind = match decode_frame(bytes, offset) {
             Ok(frame) if frame.seq != expected => DamageKind::SeqGap {
@@ -259,6 +315,9 @@ pub fn scan_segment(
             },
             Ok(frame) => {
                 let start = frame.end - frame.payload.len();
+                if frame.starts {
+                    pending_start = Some(offset);
+                }
                 pending.push((frame.seq, offset, start, frame.end));
                 expected += 1;
                 offset = frame.end;
@@ -269,16 +328,21 @@ pub fn scan_segment(
                         out.last_seq = Some(seq);
                     }
                     out.valid_end = offset;
+                    if let Some(at) = pending_start.take() {
+                        out.last_write_start = Some(at);
+                    }
                 }
                 continue;
             }
             Err(e) => DamageKind::Frame(e),
         };
         let next_after_kept = out.last_seq.map_or(base_seq, |s| s + 1);
+        let (valid_after, write_after) = frames_after(bytes, offset + 1, next_after_kept);
         out.damage = Some(Damage {
             offset: out.valid_end,
             bad_at: offset,
-            valid_after: valid_frame_after(bytes, offset + 1, next_after_kept),
+            valid_after,
+            write_after,
             kind,
         });
         return out;
@@ -289,16 +353,28 @@ pub fn scan_segment(
             bad_at: offset,
             kind: DamageKind::UnfinishedBatch,
             valid_after: false,
+            write_after: false,
         });
     }
     out
 }
 
 /// Whether any offset at or after `from` holds a valid frame with a
-/// sequence number at or after `min_seq`. Used only once damage is found, to tell
-/// a torn tail (nothing valid after it) from corruption in the middle.
-fn valid_frame_after(bytes: &[u8], from: usize, min_seq: u64) -> bool {
-    resync(bytes, from, min_seq..=u64::MAX).is_some()
+/// sequence number at or after `min_seq`, and whether one of those is
+/// marked `starts`. Used only once damage is found, to tell a torn tail
+/// (nothing valid after it, or only the rest of the same write) from
+/// damage to acknowledged bytes.
+fn frames_after(bytes: &[u8], from: usize, min_seq: u64) -> (bool, bool) {
+    let mut valid = false;
+    let mut at = from;
+    while let Some(frame) = resync(bytes, at, min_seq..=u64::MAX) {
+        valid = true;
+        if frame.starts {
+            return (true, true);
+        }
+        at = frame.end;
+    }
+    (valid, false)
 }
 
 /// The first valid frame at or after `from` whose sequence number is in
@@ -311,7 +387,7 @@ pub fn resync(bytes: &[u8], from: usize, seqs: RangeInclusive<u64>) -> Option<Fr
     while at + FRAME_HEADER_LEN <= bytes.len() {
         // Cheap filters before the checksum: a plausible length that fits,
         // and a sequence number in range.
-        let len = (u32_at(&bytes[at..], 0) & !MORE_BIT) as usize;
+        let len = (u32_at(&bytes[at..], 0) & LEN_MASK) as usize;
         let seq = u64_at(&bytes[at..], 8);
         if len != 0
             && len <= bytes.len() - at - FRAME_HEADER_LEN
@@ -342,16 +418,36 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A segment with one batch per entry of `batches` (each a list of payloads).
+    /// A segment with one batch per entry of `batches` (each a list of
+    /// payloads), each batch its own write.
     fn segment(base: u64, batches: &[Vec<Vec<u8>>]) -> (Vec<u8>, Vec<usize>) {
         let mut out = encode_header(base).to_vec();
         let mut seq = base;
         let mut ends = vec![];
         for batch in batches {
             for (i, p) in batch.iter().enumerate() {
-                encode_frame(&mut out, seq, p, i + 1 < batch.len());
+                let flags = Flags {
+                    more: i + 1 < batch.len(),
+                    starts: i == 0,
+                };
+                encode_frame(&mut out, seq, p, flags);
                 seq += 1;
             }
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    /// One write of `batches` (one frame each) after a segment's header.
+    fn one_write(base: u64, payloads: &[Vec<u8>]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = encode_header(base).to_vec();
+        let mut ends = vec![];
+        for (i, p) in payloads.iter().enumerate() {
+            let flags = Flags {
+                more: false,
+                starts: i == 0,
+            };
+            encode_frame(&mut out, base + i as u64, p, flags);
             ends.push(out.len());
         }
         (out, ends)
@@ -360,7 +456,17 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let h = encode_header(42);
-        assert_eq!(decode_header(&h), Ok(42));
+        let header = Header {
+            base_seq: 42,
+            version: FORMAT_VERSION,
+        };
+        assert_eq!(decode_header(&h), Ok(header));
+        let v1 = encode_header_version(42, 1);
+        assert_eq!(decode_header(&v1).map(|h| h.version), Ok(1));
+        assert_eq!(
+            decode_header(&encode_header_version(42, 3)),
+            Err(HeaderError::UnknownVersion(3))
+        );
         assert_eq!(decode_header(&h[..10]), Err(HeaderError::TooShort(10)));
         let mut bad = h;
         bad[17] ^= 1;
@@ -408,7 +514,8 @@ mod tests {
                 offset: ends[0],
                 bad_at: first_of_second,
                 kind: DamageKind::UnfinishedBatch,
-                valid_after: false
+                valid_after: false,
+                write_after: false,
             })
         );
     }
@@ -443,7 +550,36 @@ mod tests {
         let damage = scan.damage.unwrap();
         assert_eq!(damage.offset, ends[1]);
         assert!(damage.valid_after);
+        // Each batch was its own write: the later writes vouch for it.
+        assert!(damage.write_after);
         assert_eq!(scan.records, 2);
+    }
+
+    #[test]
+    fn damage_followed_only_by_the_rest_of_its_write_has_no_write_after() {
+        let payloads: Vec<_> = (0..5).map(|i| vec![i as u8; 20]).collect();
+        let (mut bytes, ends) = one_write(0, &payloads);
+        let clean = scan_segment(&bytes, 0, |_, _, _| {});
+        assert_eq!(clean.last_write_start, Some(HEADER_LEN));
+        // A page of the write's middle never reached the disk.
+        bytes[ends[1]..ends[2]].fill(0);
+        let scan = scan_segment(&bytes, 0, |_, _, _| {});
+        let damage = scan.damage.unwrap();
+        assert_eq!(damage.offset, ends[1]);
+        assert!(damage.valid_after);
+        assert!(!damage.write_after);
+        assert_eq!(scan.last_write_start, Some(HEADER_LEN));
+    }
+
+    #[test]
+    fn last_write_start_is_the_last_kept_mark() {
+        let batches: Vec<_> = (0..3).map(|i| vec![vec![i as u8; 20]]).collect();
+        let (bytes, ends) = segment(0, &batches);
+        let scan = scan_segment(&bytes, 0, |_, _, _| {});
+        assert_eq!(scan.last_write_start, Some(ends[1]));
+        // A write cut short is not kept, nor is its mark.
+        let scan = scan_segment(&bytes[..ends[2] - 1], 0, |_, _, _| {});
+        assert_eq!(scan.last_write_start, Some(ends[0]));
     }
 
     #[test]

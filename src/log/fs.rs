@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use crate::error::IoError;
+
 /// The mode of every directory chime creates: its owner's alone.
 pub const DIR_MODE: u32 = 0o700;
 /// The mode of every file chime creates (segments, set-aside copies, the
@@ -63,6 +65,30 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
     /// What `path` is (following symlinks): its length, or whether it is a
     /// directory. An error when nothing is there.
     fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata>;
+}
+
+/// Creates `dir` and any missing parents, and makes each new directory's
+/// entry durable by fsyncing its parent: a directory's own fsync covers
+/// what is inside it, not its name in its parent, so without this a power
+/// loss soon after the first start could take a new data directory, and
+/// every acknowledged record in it, away. An existing `dir` is left as it is.
+pub fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), IoError> {
+    // The missing directories, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !is_dir(fs, d)) {
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        fs.create_dir_all(d)
+            .map_err(|e| IoError::new("create", d, e))?;
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(|e| IoError::new("fsync directory", parent, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `path` is a directory (false when nothing is there).

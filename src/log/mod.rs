@@ -247,14 +247,10 @@ impl Log {
             return Err(LogError::BadSegmentBytes(opts.segment_bytes));
         }
         let fs = &*opts.fs;
-        fs.create_dir_all(log_dir)
-            .map_err(|e| LogError::io("create", log_dir, e))?;
-        // The log directory's own entry must be durable too, or a power
-        // loss soon after the first start could take the whole log with it.
-        if let Some(parent) = log_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent)
-                .map_err(|e| LogError::fatal("fsync directory", parent, e))?;
-        }
+        // Every directory made here must have a durable entry in its parent,
+        // or a power loss soon after the first start could take the whole
+        // log with it.
+        fs::create_dir_durably(fs, log_dir).map_err(LogError::Io)?;
         let mut scan = DirScan::read_with(fs, log_dir, true)?;
         if let Some(refused) = scan.refusal() {
             return Err(refused);
@@ -295,6 +291,24 @@ impl Log {
             scan = DirScan::read_with(fs, log_dir, false)?;
             recovery.segments = 1;
         }
+        if let Some(last) = scan.segments.last() {
+            redo_last_write(fs, last)?;
+            if last.version < frame::FORMAT_VERSION {
+                // Appends go into a segment of this build's version, whose
+                // writes carry the `starts` mark: a new one after the old
+                // segment's frames, or, for a segment with no frame yet, a
+                // new header over it (the same crash-safe rename).
+                segment::create(fs, log_dir, last.next_seq())?;
+                scan = DirScan::read_with(fs, log_dir, false)?;
+                recovery.segments = scan.segments.len();
+            }
+        }
+        // Directory changes an earlier run made but could not make durable
+        // (its directory fsync failed, which stopped it) become durable
+        // before anything is appended after them; so does the removal of
+        // leftover temporary files.
+        fs.sync_dir(log_dir)
+            .map_err(|e| LogError::fatal("fsync directory", log_dir, e))?;
         let last = scan
             .segments
             .last()
@@ -453,6 +467,31 @@ impl Log {
 /// Cuts a segment back to `len` bytes and makes that durable. The one
 /// truncation of recovery: [`Log::open`] cuts a torn tail with it, and
 /// `chime log repair` the damage it was asked to cut.
+/// Writes the last write of the last segment again, byte for byte as this
+/// process reads it, and fsyncs it. A run that stopped after a failed fsync
+/// may have left that write in the page cache only: Linux marks the pages
+/// clean after a failed writeback, so a restarted process reads bytes the
+/// disk never got, and a later fsync would not write them. Appending after
+/// them would then put acknowledged frames behind a hole a power loss
+/// uncovers. Written again they are dirty and the fsync writes them (or
+/// fails, and the log does not open). Everything before the last write was
+/// durable when it was written (the `starts` mark's promise); a version 1
+/// segment has no mark, so all of it is written again, once, before the
+/// log moves on to a version 2 segment.
+fn redo_last_write(fs: &dyn FileSystem, seg: &ScannedSegment) -> Result<(), LogError> {
+    let end = seg.scan.valid_end;
+    let start = seg.scan.last_write_start.unwrap_or(HEADER_LEN).min(end);
+    if start == end {
+        return Ok(());
+    }
+    let path = &seg.file.path;
+    let mut file = fs.open(path).map_err(|e| LogError::io("open", path, e))?;
+    file.write_all_at(&seg.bytes()[start..end], start as u64)
+        .map_err(|e| LogError::io("rewrite the last write of", path, e))?;
+    file.sync_data()
+        .map_err(|e| LogError::fatal("fdatasync", path, e))
+}
+
 pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<(), LogError> {
     let mut file = fs.open(path).map_err(|e| LogError::io("open", path, e))?;
     file.set_len(len)

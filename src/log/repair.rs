@@ -302,7 +302,7 @@ mod tests {
     fn count_frames_resyncs_past_damage_and_zero_fill() {
         let mut bytes = frame::encode_header(5).to_vec();
         for seq in 5..10 {
-            frame::encode_frame(&mut bytes, seq, b"payload", false);
+            frame::encode_frame(&mut bytes, seq, b"payload", frame::Flags::default());
         }
         let clean = count_frames(&bytes, HEADER_LEN, 5);
         assert_eq!(

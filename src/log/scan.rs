@@ -67,6 +67,8 @@ impl From<Corruption> for LogError {
 #[derive(Debug)]
 pub struct ScannedSegment {
     pub file: SegmentFile,
+    /// The segment's format version (its header's).
+    pub version: u32,
     pub file_len: u64,
     pub scan: SegmentScan,
     pub(super) map: Arc<Mmap>,
@@ -75,9 +77,10 @@ pub struct ScannedSegment {
 /// The recovery policy's verdict on one damaged place in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The last segment ends in `dropped` bytes that hold no whole batch,
-    /// and nothing valid follows: they were never acknowledged. Recovery
-    /// cuts the segment back to `keep` bytes.
+    /// The last segment ends in `dropped` bytes that hold no whole batch
+    /// and were never acknowledged: nothing valid follows the damage, or
+    /// (version 2) only frames of the same write, which the disk kept in
+    /// part. Recovery cuts the segment back to `keep` bytes.
     TornTail { keep: u64, dropped: u64 },
     /// Damage recovery refuses to mend on its own, for `cause`. Its whole
     /// batches end at `keep`, where a forced repair cuts.
@@ -91,8 +94,9 @@ pub enum Verdict {
 /// Why damage is not a torn tail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {
-    /// In the last segment, but valid frames follow the damage: cutting
-    /// would throw away acknowledged records.
+    /// In the last segment, but valid frames follow the damage that were
+    /// written after it was durable (or, in a version 1 segment, any valid
+    /// frame): cutting would throw away acknowledged records.
     ValidFramesFollow,
     /// In a segment that later segments follow.
     SealedSegment,
@@ -144,7 +148,17 @@ impl Finding {
 pub fn classify(s: &ScannedSegment, last: bool) -> Option<Finding> {
     let damage = s.scan.damage.as_ref()?;
     let keep = damage.offset as u64;
-    let verdict = match (last, damage.valid_after) {
+    // In a version 2 segment every write starts with a marked frame, so
+    // valid frames after the damage but no mark mean the damage and all of
+    // them are one write the disk kept in part (writeback need not keep
+    // pages in order): never acknowledged, like any torn tail. Version 1
+    // has no mark, so any valid frame after the damage refuses.
+    let vouched = if s.version >= 2 {
+        damage.write_after
+    } else {
+        damage.valid_after
+    };
+    let verdict = match (last, vouched) {
         (true, false) => Verdict::TornTail {
             keep,
             dropped: s.file_len - keep,
@@ -233,18 +247,23 @@ impl DirScan {
                     ),
                 })
             };
-            if let Err(corruption) = header.and(lined_up) {
-                let unscanned = std::iter::once(file).chain(files).collect();
-                return Ok(PartialScan {
-                    scan: DirScan { segments },
-                    stopped: Some(StoppedScan {
-                        corruption,
-                        unscanned,
-                    }),
-                });
-            }
+            let checked = header.and_then(|version| lined_up.map(|()| version));
+            let version = match checked {
+                Ok(version) => version,
+                Err(corruption) => {
+                    let unscanned = std::iter::once(file).chain(files).collect();
+                    return Ok(PartialScan {
+                        scan: DirScan { segments },
+                        stopped: Some(StoppedScan {
+                            corruption,
+                            unscanned,
+                        }),
+                    });
+                }
+            };
             let scan = frame::scan_segment(&map, file.base_seq, |_, _, _| {});
             segments.push(ScannedSegment {
+                version,
                 file_len: map.len() as u64,
                 file,
                 scan,

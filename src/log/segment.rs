@@ -156,11 +156,11 @@ pub fn map(fs: &dyn FileSystem, path: &Path) -> Result<Mmap, LogError> {
 }
 
 /// Checks that a mapped segment has a valid header whose base sequence
-/// number matches its file name.
-pub fn check_header(bytes: &[u8], seg: &SegmentFile) -> Result<(), Corruption> {
+/// number matches its file name, and returns its format version.
+pub fn check_header(bytes: &[u8], seg: &SegmentFile) -> Result<u32, Corruption> {
     match frame::decode_header(bytes) {
-        Ok(base) if base == seg.base_seq => Ok(()),
-        Ok(base) => Err(Corruption {
+        Ok(h) if h.base_seq == seg.base_seq => Ok(h.version),
+        Ok(frame::Header { base_seq: base, .. }) => Err(Corruption {
             path: seg.path.clone(),
             offset: 16,
             reason: format!(

@@ -2,8 +2,9 @@
 //!
 //! Group commit: the thread takes the first waiting request, then every
 //! request that queued up behind it (up to [`GROUP_BYTES`]), writes their
-//! frames with one `pwrite`, makes them durable with one `fdatasync`, and
-//! only then answers each appender. While it waits on the disk, new requests
+//! frames with one `pwrite` (a *write*, its first frame marked `starts`),
+//! makes them durable with one `fdatasync`, and only then answers each
+//! appender. While it waits on the disk, new requests
 //! queue, so the busier the log the more appenders share one fsync.
 //!
 //! A failed write is cut back (`ftruncate` to the length before it, made
@@ -170,7 +171,14 @@ impl Writer {
                     offset: offset as u32,
                 },
             });
-            frame::encode_frame(&mut pending.buf, seq, payload, i < last);
+            // The first frame of a write vouches that everything before it
+            // is durable: the write before it was fsynced (or the log was
+            // opened, which rewrites and fsyncs the last write it finds).
+            let flags = frame::Flags {
+                more: i < last,
+                starts: pending.buf.is_empty(),
+            };
+            frame::encode_frame(&mut pending.buf, seq, payload, flags);
             pending.frames += 1;
         }
         pending.waiting.push((req.reply, appended));

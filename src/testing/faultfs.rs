@@ -22,7 +22,13 @@
 //!   or all), and every file keeps its durable image plus a random prefix of
 //!   its pending operations, where the first operation left out may still
 //!   have landed partly: a prefix of its bytes, or (a quarter of the time)
-//!   as many zero bytes (the length reached the disk, the data did not). So
+//!   only the length it reached (zeros past the old end: the length reached
+//!   the disk, the data did not). A third of the time, when a file's last
+//!   pending operation is a write, the file instead keeps every operation
+//!   before it and a random subset of that write's pages
+//!   ([`FaultFs::set_page_size`], 4096 by default), with a hole where a page
+//!   was lost before one that landed ([`FaultFs::crash_keeping_pages`]
+//!   always does this): writeback need not keep pages in order. So
 //!   a created file can vanish, a rename can be undone, a removed file can
 //!   come back, a truncation can be undone, and a file's unsynced tail can
 //!   be cut anywhere.
@@ -60,7 +66,7 @@
 //! rewrites the real directory from the model. After writing to the same
 //! directory with another file system, call [`FaultFs::resync`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -178,6 +184,15 @@ pub struct Stats {
     pub crashes: u64,
     /// Bytes of file length a crash took away (written, never made durable).
     pub bytes_lost_in_crashes: u64,
+    /// Crashes that kept a file's last unsynced write only in part, with a
+    /// hole: a page of it dropped while a later page landed.
+    pub writes_kept_with_holes: u64,
+    /// Bytes of writes a failed fsync dropped for good (the page cache, and
+    /// so the running process and a restarted one, still has them).
+    pub bytes_dropped_by_failed_syncs: u64,
+    /// Directories a crash took away: created, but their entry in the
+    /// parent never made durable.
+    pub dirs_lost_in_crashes: u64,
     /// Power cuts ([`FaultFs::cut_power_after`]) by the kind of call they
     /// struck, indexed like [`Op::ALL`].
     pub cuts: [u64; 7],
@@ -244,11 +259,16 @@ enum DirOp {
     Link(OsString, u64),
     Unlink(OsString),
     Rename(OsString, OsString),
+    /// A subdirectory made.
+    Mkdir(OsString),
 }
 
 impl DirOp {
-    fn apply(&self, entries: &mut BTreeMap<OsString, u64>) {
+    fn apply(&self, entries: &mut BTreeMap<OsString, u64>, subdirs: &mut BTreeSet<OsString>) {
         match self {
+            DirOp::Mkdir(name) => {
+                subdirs.insert(name.clone());
+            }
             DirOp::Link(name, ino) => {
                 entries.insert(name.clone(), *ino);
             }
@@ -272,6 +292,10 @@ struct Dir {
     current: BTreeMap<OsString, u64>,
     /// Changes since the last `sync_dir`, in order.
     pending: Vec<DirOp>,
+    /// Subdirectories as of the last `sync_dir`.
+    durable_dirs: BTreeSet<OsString>,
+    /// Subdirectories now.
+    current_dirs: BTreeSet<OsString>,
 }
 
 #[derive(Debug)]
@@ -307,6 +331,20 @@ struct State {
     power_left: Option<u64>,
     dead: bool,
     stats: Stats,
+    /// The granularity of writeback in [`FaultFs::crash`]'s page mode.
+    page_size: usize,
+}
+
+/// How [`FaultFs::crash`] decides what of a file's unsynced writes lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Landing {
+    /// Each file: a random prefix, or (a third of the time, when its last
+    /// unsynced operation is a write) all but that write, and of it a
+    /// random subset of its pages.
+    Random,
+    /// Each file whose last unsynced operation is a write: all before it,
+    /// and a random subset of that write's pages.
+    Pages,
 }
 
 /// Lets a test hold one kind of call (after its fault checks passed) until
@@ -352,7 +390,13 @@ impl State {
             let mut adopted = Dir::default();
             for entry in std::fs::read_dir(&key)? {
                 let entry = entry?;
-                if !entry.file_type()?.is_file() {
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    adopted.durable_dirs.insert(entry.file_name());
+                    adopted.current_dirs.insert(entry.file_name());
+                    continue;
+                }
+                if !kind.is_file() {
                     continue;
                 }
                 let ino = self.next_ino;
@@ -459,6 +503,87 @@ impl State {
     }
 }
 
+/// Linux after a failed writeback: some prefix of the pending operations
+/// may be on disk, the rest is marked clean and never written (the page
+/// cache, the real file here, keeps it). Returns the bytes of writes dropped.
+fn fail_sync(inode: &mut Inode, rng: &mut Rng) -> u64 {
+    let keep = rng.below(inode.pending.len() as u64 + 1) as usize;
+    let mut dropped = 0;
+    for (i, op) in inode.pending.drain(..).enumerate() {
+        if i < keep {
+            op.apply(&mut inode.durable);
+        } else if let FileOp::Write { data, .. } = op {
+            dropped += data.len() as u64;
+        }
+    }
+    dropped
+}
+
+/// A file's image after a crash that kept its durable image plus a random
+/// prefix of its pending operations, where the first one left out may
+/// still have landed partly: a prefix of its bytes, or (a quarter of the
+/// time) only the length it reached (zeros past the old end).
+fn prefix_image(inode: &Inode, rng: &mut Rng) -> Vec<u8> {
+    let mut image = inode.durable.clone();
+    let keep = rng.below(inode.pending.len() as u64 + 1) as usize;
+    for op in &inode.pending[..keep] {
+        op.apply(&mut image);
+    }
+    if let Some(FileOp::Write { offset, data }) = inode.pending.get(keep)
+        && rng.below(2) == 0
+    {
+        let part = rng.below(data.len() as u64 + 1) as usize;
+        if rng.below(4) == 0 {
+            // The length reached the disk, the data did not: zeros past
+            // the old end; bytes the write would have overwritten keep
+            // their old content.
+            let end = *offset as usize + part;
+            if image.len() < end {
+                image.resize(end, 0);
+            }
+        } else {
+            FileOp::Write {
+                offset: *offset,
+                data: data[..part].to_vec(),
+            }
+            .apply(&mut image);
+        }
+    }
+    image
+}
+
+/// Lands a random subset of the `page`-sized pages (by file offset) that a
+/// write of `data` at `offset` covers; a page left out keeps what the image
+/// had there (zeros past its end). Half the time the file's length reached
+/// the disk whole even so. Returns whether a page was left out before one
+/// that landed (or before the end the length reached): a hole.
+fn keep_pages(image: &mut Vec<u8>, offset: u64, data: &[u8], page: usize, rng: &mut Rng) -> bool {
+    if data.is_empty() {
+        return false;
+    }
+    let start = offset as usize;
+    let end = start + data.len();
+    let mut dropped_before = false;
+    let mut hole = false;
+    for p in start / page..=(end - 1) / page {
+        let (s, e) = ((p * page).max(start), ((p + 1) * page).min(end));
+        if rng.below(2) == 0 {
+            if image.len() < e {
+                image.resize(e, 0);
+            }
+            image[s..e].copy_from_slice(&data[s - start..e - start]);
+            hole |= dropped_before;
+        } else {
+            dropped_before = true;
+        }
+    }
+    if rng.below(2) == 0 && image.len() < end {
+        image.resize(end, 0);
+        hole |= dropped_before;
+    }
+    hole
+}
+
 impl FaultFs {
     /// A fault file system whose crashes follow from `seed`.
     pub fn new(seed: u64) -> FaultFs {
@@ -473,6 +598,7 @@ impl FaultFs {
                 power_left: None,
                 dead: false,
                 stats: Stats::default(),
+                page_size: 4096,
             })),
             pause: Arc::new(PauseGate::default()),
         }
@@ -539,47 +665,104 @@ impl FaultFs {
     /// back, injected failures are cleared, and handles opened before fail.
     /// Drop the log (or stop the server) first.
     pub fn crash(&self) {
+        self.crash_as(Landing::Random);
+    }
+
+    /// [`FaultFs::crash`], where every file whose last unsynced operation
+    /// is a write keeps all before it and of that write only a random
+    /// subset of its pages ([`FaultFs::set_page_size`]): writeback that
+    /// kept a later page of a write and lost an earlier one.
+    pub fn crash_keeping_pages(&self) {
+        self.crash_as(Landing::Pages);
+    }
+
+    /// The granularity at which a crash keeps parts of a write (4096 by
+    /// default): tests with tiny segments scale it down with them.
+    pub fn set_page_size(&self, bytes: usize) {
+        self.lock().page_size = bytes.max(1);
+    }
+
+    fn crash_as(&self, landing: Landing) {
         let mut st = self.lock();
         let st = &mut *st;
         st.stats.crashes += 1;
-        let mut contents: HashMap<u64, Vec<u8>> = HashMap::new();
-        let dirs: Vec<PathBuf> = st.dirs.keys().cloned().collect();
-        for key in dirs {
-            let dir = st.dirs.get_mut(&key).expect("listed");
+        // Sorted, so that a seed replays the same crash (and parents come
+        // before their subdirectories).
+        let mut dirs: Vec<PathBuf> = st.dirs.keys().cloned().collect();
+        dirs.sort();
+        // Each directory's entries and subdirectories after the crash.
+        let mut kept: BTreeMap<PathBuf, (BTreeMap<OsString, u64>, BTreeSet<OsString>)> =
+            BTreeMap::new();
+        for key in &dirs {
+            let dir = &st.dirs[key];
             let keep = st.rng.below(dir.pending.len() as u64 + 1) as usize;
             let mut entries = dir.durable.clone();
+            let mut subdirs = dir.durable_dirs.clone();
             for op in &dir.pending[..keep] {
-                op.apply(&mut entries);
+                op.apply(&mut entries, &mut subdirs);
             }
+            kept.insert(key.clone(), (entries, subdirs));
+        }
+        // A directory whose entry in its (modelled) parent did not survive
+        // is gone, with everything in it.
+        let gone: Vec<PathBuf> = dirs
+            .iter()
+            .filter(|key| {
+                key.ancestors()
+                    .skip(1)
+                    .zip(key.ancestors())
+                    .any(|(parent, child)| {
+                        kept.get(parent).is_some_and(|(_, subdirs)| {
+                            child
+                                .file_name()
+                                .is_some_and(|name| !subdirs.contains(name))
+                        })
+                    })
+            })
+            .cloned()
+            .collect();
+        for key in &gone {
+            kept.remove(key);
+            st.dirs.remove(key);
+            if key.exists() {
+                std::fs::remove_dir_all(key).expect("remove a directory lost in a crash");
+                st.stats.dirs_lost_in_crashes += 1;
+            }
+        }
+        let page = st.page_size;
+        let mut contents: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (key, (entries, subdirs)) in kept {
             for &ino in entries.values() {
                 if contents.contains_key(&ino) {
                     continue;
                 }
                 let inode = st.inodes.get(&ino).expect("every entry has an inode");
-                let mut image = inode.durable.clone();
-                let mut full = image.clone();
+                let mut full = inode.durable.clone();
                 for op in &inode.pending {
                     op.apply(&mut full);
                 }
-                let keep = st.rng.below(inode.pending.len() as u64 + 1) as usize;
-                for op in &inode.pending[..keep] {
-                    op.apply(&mut image);
-                }
-                if let Some(FileOp::Write { offset, data }) = inode.pending.get(keep)
-                    && st.rng.below(2) == 0
-                {
-                    let part = st.rng.below(data.len() as u64 + 1) as usize;
-                    let bytes = if st.rng.below(4) == 0 {
-                        vec![0; part]
-                    } else {
-                        data[..part].to_vec()
+                let last_is_write = matches!(inode.pending.last(), Some(FileOp::Write { .. }));
+                let pages = last_is_write
+                    && match landing {
+                        Landing::Pages => true,
+                        Landing::Random => st.rng.below(3) == 0,
                     };
-                    FileOp::Write {
-                        offset: *offset,
-                        data: bytes,
+                let image = if pages {
+                    let mut image = inode.durable.clone();
+                    let (last, before) = inode.pending.split_last().expect("a last write");
+                    for op in before {
+                        op.apply(&mut image);
                     }
-                    .apply(&mut image);
-                }
+                    let FileOp::Write { offset, data } = last else {
+                        unreachable!("checked to be a write")
+                    };
+                    if keep_pages(&mut image, *offset, data, page, &mut st.rng) {
+                        st.stats.writes_kept_with_holes += 1;
+                    }
+                    image
+                } else {
+                    prefix_image(inode, &mut st.rng)
+                };
                 st.stats.bytes_lost_in_crashes += full.len().saturating_sub(image.len()) as u64;
                 contents.insert(ino, image);
             }
@@ -597,6 +780,8 @@ impl FaultFs {
             let dir = st.dirs.get_mut(&key).expect("listed");
             dir.durable = entries.clone();
             dir.current = entries;
+            dir.durable_dirs = subdirs.clone();
+            dir.current_dirs = subdirs;
             dir.pending.clear();
         }
         st.inodes = contents
@@ -676,9 +861,31 @@ impl FaultFs {
 }
 
 impl FileSystem for FaultFs {
+    // Each directory made is a pending entry in its parent (adopted first,
+    // so the new one is not taken for durable), until the parent is synced.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.lock().alive()?;
-        StdFs.create_dir_all(dir)
+        let mut st = self.lock();
+        st.alive()?;
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            missing.push(d);
+            at = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            let (parent, name) = name_of(d)?;
+            st.dir(&parent)?;
+            match st.check(Op::Create) {
+                Verdict::Go => {}
+                Verdict::Dead(e) | Verdict::Fail(e) | Verdict::Short(e) => return Err(e),
+            }
+            StdFs.create_dir_all(d)?;
+            let p = st.dir(&parent)?;
+            p.current_dirs.insert(name.clone());
+            p.pending.push(DirOp::Mkdir(name));
+            st.dirs.insert(normal(d), Dir::default());
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -785,6 +992,7 @@ impl FileSystem for FaultFs {
         }
         let d = st.dir(dir)?;
         d.durable = d.current.clone();
+        d.durable_dirs = d.current_dirs.clone();
         d.pending.clear();
         Ok(())
     }
@@ -836,10 +1044,7 @@ impl FileSystem for FaultFs {
             }
             Verdict::Dead(e) => Err(e),
             Verdict::Fail(e) | Verdict::Short(e) => {
-                let keep = st.rng.below(inode.pending.len() as u64 + 1) as usize;
-                for op in inode.pending.drain(..).take(keep) {
-                    op.apply(&mut inode.durable);
-                }
+                st.stats.bytes_dropped_by_failed_syncs += fail_sync(inode, &mut st.rng);
                 Err(e)
             }
         }
@@ -887,12 +1092,7 @@ impl FaultFile {
             }
             Verdict::Dead(e) => return Err(e),
             Verdict::Fail(e) | Verdict::Short(e) => {
-                // Linux after a failed writeback: some prefix may be on disk,
-                // the rest is marked clean and never written.
-                let keep = st.rng.below(inode.pending.len() as u64 + 1) as usize;
-                for op in inode.pending.drain(..).take(keep) {
-                    op.apply(&mut inode.durable);
-                }
+                st.stats.bytes_dropped_by_failed_syncs += fail_sync(inode, &mut st.rng);
                 return Err(e);
             }
         }
