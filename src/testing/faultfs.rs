@@ -17,6 +17,9 @@
 //!   like any other; `sync_file` syncs a file by path as `sync_all` does.
 //! - **Directory entries.** Per directory, the entries as of its last
 //!   `sync_dir`, and the creates, renames and removes made since, in order.
+//!   A directory made by `create_dir_all` is such an entry in its parent
+//!   (pending until the parent is synced): a crash that drops it takes the
+//!   directory and everything in it away.
 //! - **Power loss** ([`FaultFs::crash`]): every directory keeps its durable
 //!   entries plus a random *prefix* of its pending entry changes (none, some
 //!   or all), and every file keeps its durable image plus a random prefix of
@@ -37,6 +40,10 @@
 //!   for good (the kernel marks the pages clean) although the running
 //!   process still reads it from the page cache (the real file). A later
 //!   successful sync does not bring the dropped writes back.
+//! - **A process restart** is reopening with the same `FaultFs` and no
+//!   crash: the real files (the page cache) are read, the durable images
+//!   stay as they were, so bytes a failed fsync dropped stay missing from
+//!   the disk while the restarted process reads them.
 //! - **A power cut at an exact point** ([`FaultFs::cut_power_after`]): after
 //!   `n` more mutating calls every call fails with EIO and changes nothing,
 //!   so [`FaultFs::crash`] afterwards sees the disk exactly as it was at
@@ -50,12 +57,14 @@
 //!
 //! # What is not
 //!
-//! - Unsynced writes reach the disk in the order they were made (a prefix);
-//!   a real disk may reorder them, tear a sector in the middle of a file,
-//!   or leave garbage other than zeros. Files are independent of each other
-//!   and of directories (a file's data can be durable while its entry is not,
-//!   as POSIX allows; ext4 would usually journal both).
-//! - Directory creation (`create_dir_all`) is assumed durable at once.
+//! - Out-of-order writeback is modelled only within a file's last pending
+//!   write (pages of it) and never across two pending writes; a lost page
+//!   reads as its old content or zeros, never as other garbage. Files are
+//!   independent of each other and of directories (a file's data can be
+//!   durable while its entry is not, as POSIX allows; ext4 would usually
+//!   journal both).
+//! - A failed directory fsync leaves its changes pending (a later sync may
+//!   still make them durable); a failed `sync_dir` never drops them.
 //! - Renames across directories are refused (the log never makes one).
 //! - Reads (`list`, `open`) never fail unless the power is off; maps fail
 //!   only when asked to ([`Op::Map`]).
