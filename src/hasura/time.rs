@@ -1,20 +1,26 @@
 //! Times as requests spell them: `schedule_at` parsed into UTC
-//! microseconds, with the grammar Hasura accepts and hardly more.
+//! microseconds, with exactly the grammar Hasura accepts.
 
 use crate::record::UnixMicros;
 
+/// The most fraction digits Hasura reads in a time (picoseconds).
+const MAX_FRACTION_DIGITS: usize = 12;
+/// The largest zone offset Hasura accepts, in minutes (±14:00).
+const MAX_OFFSET_MINUTES: i32 = 14 * 60;
+
 /// Parses `schedule_at` into UTC microseconds.
 ///
-/// The grammar is the one Hasura's JSON library (aeson) reads times with,
-/// so chime accepts what Hasura accepts and hardly more:
-/// `YYYY-MM-DD` (`T` | ` `) `HH:MM` [`:SS` [`.fraction`]] [` `] [zone], where
-/// zone is `Z`, `±HH`, `±HHMM` or `±HH:MM`, and no zone means UTC. The only
-/// extras are lowercase `t` and `z`, which RFC 3339 allows. A hand-written
-/// grammar rather than jiff's Temporal parser, because that one also takes
-/// forms Hasura refuses (basic `20200101T...`, `[UTC]` annotations, date
-/// only). jiff checks the calendar (no February 30th, no leap second) and
-/// applies the offset. Digits beyond nanoseconds are dropped; the result is
-/// floored to microseconds.
+/// Exactly the grammar Hasura v2.48 accepts (docs: hasura-compat.md):
+/// `YYYY-MM-DD` (`T` | ` `) `HH:MM` [`:SS` [`.fraction`]] zone, where the
+/// fraction has 1 to 12 digits and the zone, directly after the time, is
+/// `Z`, `±HH`, `±HHMM` or `±HH:MM` with an offset of at most ±14:00. A
+/// zone is required; lower-case `t` and `z`, a space before the zone and
+/// a date alone are refused. A second of 60 (a leap second, `23:59:60`) is
+/// accepted and counts as the first second of the next minute, as Hasura's
+/// time library reads it. A hand-written grammar rather than jiff's
+/// parser, which takes forms Hasura refuses (basic `20200101T...`, `[UTC]`
+/// annotations, date only); jiff checks the calendar (no February 30th)
+/// and applies the offset. The result is floored to microseconds.
 pub(super) fn parse_time(text: &str) -> Option<UnixMicros> {
     let mut p = Cursor {
         bytes: text.as_bytes(),
@@ -25,7 +31,7 @@ pub(super) fn parse_time(text: &str) -> Option<UnixMicros> {
     let month = p.digits(2)?;
     p.eat(b'-').then_some(())?;
     let day = p.digits(2)?;
-    (p.eat(b'T') || p.eat(b't') || p.eat(b' ')).then_some(())?;
+    (p.eat(b'T') || p.eat(b' ')).then_some(())?;
     let hour = p.digits(2)?;
     p.eat(b':').then_some(())?;
     let minute = p.digits(2)?;
@@ -39,18 +45,13 @@ pub(super) fn parse_time(text: &str) -> Option<UnixMicros> {
                 nanos += d * scale;
                 scale /= 10;
             }
-            if p.at == start {
+            let digits = p.at - start;
+            if digits == 0 || digits > MAX_FRACTION_DIGITS {
                 return None;
             }
         }
     }
-    let spaced = p.eat(b' ');
-    let offset_seconds = if p.at_end() {
-        if spaced {
-            return None;
-        }
-        0
-    } else if p.eat(b'Z') || p.eat(b'z') {
+    let offset_seconds = if p.eat(b'Z') {
         0
     } else {
         let sign = if p.eat(b'+') {
@@ -68,7 +69,7 @@ pub(super) fn parse_time(text: &str) -> Option<UnixMicros> {
         } else {
             p.digits(2)?
         };
-        if hours > 23 || minutes > 59 {
+        if minutes > 59 || hours * 60 + minutes > MAX_OFFSET_MINUTES {
             return None;
         }
         sign * (hours * 3600 + minutes * 60)
@@ -76,18 +77,23 @@ pub(super) fn parse_time(text: &str) -> Option<UnixMicros> {
     if !p.at_end() {
         return None;
     }
+    // A leap second is read as second 59 plus one second.
+    let leap = second == 60;
     let civil = jiff::civil::DateTime::new(
         i16::try_from(year).ok()?,
         i8::try_from(month).ok()?,
         i8::try_from(day).ok()?,
         i8::try_from(hour).ok()?,
         i8::try_from(minute).ok()?,
-        i8::try_from(second).ok()?,
+        i8::try_from(if leap { 59 } else { second }).ok()?,
         nanos,
     )
     .ok()?;
     let offset = jiff::tz::Offset::from_seconds(offset_seconds).ok()?;
-    let instant = offset.to_timestamp(civil).ok()?;
+    let mut instant = offset.to_timestamp(civil).ok()?;
+    if leap {
+        instant = instant.checked_add(jiff::SignedDuration::from_secs(1)).ok()?;
+    }
     Some(UnixMicros::from_timestamp(instant))
 }
 
