@@ -102,6 +102,22 @@ pub fn resolve_webhook(
     template: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
+    resolve_template(template, lookup, "the webhook URL")
+}
+
+/// Checks that a header value's `{{NAME}}` placeholders are well-formed
+/// (header values are templates too, as in Hasura).
+pub(crate) fn validate_template(template: &str) -> Result<(), String> {
+    split_template(template).map(drop)
+}
+
+/// Resolves the `{{NAME}}` placeholders of a template `used_in` something
+/// (the webhook URL, a header), for [`resolve_webhook`] and header values.
+fn resolve_template(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    used_in: &str,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     for part in split_template(template)? {
         match part {
@@ -110,7 +126,7 @@ pub fn resolve_webhook(
                 Some(value) => out.push_str(&value),
                 None => {
                     return Err(format!(
-                        "environment variable {name} (used in the webhook URL) is not set"
+                        "environment variable {name} (used in {used_in}) is not set"
                     ));
                 }
             },
@@ -327,6 +343,21 @@ pub(crate) fn prepare(
     let mut header_bytes = 0usize;
     for h in created.headers.iter().take(MAX_EVENT_HEADERS) {
         let (value, shown, var) = match &h.value {
+            // A value is a template: its placeholders are read from the
+            // environment under the same policy as the URL's; the log shows
+            // the template, never what it resolved to.
+            HeaderSource::Value(v) if v.contains("{{") => {
+                let resolved = policy.check_template(v).and_then(|()| {
+                    resolve_template(v, env, &format!("the value of header {:?}", h.name))
+                });
+                match resolved {
+                    Ok(value) => (Some(value), v.clone(), None),
+                    Err(p) => {
+                        problem.get_or_insert(p);
+                        (None, v.clone(), None)
+                    }
+                }
+            }
             HeaderSource::Value(v) => (Some(v.clone()), v.clone(), None),
             HeaderSource::FromEnv(var) => {
                 if let Err(refused) = policy.check(var) {
@@ -459,6 +490,40 @@ mod tests {
         let big = "b".repeat(MAX_EVENT_HEADER_BYTES);
         assert!(problem(with(vec![value("x-big", &big)])).contains("bytes"));
         assert!(prepare(&with(vec![value("x-ok", "v")]), &env, &policy).problem.is_none());
+    }
+
+    /// Header values are templates, as in Hasura: resolved at delivery
+    /// under the URL's env policy, logged as written.
+    #[test]
+    fn header_value_placeholders_are_resolved_at_delivery_and_logged_as_templates() {
+        use crate::record::{EventId, HeaderConf, UnixMicros, fixtures};
+        let mut created = fixtures::event(EventId::nil(), "http://h.local/", UnixMicros(0));
+        created.headers = vec![HeaderConf {
+            name: "Authorization".into(),
+            value: HeaderSource::Value("Bearer {{TOKEN}}".into()),
+        }];
+        let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_owned());
+        let p = prepare(&created, &env, &EnvPolicy::default());
+        assert_eq!(p.problem, None);
+        assert_eq!(p.headers["authorization"], "Bearer s3cret");
+        assert!(
+            p.logged_headers
+                .contains(&("Authorization".into(), "Bearer {{TOKEN}}".into())),
+            "{:?}",
+            p.logged_headers
+        );
+        assert!(!format!("{:?}", p.logged_headers).contains("s3cret"));
+
+        let unset = prepare(&created, &|_: &str| None, &EnvPolicy::default());
+        let problem = unset.problem.expect("a missing variable fails the attempt");
+        assert!(problem.contains("TOKEN") && problem.contains("Authorization"), "{problem}");
+        assert!(unset.headers.get("authorization").is_none());
+
+        let only_hooks = EnvPolicy {
+            allow: vec!["HOOK_*".into()],
+        };
+        let refused = prepare(&created, &env, &only_hooks).problem.expect("refused");
+        assert!(refused.contains("--webhook-env-allow"), "{refused}");
     }
 
     #[test]

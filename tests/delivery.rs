@@ -332,6 +332,33 @@ async fn header_value_from_env_is_sent_but_not_logged() {
     server.stop().await;
 }
 
+/// A header's `value` is a template, as in Hasura: `{{VAR}}` is read
+/// from the environment at delivery; the invocation log shows the template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_value_placeholders_are_resolved_at_delivery() {
+    let var = "DELIVERY_TEST_HEADER_TOKEN";
+    // SAFETY: as above: a name unique to this test.
+    unsafe { std::env::set_var(var, "tok-123") };
+    let receiver = Receiver::ok().await;
+    let server = TestServer::fresh().await;
+    let api = &server.api;
+    let template = format!("Bearer {{{{{var}}}}}");
+    let id = api
+        .create(json!({
+            "webhook": receiver.url("/templated"),
+            "schedule_at": in_seconds(0.0).to_string(),
+            "headers": [{"name": "Authorization", "value": template}],
+        }))
+        .await;
+    api.wait_status(&id, "delivered").await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].header_values("authorization"), ["Bearer tok-123"]);
+    let shown = only_invocation(api, &id).await.to_string();
+    assert!(!shown.contains("tok-123"), "{shown}");
+    assert!(shown.contains(&template), "{shown}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_env_var_is_a_visible_failure() {
     let header_var = "DELIVERY_TEST_NEVER_SET_HEADER";

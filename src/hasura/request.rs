@@ -11,7 +11,7 @@ use super::time::parse_time;
 use crate::projection::Status;
 use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
 use crate::webhook::{
-    EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value,
+    EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value, validate_template,
     validate_webhook,
 };
 
@@ -234,6 +234,8 @@ fn parse_headers(field: &Field<'_>) -> Result<Vec<HeaderConf>, ApiError> {
             (Some(field), None) => {
                 let value = field.string()?;
                 check_header_value(&value).map_err(|e| field.validation_failed(e))?;
+                // A value is a template, resolved at delivery like the URL.
+                validate_template(&value).map_err(|e| field.parse_failed(e))?;
                 HeaderSource::Value(value)
             }
             (None, Some(field)) => {
@@ -421,13 +423,21 @@ fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(),
                 .check_template(&event.webhook)
                 .map_err(|e| ApiError::validation_failed(format!("{path}.args.webhook"), e))?;
             for (i, header) in event.headers.iter().enumerate() {
-                if let HeaderSource::FromEnv(var) = &header.value {
-                    policy.check(var).map_err(|e| {
+                match &header.value {
+                    HeaderSource::FromEnv(var) => policy.check(var).map_err(|e| {
                         ApiError::validation_failed(
                             format!("{path}.args.headers[{i}].value_from_env"),
                             e,
                         )
-                    })?;
+                    })?,
+                    HeaderSource::Value(template) => {
+                        policy.check_template(template).map_err(|e| {
+                            ApiError::validation_failed(
+                                format!("{path}.args.headers[{i}].value"),
+                                e,
+                            )
+                        })?
+                    }
                 }
             }
             Ok(())

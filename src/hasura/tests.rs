@@ -1312,3 +1312,39 @@ proptest::proptest! {
         let _ = parse_request(doc.to_string().as_bytes(), Endpoint::Query);
     }
 }
+
+// --- header value templates ---------------------------------------------
+
+#[test]
+fn header_value_templates_are_checked_at_create() {
+    let with_value = |value: &str| {
+        args_with(
+            "headers",
+            json!([{"name": "Authorization", "value": value}]),
+        )
+    };
+    let event = create_ok(with_value("Bearer {{TOKEN}}"));
+    assert_eq!(
+        event.headers[0].value,
+        HeaderSource::Value("Bearer {{TOKEN}}".into())
+    );
+    assert_create_err(
+        with_value("Bearer {{TOKEN"),
+        "parse-failed",
+        "$.args.headers[0].value",
+    );
+    assert_create_err(
+        with_value("Bearer {{1TOKEN}}"),
+        "parse-failed",
+        "$.args.headers[0].value",
+    );
+    // Reserved variables are refused in a value's placeholders too.
+    let command = parse(&create_body(with_value("{{HASURA_GRAPHQL_ADMIN_SECRET}}")))
+        .expect("parses");
+    let err = super::request::check_env_policy(&command, &crate::webhook::EnvPolicy::default())
+        .expect_err("reserved");
+    assert_eq!(
+        (err.code.as_str(), err.path.as_str()),
+        ("validation-failed", "$.args.headers[0].value")
+    );
+}
