@@ -1,7 +1,8 @@
 //! One attempt's lifecycle, from a claimed event to its outcome in the log:
 //! expired → `EventExpired`; otherwise a slot of the webhook's host
 //! ([`hosts`](super::hosts): parked while its share is full),
-//! `AttemptStarted` made durable before the call, the call
+//! `AttemptStarted` made durable before the call, a check that no cancel
+//! planned meanwhile wins (`still_to_send`), the call
 //! ([`http`](super::http)), and the outcome (`AttemptSucceeded` /
 //! `AttemptFailed`, decided by [`rules`](super::rules)) appended after it.
 //! A call that chime itself could not make (out of descriptors or memory)

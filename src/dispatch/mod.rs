@@ -10,7 +10,8 @@
 //! 1. too late (`now - scheduled_time > tolerance_seconds`) → `EventExpired`;
 //! 2. otherwise `AttemptStarted` is made durable *before* the call, so a
 //!    crash mid-call is seen at restart and the event is sent again (at
-//!    least once);
+//!    least once); once it is applied, an event cancelled meanwhile, or
+//!    whose cancel the API has planned and not yet applied, is not sent;
 //! 3. the outcome (`AttemptSucceeded` / `AttemptFailed`) is appended after.
 //!
 //! # Layout
