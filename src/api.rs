@@ -50,7 +50,8 @@ pub struct ApiState {
     /// Which environment variables creates may name (`--webhook-env-allow`).
     pub env_policy: crate::webhook::EnvPolicy,
     /// Events whose cancel another request has planned but not yet
-    /// appended, so that two racing deletes of one event write one record.
+    /// appended, so that two racing deletes of one event write one record;
+    /// shared with the dispatcher, whose check before a call waits for them.
     pub cancels: Arc<CancelsInFlight>,
 }
 
@@ -70,6 +71,20 @@ pub struct CancelsInFlight {
 }
 
 impl CancelsInFlight {
+    /// Whether some request has planned a cancel of `id` that is not yet
+    /// applied (or refused). The dispatcher asks before it calls a webhook:
+    /// such a cancel was planned while the event still showed `scheduled`,
+    /// and it wins (`dispatch::attempt`).
+    pub fn contains(&self, id: EventId) -> bool {
+        self.lock().contains(&id)
+    }
+
+    /// Completes once ids leave the set after this call (create it before
+    /// looking, as `notify_waiters` reaches only futures already created).
+    pub(crate) fn done(&self) -> tokio::sync::futures::Notified<'_> {
+        self.done.notified()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<EventId>> {
         // Nothing panics while holding it; a poisoned set is still a set.
         self.ids

@@ -19,7 +19,7 @@ pub use conn::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, FD_RESERVE, Gate, PlainAccept,
 };
 
-use crate::api::{AdminSecret, ApiState, FrontDoor, HostRule, router};
+use crate::api::{AdminSecret, ApiState, CancelsInFlight, FrontDoor, HostRule, router};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{DataDir, DataDirError};
 use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
@@ -144,6 +144,10 @@ pub struct Server {
     config: ServeConfig,
     service: Arc<Service>,
     pub startup: Startup,
+    /// Cancels planned by the API and not yet applied: shared with the
+    /// dispatcher, which lets such a cancel win over an attempt it is about
+    /// to send.
+    cancels: Arc<CancelsInFlight>,
     /// Held for the lock it carries until the server is dropped.
     _data_dir: DataDir,
 }
@@ -185,6 +189,7 @@ impl Server {
             config,
             service: Arc::new(service),
             startup,
+            cancels: Default::default(),
             _data_dir: data_dir,
         })
     }
@@ -192,6 +197,12 @@ impl Server {
     /// The service, for tests and tools that look inside.
     pub fn service(&self) -> &Arc<Service> {
         &self.service
+    }
+
+    /// The API's cancels in flight, for tests that wait until a delete has
+    /// been planned.
+    pub(crate) fn cancels(&self) -> &Arc<CancelsInFlight> {
+        &self.cancels
     }
 
     /// Binds the configured address.
@@ -214,7 +225,8 @@ impl Server {
     ) -> Result<(), ServeError> {
         let local = listener.local_addr().map_err(ServeError::Http)?;
         let dispatcher = Dispatcher::new(self.service.clone(), self.config.dispatch.clone())?
-            .with_env_policy(self.config.env_policy.clone());
+            .with_env_policy(self.config.env_policy.clone())
+            .with_cancels(self.cancels.clone());
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
@@ -236,7 +248,7 @@ impl Server {
                 hosts,
             },
             env_policy: self.config.env_policy.clone(),
-            cancels: Default::default(),
+            cancels: self.cancels.clone(),
         });
         let app = router(api);
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,7 +1,8 @@
 //! One attempt's lifecycle, from a claimed event to its outcome in the log:
 //! expired → `EventExpired`; otherwise a slot of the webhook's host
 //! ([`hosts`](super::hosts): parked while its share is full),
-//! `AttemptStarted` made durable before the call, the call
+//! `AttemptStarted` made durable before the call, a check that no cancel
+//! planned meanwhile wins (`still_to_send`), the call
 //! ([`http`](super::http)), and the outcome (`AttemptSucceeded` /
 //! `AttemptFailed`, decided by [`rules`](super::rules)) appended after it.
 //! A call that chime itself could not make (out of descriptors or memory)
@@ -138,11 +139,8 @@ impl Inner {
             }])
             .await?;
         self.release(id);
-        // A cancel acknowledged before our start was applied wins: the
-        // event is gone from the projection, and nothing is sent.
-        let tries_before = match service.projection().event(id) {
-            Some(view) if view.status == Status::Locked => view.tries,
-            _ => return Ok(()),
+        let Some(tries_before) = self.still_to_send(id).await else {
+            return Ok(());
         };
         // A panic in the call (a hostile event in the log, a bug) must not
         // leave the event `locked` until a restart: it is a failed attempt
@@ -209,6 +207,36 @@ impl Inner {
         // No wake-up here: the service wakes the loop from `append` if the
         // outcome made the event due again (a retry).
         Ok(())
+    }
+
+    /// The event's tries before this attempt, if it is still to be sent
+    /// now that its `AttemptStarted` is applied; `None` if a cancel won.
+    ///
+    /// A cancel applied before this look has removed the event. A cancel
+    /// planned before it but not yet applied (the API saw the event
+    /// `scheduled`; its record is queued behind ours, or being applied) is
+    /// waited for: once applied, the event is gone and nothing is sent; if
+    /// the log refused it, the event is still ours. A cancel planned after
+    /// this look saw the event `locked` and cannot stop this one attempt.
+    /// The wait is bounded by that request's append, which always ends.
+    async fn still_to_send(&self, id: EventId) -> Option<u32> {
+        loop {
+            // Made before looking, so a cancel finishing in between still
+            // wakes us (`notify_waiters` reaches futures already made).
+            let finished = self.cancels.done();
+            {
+                let projection = self.service.projection();
+                let view = projection.event(id)?;
+                if view.status != Status::Locked {
+                    return None;
+                }
+                // Taken after the projection's lock, as the API does.
+                if !self.cancels.contains(id) {
+                    return Some(view.tries);
+                }
+            }
+            finished.await;
+        }
     }
 
     /// The call failed for want of a local resource: records the attempt as

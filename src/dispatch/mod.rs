@@ -10,7 +10,8 @@
 //! 1. too late (`now - scheduled_time > tolerance_seconds`) → `EventExpired`;
 //! 2. otherwise `AttemptStarted` is made durable *before* the call, so a
 //!    crash mid-call is seen at restart and the event is sent again (at
-//!    least once);
+//!    least once); once it is applied, an event cancelled meanwhile, or
+//!    whose cancel the API has planned and not yet applied, is not sent;
 //! 3. the outcome (`AttemptSucceeded` / `AttemptFailed`) is appended after.
 //!
 //! # Layout
@@ -42,6 +43,7 @@ use tokio::task::JoinSet;
 
 use self::hosts::HostSlots;
 use self::http::WebhookClient;
+use crate::api::CancelsInFlight;
 use crate::projection::Status;
 use crate::record::{EventId, MAX_INTERRUPTED_ATTEMPTS, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
@@ -132,6 +134,12 @@ struct Inner {
     hosts: HostSlots,
     /// Set once a stop is asked for: parked events are no longer taken up.
     stopping: AtomicBool,
+    /// The API's cancels planned and not yet applied. A cancel planned
+    /// while the event still showed `scheduled` can reach the log after
+    /// this attempt's `AttemptStarted` (the next group commit) and be
+    /// applied after the check that follows it; the check waits for such a
+    /// cancel, so that it wins (docs/reliability.md, guarantee 4).
+    cancels: Arc<CancelsInFlight>,
 }
 
 /// Fires due events until `shutdown` turns true, then lets in-flight
@@ -162,6 +170,7 @@ impl Dispatcher {
                 claimed: Mutex::new(HashSet::new()),
                 hosts,
                 stopping: AtomicBool::new(false),
+                cancels: Arc::default(),
             }),
         })
     }
@@ -171,6 +180,15 @@ impl Dispatcher {
     pub fn with_env_policy(mut self, policy: crate::webhook::EnvPolicy) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.webhooks.env_policy = policy;
+        }
+        self
+    }
+
+    /// Shares the API's cancels in flight, so that an attempt checks them
+    /// before it calls (the server gives both the same set).
+    pub fn with_cancels(mut self, cancels: Arc<CancelsInFlight>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cancels = cancels;
         }
         self
     }

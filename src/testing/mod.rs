@@ -4,7 +4,8 @@
 //! a webhook receiver that records and answers from a script
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
 //! generator, raw connections for the connection limits ([`conn`]), a
-//! fault-injecting file system ([`faultfs`]), the fuzz targets' checks
+//! fault-injecting file system ([`faultfs`]) and a second hold on fsyncs
+//! ([`gate`]), the fuzz targets' checks
 //! ([`fuzz`]) and appends queued behind it
 //! ([`append`]), the decoded records of a data directory's log
 //! ([`records_in`], [`record_counts`]) and the benches'
@@ -29,6 +30,7 @@ mod client;
 pub mod conn;
 pub mod faultfs;
 pub mod fuzz;
+pub mod gate;
 mod receiver;
 mod records;
 mod rng;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use std::sync::Arc;
 
 use super::client::ApiClient;
+use crate::api::CancelsInFlight;
 use crate::server::{ServeConfig, ServeError, Server};
 use crate::service::Service;
 
@@ -22,6 +23,9 @@ pub struct TestServer {
     /// The running server's service, to look at its projections without a
     /// connection (when the test has taken every descriptor, say).
     pub service: Arc<Service>,
+    /// The cancels the API has planned and not yet applied: lets a test
+    /// wait until a delete has been planned (it is then queued for the log).
+    pub cancels: Arc<CancelsInFlight>,
     /// Asks the server to stop; taken by `stop` or `drop`.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -85,6 +89,7 @@ impl TestServer {
         let listening = server.listening(&listener).expect("local_addr");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let service = server.service().clone();
+        let cancels = server.cancels().clone();
         let task = tokio::spawn(server.run(listener, async {
             stop_rx.await.ok();
         }));
@@ -94,6 +99,7 @@ impl TestServer {
             addr: listening.addr,
             api,
             service,
+            cancels,
             stop: Some(stop_tx),
             task: Some(task),
             _dir: None,
