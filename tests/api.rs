@@ -122,7 +122,7 @@ async fn create_answers_success_and_the_event_shows_every_key() {
     let minimal = server
         .api
         .create(json!({"webhook": "https://example.invalid/min",
-                       "schedule_at": "2099-01-02 03:04 Z"}))
+                       "schedule_at": "2099-01-02 03:04Z"}))
         .await;
     assert_ne!(full, minimal);
 
