@@ -165,7 +165,10 @@ async fn a_proxy_in_the_environment_does_not_carry_deliveries_to_loopback_webhoo
     let direct = create("http://direct.invalid/direct".to_owned()).await;
 
     let got = webhook.wait_for(2).await;
-    let mut ids: Vec<String> = got.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
     ids.sort();
     let mut want = vec![local.clone(), localhost.clone()];
     want.sort();
@@ -180,6 +183,10 @@ async fn a_proxy_in_the_environment_does_not_carry_deliveries_to_loopback_webhoo
     assert_eq!(through_proxy.len(), 1, "{through_proxy:?}");
     assert_eq!(through_proxy[0].path, "/via-proxy");
     assert_eq!(through_proxy[0].header_values("host"), ["proxied.invalid"]);
-    let message = chime::testing::client_error(&chime::testing::only_invocation(&server.api, &direct).await);
-    assert!(!message.is_empty(), "the direct call failed on its own: {message}");
+    let message =
+        chime::testing::client_error(&chime::testing::only_invocation(&server.api, &direct).await);
+    assert!(
+        !message.is_empty(),
+        "the direct call failed on its own: {message}"
+    );
 }
