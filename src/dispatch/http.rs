@@ -198,7 +198,9 @@ impl WebhookClient {
 /// directly: a proxy elsewhere cannot reach this machine's loopback, so
 /// sending such a call to it only makes the delivery fail (or reach
 /// another machine's service of the same port).
-#[derive(Debug, Default)]
+///
+/// Not `Debug`: a proxy URL may hold a password.
+#[derive(Default)]
 pub(crate) struct ProxyRules {
     /// The proxy URL for `http://` webhooks, as written (credentials
     /// included: reqwest takes them from the URL).
@@ -236,7 +238,11 @@ impl ProxyRules {
         let proxy = |names: [&'static str; 2]| {
             let (name, value) = first(names)?;
             if let Err(e) = reqwest::Proxy::all(value.as_str()) {
-                tracing::warn!(variable = name, error = %e, "ignoring a proxy variable that is not a proxy URL");
+                tracing::warn!(
+                    variable = name,
+                    error = %e,
+                    "ignoring a proxy variable that is not a proxy URL"
+                );
                 return None;
             }
             Some(value)
@@ -419,8 +425,13 @@ mod tests {
             route(&proxied, "http://notdirect.example/").as_deref(),
             Some("http://proxy.example:3128")
         );
-        assert_eq!(route(&proxied, "http://128.0.0.1/").as_deref(), Some("http://proxy.example:3128"));
-        assert_eq!(route(&proxied, "http://localhost.example/").as_deref(), Some("http://proxy.example:3128"));
+        for remote in ["http://128.0.0.1/", "http://localhost.example/"] {
+            assert_eq!(
+                route(&proxied, remote).as_deref(),
+                Some("http://proxy.example:3128"),
+                "{remote}"
+            );
+        }
 
         // ALL_PROXY stands in for a missing scheme; lower case is read too.
         let all = rules(&[("all_proxy", "socks5://all.example:1080"), ("no_proxy", "*")]);
