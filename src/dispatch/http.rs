@@ -190,7 +190,7 @@ impl WebhookClient {
 }
 
 /// Which proxy a webhook call goes through: the standard variables, read
-/// once at start as curl and reqwest read them (`HTTP_PROXY` for `http://`
+/// once at start as reqwest reads them (`HTTP_PROXY` for `http://`
 /// webhooks and `HTTPS_PROXY` for `https://` ones, each falling back to
 /// `ALL_PROXY`; the upper-case name first, then the lower-case one; hosts
 /// in `NO_PROXY` called directly), except that a loopback host
@@ -223,7 +223,7 @@ impl ProxyRules {
     /// with a warning, as if unset.
     pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> ProxyRules {
         // A CGI program (`REQUEST_METHOD` set) takes `HTTP_PROXY` from a
-        // request header ("httpoxy"): reqwest and curl ignore the proxy
+        // request header ("httpoxy"): reqwest ignores the proxy
         // variables there, and so does chime.
         if env("REQUEST_METHOD").is_some() {
             return ProxyRules::default();
