@@ -45,7 +45,9 @@ fn create_body(i: u64) -> serde_json::Value {
 
 fn client() -> reqwest::Client {
     chime::tls::install_crypto_provider();
+    // The server is on loopback: never through a proxy of the environment.
     reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client")

@@ -1028,6 +1028,7 @@ async fn tls_serves_https_and_refuses_plain_http() {
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("cert")])
         // "localhost" may resolve to ::1 first; the server is on 127.0.0.1.
         .resolve("localhost", addr)
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");

@@ -124,28 +124,69 @@ async fn data_files_are_private_under_umask_022_and_an_open_data_dir_is_warned_o
     server.kill();
 }
 
+/// chime honours the proxy variables, except for loopback webhooks, which
+/// it always calls directly (no `NO_PROXY` needed), and `NO_PROXY` hosts.
 #[tokio::test]
 async fn a_proxy_in_the_environment_does_not_carry_deliveries_to_loopback_webhooks() {
-    // A "proxy" that would answer every request it is handed: a delivery
-    // that reaches it went through the proxy instead of to the webhook.
+    // A "proxy" that answers every request it is handed with 502: a
+    // delivery that reaches it went through the proxy, not to its webhook.
     let proxy = Receiver::start(vec![], Reply::status(502)).await;
     let webhook = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let proxy_url = proxy.url("");
-    let server = ChildServer::start_with_env(
+    // No NO_PROXY but the test's own (neither the tester's nor the one
+    // ChildServer gives other tests): loopback must be chime's own rule.
+    let server = ChildServer::start_with_proxy_env(
         dir.path(),
         &[],
         &[
             ("HTTP_PROXY", proxy_url.as_str()),
             ("http_proxy", proxy_url.as_str()),
+            ("HTTPS_PROXY", proxy_url.as_str()),
             ("ALL_PROXY", proxy_url.as_str()),
+            ("all_proxy", proxy_url.as_str()),
+            ("NO_PROXY", "direct.invalid"),
         ],
     );
-    let id = server
-        .api
-        .create(json!({"webhook": webhook.url("/hook"), "schedule_at": from_now(0), "payload": {}}))
-        .await;
-    let got = webhook.wait_for(1).await;
-    assert_eq!(got[0].json()["id"], json!(id));
-    assert_eq!(proxy.count(), 0, "{:?}", proxy.received());
+    // A 1 s timeout: a call that is not answered (a resolver that hangs
+    // on .invalid) still ends soon.
+    let create = |webhook: String| {
+        server.api.create(json!({
+            "webhook": webhook, "schedule_at": from_now(0), "payload": {},
+            "retry_conf": {"timeout_seconds": 1},
+        }))
+    };
+    let local = create(webhook.url("/hook")).await;
+    let localhost = create(format!("http://localhost:{}/by-name", webhook.addr.port())).await;
+    // Another host goes through the proxy: the variables are read, so the
+    // loopback calls below did not miss the proxy by accident.
+    let remote = create("http://proxied.invalid/via-proxy".to_owned()).await;
+    // A NO_PROXY host is called directly (and, being .invalid, not found).
+    let direct = create("http://direct.invalid/direct".to_owned()).await;
+
+    let got = webhook.wait_for(2).await;
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut want = vec![local.clone(), localhost.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    for id in [&local, &localhost] {
+        server.api.wait_status(id, "delivered").await;
+    }
+    for id in [&remote, &direct] {
+        server.api.wait_status(id, "error").await;
+    }
+    let through_proxy = proxy.received();
+    assert_eq!(through_proxy.len(), 1, "{through_proxy:?}");
+    assert_eq!(through_proxy[0].path, "/via-proxy");
+    assert_eq!(through_proxy[0].header_values("host"), ["proxied.invalid"]);
+    let message =
+        chime::testing::client_error(&chime::testing::only_invocation(&server.api, &direct).await);
+    assert!(
+        !message.is_empty(),
+        "the direct call failed on its own: {message}"
+    );
 }

@@ -1,9 +1,13 @@
-//! The HTTP side of a delivery: chime's webhook client, the request built
-//! from an event, and the one call that turns the webhook's answer (or its
-//! absence) into an [`Invocation`]. What the answer means for the event is
-//! decided in [`rules`](super::rules), not here.
+//! The HTTP side of a delivery: chime's webhook client (with its proxy
+//! rules, [`ProxyRules`]), the request built from an event, and the one call
+//! that turns the webhook's answer (or its absence) into an [`Invocation`].
+//! What the answer means for the event is decided in
+//! [`rules`](super::rules), not here.
 
+use std::net::IpAddr;
 use std::time::Duration;
+
+use hyper_util::client::proxy::matcher::Matcher;
 
 use super::DispatchConfig;
 use super::rules::retry_after;
@@ -27,7 +31,11 @@ impl WebhookClient {
     /// Builds the client for `config`.
     pub(super) fn new(config: &DispatchConfig) -> Result<Self, reqwest::Error> {
         crate::tls::install_crypto_provider();
+        let proxies = ProxyRules::from_env(&process_env);
         let client = reqwest::Client::builder()
+            // Replaces reqwest's own reading of the proxy variables, which
+            // would send loopback webhooks to the proxy too.
+            .proxy(reqwest::Proxy::custom(move |url| proxies.proxy_for(url)))
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(config.max_in_flight)
             .tcp_nodelay(true)
@@ -181,6 +189,118 @@ impl WebhookClient {
     }
 }
 
+/// Which proxy a webhook call goes through: the standard variables, read
+/// once at start as reqwest reads them (`HTTP_PROXY` for `http://`
+/// webhooks and `HTTPS_PROXY` for `https://` ones, each falling back to
+/// `ALL_PROXY`; the upper-case name first, then the lower-case one; hosts
+/// in `NO_PROXY` called directly), except that a loopback host
+/// (`localhost` and its subdomains, 127.0.0.0/8, `::1`) is always called
+/// directly: a proxy elsewhere cannot reach this machine's loopback, so
+/// sending such a call to it only makes the delivery fail (or reach
+/// another machine's service of the same port).
+///
+/// Not `Debug`: a proxy URL may hold a password.
+#[derive(Default)]
+pub(crate) struct ProxyRules {
+    /// The proxy URL for `http://` webhooks, as written (credentials
+    /// included: reqwest takes them from the URL).
+    http: Option<String>,
+    /// The proxy URL for `https://` webhooks, as written.
+    https: Option<String>,
+    /// `NO_PROXY`'s hosts. hyper-util's curl-compatible host list is only
+    /// public inside its `Matcher`, so it is used as one that always
+    /// answers a proxy except for those hosts (reqwest uses the same list).
+    no_proxy: Option<Matcher>,
+}
+
+/// The proxy given to the `NO_PROXY` matcher of [`ProxyRules`]: never
+/// used, only asked whether it would be (".invalid" cannot resolve).
+const NO_PROXY_PROBE: &str = "http://no-proxy.invalid";
+
+impl ProxyRules {
+    /// Reads the rules from `env` (the process environment in chime; a
+    /// table in tests). A value that is not a usable proxy URL is ignored,
+    /// with a warning, as if unset.
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> ProxyRules {
+        // A CGI program (`REQUEST_METHOD` set) takes `HTTP_PROXY` from a
+        // request header ("httpoxy"): reqwest ignores the proxy
+        // variables there, and so does chime.
+        if env("REQUEST_METHOD").is_some() {
+            return ProxyRules::default();
+        }
+        // The upper-case name wins when set, even to nothing.
+        let first = |names: [&'static str; 2]| {
+            names
+                .iter()
+                .find_map(|name| env(name).map(|value| (*name, value)))
+                .filter(|(_, value)| !value.trim().is_empty())
+        };
+        let proxy = |names: [&'static str; 2]| {
+            let (name, value) = first(names)?;
+            if let Err(e) = reqwest::Proxy::all(value.as_str()) {
+                tracing::warn!(
+                    variable = name,
+                    error = %e,
+                    "ignoring a proxy variable that is not a proxy URL"
+                );
+                return None;
+            }
+            Some(value)
+        };
+        let all = proxy(["ALL_PROXY", "all_proxy"]);
+        let no_proxy = first(["NO_PROXY", "no_proxy"]).map(|(_, hosts)| {
+            Matcher::builder()
+                .all(NO_PROXY_PROBE.to_owned())
+                .no(hosts)
+                .build()
+        });
+        ProxyRules {
+            http: proxy(["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone()),
+            https: proxy(["HTTPS_PROXY", "https_proxy"]).or(all),
+            no_proxy,
+        }
+    }
+
+    /// The proxy a call to `url` goes through, or `None` to call it
+    /// directly.
+    pub(crate) fn proxy_for(&self, url: &reqwest::Url) -> Option<String> {
+        let host = url.host_str()?;
+        if is_loopback(host) {
+            return None;
+        }
+        if let Some(no_proxy) = &self.no_proxy {
+            let uri = url.as_str().parse::<http::Uri>().ok()?;
+            no_proxy.intercept(&uri)?;
+        }
+        match url.scheme() {
+            "http" => self.http.clone(),
+            "https" => self.https.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `host` (a URL's host: a name, an IPv4 address or a bracketed
+/// IPv6 one) is this machine's loopback: `localhost` or a name under it
+/// (RFC 6761 reserves them for loopback), 127.0.0.0/8, `::1`, or an
+/// IPv4-mapped loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let name = bare.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
 /// The response headers kept in the invocation log: in order while their
 /// names and values fit in `cap` bytes, and whether any were left out (the
 /// answer is then marked truncated; the body gets what room is left).
@@ -243,4 +363,85 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(vars: &[(&str, &str)]) -> ProxyRules {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        ProxyRules::from_env(&move |name| {
+            vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn route(rules: &ProxyRules, url: &str) -> Option<String> {
+        rules.proxy_for(&reqwest::Url::parse(url).expect("a test URL"))
+    }
+
+    /// Loopback webhooks are called directly whatever the variables say;
+    /// other hosts go to the proxy of their scheme unless `NO_PROXY`
+    /// names them.
+    #[test]
+    fn the_proxy_decision() {
+        let proxied = rules(&[
+            ("HTTP_PROXY", "http://proxy.example:3128"),
+            ("HTTPS_PROXY", "http://user:pw@secure-proxy.example:3129"),
+            ("ALL_PROXY", "http://all.example:1"),
+            ("NO_PROXY", "direct.example, 10.0.0.0/8"),
+        ]);
+        for loopback in [
+            "http://127.0.0.1:8080/hook",
+            "http://127.9.9.9/",
+            "http://[::1]:80/",
+            "http://[::ffff:127.0.0.1]/",
+            "https://localhost/",
+            "http://LOCALHOST./",
+            "http://hooks.localhost:81/",
+        ] {
+            assert_eq!(route(&proxied, loopback), None, "{loopback}");
+        }
+        assert_eq!(
+            route(&proxied, "http://hooks.example/e").as_deref(),
+            Some("http://proxy.example:3128")
+        );
+        assert_eq!(
+            route(&proxied, "https://hooks.example/e").as_deref(),
+            Some("http://user:pw@secure-proxy.example:3129"),
+            "credentials are kept for reqwest"
+        );
+        for direct in [
+            "http://direct.example/",
+            "https://sub.direct.example/",
+            "http://10.1.2.3/",
+        ] {
+            assert_eq!(route(&proxied, direct), None, "{direct}");
+        }
+        assert_eq!(
+            route(&proxied, "http://notdirect.example/").as_deref(),
+            Some("http://proxy.example:3128")
+        );
+        for remote in ["http://128.0.0.1/", "http://localhost.example/"] {
+            assert_eq!(
+                route(&proxied, remote).as_deref(),
+                Some("http://proxy.example:3128"),
+                "{remote}"
+            );
+        }
+
+        // ALL_PROXY stands in for a missing scheme; lower case is read too.
+        let all = rules(&[("all_proxy", "socks5://all.example:1080"), ("no_proxy", "*")]);
+        assert_eq!(route(&all, "http://hooks.example/"), None, "NO_PROXY=* wins");
+        let all = rules(&[("all_proxy", "http://all.example:1"), ("https_proxy", "")]);
+        assert_eq!(route(&all, "http://hooks.example/").as_deref(), Some("http://all.example:1"));
+        assert_eq!(route(&all, "https://hooks.example/").as_deref(), Some("http://all.example:1"));
+
+        assert_eq!(route(&rules(&[]), "http://hooks.example/"), None);
+        let cgi = rules(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://evil.example")]);
+        assert_eq!(route(&cgi, "http://hooks.example/"), None, "httpoxy");
+    }
 }

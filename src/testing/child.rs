@@ -94,6 +94,15 @@ pub fn log_verify(data_dir: &Path) -> (Option<i32>, String) {
 /// The `NO_PROXY` of a child server: every loopback name and address.
 const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
 
+/// Which `NO_PROXY` a child server gets.
+#[derive(Clone, Copy)]
+enum NoProxy {
+    /// [`LOOPBACK_NO_PROXY`], whatever the tester's environment says.
+    Loopback,
+    /// None: only what the test's own variables set.
+    AsGiven,
+}
+
 /// `chime serve` as a child process. Killed when dropped, so a failing test
 /// leaves no process behind.
 pub struct ChildServer {
@@ -127,6 +136,7 @@ impl ChildServer {
             LOOPBACK_ANY_PORT,
             extra,
             &[],
+            NoProxy::Loopback,
             log_filter,
             ready_within,
         )
@@ -149,6 +159,7 @@ impl ChildServer {
             listen,
             extra,
             env,
+            NoProxy::Loopback,
             "info",
             WAIT,
         )
@@ -169,6 +180,7 @@ impl ChildServer {
             LOOPBACK_ANY_PORT,
             extra,
             &[],
+            NoProxy::Loopback,
             "info",
             WAIT,
         )
@@ -182,13 +194,43 @@ impl ChildServer {
         sh.arg("-c")
             .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
             .arg(chime_binary());
-        Self::launch(sh, data_dir, LOOPBACK_ANY_PORT, extra, &[], "info", WAIT)
+        Self::launch(
+            sh,
+            data_dir,
+            LOOPBACK_ANY_PORT,
+            extra,
+            &[],
+            NoProxy::Loopback,
+            "info",
+            WAIT,
+        )
     }
 
     /// [`ChildServer::start`] with `vars` set in the child's environment
     /// (before the loopback exclusion below, which they cannot undo).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], vars: &[(&str, &str)]) -> ChildServer {
         Self::start_on(data_dir, LOOPBACK_ANY_PORT, extra, vars)
+    }
+
+    /// [`ChildServer::start`] with `vars` set and the child's proxy
+    /// variables left as `vars` make them: no `NO_PROXY` of the tester's
+    /// or of [`ChildServer`]'s own, so the proxy rules under test are
+    /// chime's alone (its own clients here never use a proxy anyway).
+    pub fn start_with_proxy_env(
+        data_dir: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> ChildServer {
+        Self::launch(
+            Command::new(chime_binary()),
+            data_dir,
+            LOOPBACK_ANY_PORT,
+            extra,
+            vars,
+            NoProxy::AsGiven,
+            "info",
+            WAIT,
+        )
     }
 
     /// Runs `command` with chime's `serve` arguments and waits for it to
@@ -200,23 +242,34 @@ impl ChildServer {
         listen: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        no_proxy: NoProxy,
         log_filter: &str,
         ready_within: Duration,
     ) -> ChildServer {
-        let mut child = command
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen])
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", log_filter)
+            .env("RUST_LOG", log_filter);
+        match no_proxy {
             // The webhooks of a test are on loopback: a proxy set in the
             // tester's environment must not carry the child's deliveries
-            // off the machine (chime itself honours the proxy variables,
-            // as users may need them).
-            .env("NO_PROXY", LOOPBACK_NO_PROXY)
-            .env("no_proxy", LOOPBACK_NO_PROXY)
+            // off the machine (chime calls loopback directly by itself too;
+            // this keeps the tests that are not about that independent of
+            // it). Set after `env`, which cannot undo it.
+            NoProxy::Loopback => command
+                .env("NO_PROXY", LOOPBACK_NO_PROXY)
+                .env("no_proxy", LOOPBACK_NO_PROXY),
+            // The tester's removed; `env`'s own, if any, set again.
+            NoProxy::AsGiven => command
+                .env_remove("NO_PROXY")
+                .env_remove("no_proxy")
+                .envs(env.iter().copied()),
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -46,6 +46,7 @@ pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 /// `limit`, `None` if not (still waiting in the backlog, say).
 pub async fn healthz_within(addr: SocketAddr, limit: Duration) -> Option<u16> {
     let client = reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
