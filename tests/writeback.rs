@@ -89,6 +89,48 @@ fn batches_acknowledged_after_a_restart_that_followed_a_failed_fsync_survive_a_p
 }
 
 #[test]
+fn a_cut_back_whose_fsync_failed_is_not_sealed_into_a_segment_after_the_restart() {
+    for seed in 0..24 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("log");
+        let fs = FaultFs::new(seed);
+        let (log, _) = Log::open(&dir, &on(&fs, 400)).expect("open");
+        let first = batch(1, 2);
+        log.append_blocking(first.clone()).expect("acknowledged");
+        // A short write, cut back, and the cut-back's fsync fails: the
+        // page cache is cut, the disk may still hold the refused bytes.
+        fs.fail_short_write(Errno::Io, Times::Once);
+        fs.fail(Op::Sync, Errno::Io, Times::Once);
+        let err = log
+            .append_blocking(vec![vec![2; 300]])
+            .expect_err("the write fails");
+        assert!(err.is_fatal(), "{err}");
+        drop(log);
+
+        // Restart; a small batch, then batches that roll the segment, so
+        // the one with the cut-back is sealed.
+        let (log, _) = Log::open(&dir, &on(&fs, 400)).expect("reopen after the restart");
+        // (The second does not fit after the first: it rolls before the
+        // refused bytes are written over.)
+        let later = [vec![vec![3; 10]], vec![vec![4; 300]], vec![vec![5; 10]]];
+        for b in &later {
+            log.append_blocking(b.clone())
+                .expect("acknowledged after the restart");
+        }
+        drop(log);
+        fs.crash();
+        let found = payloads_after_reboot(&dir);
+        for want in std::iter::once(&first).chain(&later) {
+            assert!(
+                contains_batch(&found, want),
+                "seed {seed}: lost {}",
+                want[0][0]
+            );
+        }
+    }
+}
+
+#[test]
 fn a_crash_that_kept_a_later_page_of_the_last_write_but_not_an_earlier_one_is_a_torn_tail() {
     let mut holes = 0;
     for seed in 0..32 {
