@@ -148,6 +148,20 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_MAX_IN_FLIGHT_PER_HOST,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight_per_host: u32,
+    /// The `User-Agent` header of every webhook call (default
+    /// `chime/<version>`); e.g. `hasura-graphql-engine/v2.48.10` for
+    /// receivers that check it.
+    #[arg(long, value_name = "S", env = "CHIME_USER_AGENT", value_parser = parse_user_agent)]
+    pub user_agent: Option<String>,
+}
+
+/// A `--user-agent` value: one HTTP accepts in a header (no control
+/// characters), not empty.
+fn parse_user_agent(s: &str) -> Result<String, String> {
+    if s.is_empty() || http::HeaderValue::from_str(s).is_err() {
+        return Err("expected a non-empty header value without control characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// A duration flag's value, read by [`parse_duration`] and shown (in
@@ -254,6 +268,7 @@ impl ServeArgs {
                 // than the whole is the whole.
                 max_in_flight_per_host: self.max_in_flight_per_host.min(self.max_in_flight)
                     as usize,
+                user_agent: self.user_agent.unwrap_or_else(crate::webhook::user_agent),
             },
             tls: self.tls_cert.zip(self.tls_key),
             allow_origins: self.allow_origin,
@@ -302,6 +317,22 @@ mod tests {
                 arg.get_env().and_then(|e| e.to_str()),
                 Some(want.as_str()),
                 "--{long}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_agent_reaches_the_dispatcher_and_a_bad_one_is_refused() {
+        assert_eq!(
+            serve_config(&[]).dispatch.user_agent,
+            crate::webhook::user_agent()
+        );
+        let set = serve_config(&["--user-agent", "probe/1"]);
+        assert_eq!(set.dispatch.user_agent, "probe/1");
+        for bad in ["", "a\nb"] {
+            assert!(
+                Cli::try_parse_from(["chime", "serve", "--user-agent", bad]).is_err(),
+                "{bad:?}"
             );
         }
     }

@@ -295,7 +295,7 @@ pub fn webhook_body(created: &EventCreated) -> String {
     body
 }
 
-/// The `User-Agent` chime sends.
+/// The `User-Agent` chime sends unless `--user-agent` says otherwise.
 pub fn user_agent() -> String {
     format!("chime/{}", env!("CARGO_PKG_VERSION"))
 }
@@ -325,6 +325,7 @@ pub(crate) fn prepare(
     created: &EventCreated,
     env: &dyn Fn(&str) -> Option<String>,
     policy: &EnvPolicy,
+    user_agent: &str,
 ) -> Prepared {
     let body = webhook_body(created);
     let mut headers = HeaderMap::new();
@@ -417,11 +418,12 @@ pub(crate) fn prepare(
         !n.eq_ignore_ascii_case("content-type") && !n.eq_ignore_ascii_case("user-agent")
     });
     logged.push(("Content-Type".into(), "application/json".into()));
-    let ua = user_agent();
-    if let Ok(v) = HttpHeaderValue::from_str(&ua) {
+    // `--user-agent` is checked when the flags are read; a value that is
+    // not valid in HTTP cannot reach here, and would only be left out.
+    if let Ok(v) = HttpHeaderValue::from_str(user_agent) {
         headers.insert(http::header::USER_AGENT, v);
     }
-    logged.push(("User-Agent".into(), ua));
+    logged.push(("User-Agent".into(), user_agent.to_owned()));
     let resolved = policy
         .check_template(&created.webhook)
         .and_then(|()| resolve_webhook(&created.webhook, env));
@@ -478,10 +480,10 @@ mod tests {
         };
         let env = |_: &str| Some("v".to_owned());
         let policy = EnvPolicy::default();
-        let problem = |created| prepare(&created, &env, &policy).problem.unwrap_or_default();
+        let problem = |created| prepare(&created, &env, &policy, "ua").problem.unwrap_or_default();
 
         let many: Vec<HeaderConf> = (0..30_000).map(|i| value(&format!("x-{i}"), "v")).collect();
-        let p = prepare(&with(many), &env, &policy);
+        let p = prepare(&with(many), &env, &policy, "ua");
         assert!(p.problem.unwrap_or_default().contains("30000 headers"));
         assert_eq!(p.headers.len(), MAX_EVENT_HEADERS + 2, "only the first are looked at");
 
@@ -489,7 +491,7 @@ mod tests {
         assert!(problem(with(vec![value("Proxy-Authorization", "x")])).contains("Proxy"));
         let big = "b".repeat(MAX_EVENT_HEADER_BYTES);
         assert!(problem(with(vec![value("x-big", &big)])).contains("bytes"));
-        assert!(prepare(&with(vec![value("x-ok", "v")]), &env, &policy).problem.is_none());
+        assert!(prepare(&with(vec![value("x-ok", "v")]), &env, &policy, "ua").problem.is_none());
     }
 
     /// Header values are templates, as in Hasura: resolved at delivery
@@ -503,7 +505,7 @@ mod tests {
             value: HeaderSource::Value("Bearer {{TOKEN}}".into()),
         }];
         let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_owned());
-        let p = prepare(&created, &env, &EnvPolicy::default());
+        let p = prepare(&created, &env, &EnvPolicy::default(), "ua");
         assert_eq!(p.problem, None);
         assert_eq!(p.headers["authorization"], "Bearer s3cret");
         assert!(
@@ -514,7 +516,7 @@ mod tests {
         );
         assert!(!format!("{:?}", p.logged_headers).contains("s3cret"));
 
-        let unset = prepare(&created, &|_: &str| None, &EnvPolicy::default());
+        let unset = prepare(&created, &|_: &str| None, &EnvPolicy::default(), "ua");
         let problem = unset.problem.expect("a missing variable fails the attempt");
         assert!(problem.contains("TOKEN") && problem.contains("Authorization"), "{problem}");
         assert!(unset.headers.get("authorization").is_none());
@@ -522,7 +524,7 @@ mod tests {
         let only_hooks = EnvPolicy {
             allow: vec!["HOOK_*".into()],
         };
-        let refused = prepare(&created, &env, &only_hooks).problem.expect("refused");
+        let refused = prepare(&created, &env, &only_hooks, "ua").problem.expect("refused");
         assert!(refused.contains("--webhook-env-allow"), "{refused}");
     }
 

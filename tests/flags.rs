@@ -358,3 +358,35 @@ async fn webhook_env_allow_lets_matching_variables_through_only() {
     assert!(!answer.to_string().contains("refused-value"), "{answer}");
     assert_eq!(receiver.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_agent_is_sent_on_every_call_and_logged() {
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildServer::spawn_on(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--user-agent", "hasura-graphql-engine/v2.48.10"],
+        &[],
+    )
+    .await;
+    let id = child
+        .api
+        .create(json!({
+            "webhook": receiver.url("/ua"),
+            "schedule_at": in_seconds(0.0).to_string(),
+            "headers": [{"name": "User-Agent", "value": "mine/1"}],
+        }))
+        .await;
+    child.api.wait_status(&id, "delivered").await;
+    // The flag's value, over an event's own User-Agent (the service's wins).
+    assert_eq!(
+        receiver.received()[0].header_values("user-agent"),
+        ["hasura-graphql-engine/v2.48.10"]
+    );
+    let logged = format!("{:?}", child.api.invocations_of(&id).await);
+    assert!(
+        logged.contains("hasura-graphql-engine/v2.48.10"),
+        "{logged}"
+    );
+}

@@ -25,6 +25,8 @@ pub(super) struct WebhookClient {
     max_timeout: Duration,
     /// Which variables templates may read (re-checked at every attempt).
     pub(super) env_policy: EnvPolicy,
+    /// The `User-Agent` sent.
+    user_agent: String,
 }
 
 impl WebhookClient {
@@ -45,6 +47,7 @@ impl WebhookClient {
             response_body_cap: config.response_body_cap,
             max_timeout: config.max_webhook_timeout,
             env_policy: EnvPolicy::default(),
+            user_agent: config.user_agent.clone(),
         })
     }
 
@@ -80,7 +83,7 @@ impl WebhookClient {
         {
             panic!("asked to by the {} header", crate::testing::PANIC_HEADER);
         }
-        let prepared = prepare(created, &process_env, &self.env_policy);
+        let prepared = prepare(created, &process_env, &self.env_policy, &self.user_agent);
         if let Some(message) = prepared.problem {
             return Ok((
                 Invocation {

@@ -98,6 +98,9 @@ pub struct DispatchConfig {
     /// so that a slow host holds only its own slots (at most
     /// `max_in_flight`).
     pub max_in_flight_per_host: usize,
+    /// The `User-Agent` every webhook call carries (`--user-agent`;
+    /// `chime/<version>` by default).
+    pub user_agent: String,
 }
 
 impl Default for DispatchConfig {
@@ -111,6 +114,7 @@ impl Default for DispatchConfig {
             min_retry_interval: DEFAULT_MIN_RETRY_INTERVAL,
             max_webhook_timeout: DEFAULT_MAX_WEBHOOK_TIMEOUT,
             max_in_flight_per_host: DEFAULT_MAX_IN_FLIGHT_PER_HOST as usize,
+            user_agent: crate::webhook::user_agent(),
         }
     }
 }
