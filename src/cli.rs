@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: replay the log, then serve the API and deliver events.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read, check and mend the log: dump, stats, verify, repair.
     Log {
         #[command(subcommand)]
