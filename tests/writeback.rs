@@ -44,6 +44,33 @@ fn contains_batch(found: &[Vec<u8>], want: &[Vec<u8>]) -> bool {
     found.windows(want.len()).any(|w| w == want)
 }
 
+/// Appends each of `later` (each must be acknowledged), stops, loses power,
+/// and checks that `first` and every one of `later` are in the log after
+/// the reboot.
+fn append_crash_and_find(
+    log: Log,
+    fs: &FaultFs,
+    dir: &Path,
+    seed: u64,
+    first: &[Vec<u8>],
+    later: &[Vec<Vec<u8>>],
+) {
+    for b in later {
+        log.append_blocking(b.clone())
+            .expect("acknowledged after the restart");
+    }
+    drop(log);
+    fs.crash();
+    let found = payloads_after_reboot(dir);
+    for want in std::iter::once(first).chain(later.iter().map(Vec::as_slice)) {
+        assert!(
+            contains_batch(&found, want),
+            "seed {seed}: batch {} acknowledged but lost; found {found:?}",
+            want[0][0]
+        );
+    }
+}
+
 #[test]
 fn batches_acknowledged_after_a_restart_that_followed_a_failed_fsync_survive_a_power_loss() {
     let mut dropped_runs = 0;
@@ -65,22 +92,7 @@ fn batches_acknowledged_after_a_restart_that_followed_a_failed_fsync_survive_a_p
         // The process restarts: the page cache (the real file) still reads
         // the dropped write, the disk (the model) does not have it.
         let (log, _) = Log::open(&dir, &on(&fs, 1 << 20)).expect("reopen after the restart");
-        let later = [batch(3, 2), batch(4, 5)];
-        for b in &later {
-            log.append_blocking(b.clone())
-                .expect("acknowledged after the restart");
-        }
-        drop(log);
-        fs.crash();
-
-        let found = payloads_after_reboot(&dir);
-        for want in std::iter::once(&first).chain(&later) {
-            assert!(
-                contains_batch(&found, want),
-                "seed {seed}: batch {} acknowledged but lost; found {found:?}",
-                want[0][0]
-            );
-        }
+        append_crash_and_find(log, &fs, &dir, seed, &first, &[batch(3, 2), batch(4, 5)]);
     }
     assert!(
         dropped_runs >= 4,
@@ -113,20 +125,7 @@ fn a_cut_back_whose_fsync_failed_is_not_sealed_into_a_segment_after_the_restart(
         // (The second does not fit after the first: it rolls before the
         // refused bytes are written over.)
         let later = [vec![vec![3; 10]], vec![vec![4; 300]], vec![vec![5; 10]]];
-        for b in &later {
-            log.append_blocking(b.clone())
-                .expect("acknowledged after the restart");
-        }
-        drop(log);
-        fs.crash();
-        let found = payloads_after_reboot(&dir);
-        for want in std::iter::once(&first).chain(&later) {
-            assert!(
-                contains_batch(&found, want),
-                "seed {seed}: lost {}",
-                want[0][0]
-            );
-        }
+        append_crash_and_find(log, &fs, &dir, seed, &first, &later);
     }
 }
 
