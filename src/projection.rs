@@ -292,10 +292,10 @@ impl Projection {
                             slot.has_retry = true;
                             slot.retry_at = *t;
                         }
-                        None => {
-                            slot.status = Status::Error;
-                            slot.clear_retry();
-                        }
+                        // As in Hasura, `next_retry_at` keeps the last
+                        // retry's time after the final failure (it is no
+                        // longer queued: only scheduled events are).
+                        None => slot.status = Status::Error,
                     }
                 })
                 .map_or_else(Applied::Ignored, |()| {
@@ -1063,7 +1063,8 @@ mod tests {
         let v = f.view(ev(1));
         assert_eq!(v.status, Status::Error);
         assert_eq!(v.tries, 2);
-        assert_eq!(v.next_retry_at, None);
+        // Hasura keeps the last retry's time.
+        assert_eq!(v.next_retry_at, Some(t(200)));
         assert_eq!(f.p.next_due(), None);
         assert_eq!(f.p.invocation_count(Some(ev(1))), 2);
         let invs = f.p.invocations(Some(ev(1)), 0, None);
@@ -1644,7 +1645,10 @@ mod tests {
                             return false;
                         }
                         e.tries += 1;
-                        e.next_retry_at = *next_retry_at;
+                        // The final failure keeps the last retry's time.
+                        if next_retry_at.is_some() {
+                            e.next_retry_at = *next_retry_at;
+                        }
                         e.status = if next_retry_at.is_some() {
                             Status::Scheduled
                         } else {
