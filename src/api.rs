@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use crate::hasura::{self, ApiError, Command, Endpoint};
+use crate::hasura::{self, ApiError, Command, Endpoint, InvocationsOf};
 use crate::log::LogError;
 use crate::projection::{
     EventPager, EventView, InvocationPager, InvocationRef, Projection, Status,
@@ -58,7 +58,7 @@ pub struct ApiState {
 /// against the projection) but not yet applied. A request planning a
 /// delete of one of them waits until that request is done and then plans
 /// again, as if it had come after it: the projection then shows the event
-/// gone (`not-found`, as for any second delete), or, if that append failed,
+/// gone (`success` with nothing written, as for any second delete), or, if that append failed,
 /// still there, and this request cancels it itself.
 #[derive(Debug, Default)]
 pub struct CancelsInFlight {
@@ -355,11 +355,11 @@ impl ApiState {
     async fn execute(&self, command: Command) -> Result<Reply, ApiError> {
         match command {
             Command::Bulk(commands) => {
-                let answers = self.execute_all(commands, true).await?;
+                let answers = self.execute_all(commands).await?;
                 Reply::bulk(answers)
             }
             single => {
-                let mut answers = self.execute_all(vec![single], false).await?;
+                let mut answers = self.execute_all(vec![single]).await?;
                 Reply::single(answers.pop().unwrap_or(Answer::Value(Value::Null)))
             }
         }
@@ -372,16 +372,7 @@ impl ApiState {
     async fn execute_all(
         &self,
         commands: Vec<Command>,
-        bulk: bool,
     ) -> Result<Vec<Answer>, ApiError> {
-        // JSON paths name the sub-request inside a bulk.
-        let path = |i: usize, key: &str| {
-            if bulk {
-                format!("$.args[{i}].args.{key}")
-            } else {
-                format!("$.args.{key}")
-            }
-        };
         let service = &self.service;
         let (planned, records, held) = loop {
             // Read again after a wait, so records carry the time they were
@@ -409,7 +400,7 @@ impl ApiState {
                         .into_iter()
                         .enumerate()
                         .map(|(i, command)| {
-                            plan(&projection, &mut scope, i, command, now, &path, &mut records)
+                            plan(&projection, &mut scope, i, command, now, &mut records)
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     // Still under the lock: no other request can plan a
@@ -462,8 +453,7 @@ impl ApiState {
                 limit,
                 offset,
                 get_rows_count,
-                id_path,
-            } => self.invocations(event_id, limit, offset, get_rows_count, id_path),
+            } => Ok(self.invocations(event_id, limit, offset, get_rows_count)),
         }
     }
 
@@ -487,29 +477,29 @@ impl ApiState {
 
     fn invocations(
         &self,
-        event_id: Option<EventId>,
+        event_id: InvocationsOf,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
-        id_path: String,
-    ) -> Result<Answer, ApiError> {
-        if let Some(id) = event_id
-            && self.service.projection().event(id).is_none()
-        {
-            return Err(ApiError::not_found(
-                id_path,
-                format!("scheduled event {id} does not exist"),
-            ));
-        }
+    ) -> Answer {
+        // An event that does not exist (or no longer does) simply has no
+        // invocations: the pager finds none, and the count is 0.
+        let event_id = match event_id {
+            InvocationsOf::Every => None,
+            InvocationsOf::Event(id) => Some(id),
+            InvocationsOf::NoEvent => {
+                return Answer::Value(hasura::no_invocations(get_rows_count));
+            }
+        };
         let count = get_rows_count.then_some(Count::Invocations(event_id));
-        Ok(Answer::Listing(Box::new(Listing::new(
+        Answer::Listing(Box::new(Listing::new(
             Arc::clone(&self.service),
             Rows::Invocations {
                 pager: InvocationPager::new(event_id, offset, limit),
                 page: VecDeque::new(),
             },
             count,
-        ))))
+        )))
     }
 }
 
@@ -874,12 +864,10 @@ enum Read {
         get_rows_count: bool,
     },
     Invocations {
-        event_id: Option<EventId>,
+        event_id: InvocationsOf,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
-        /// Where `event_id` is in the request, for its `not-found`.
-        id_path: String,
     },
 }
 
@@ -893,7 +881,7 @@ struct Scope {
 
 /// Plans command `i` of a request: a write is checked against `projection`
 /// (and the cancels this request made earlier, in `scope`) and its records
-/// queued in `records`; a read is kept for later. `path` names a key of command `i` in the request.
+/// queued in `records`; a read is kept for later.
 ///
 /// This is the one place that owns the nested-bulk rule: a bulk inside a
 /// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
@@ -906,7 +894,6 @@ fn plan(
     i: usize,
     command: Command,
     now: UnixMicros,
-    path: &dyn Fn(usize, &str) -> String,
     records: &mut Vec<Record>,
 ) -> Result<Planned, ApiError> {
     Ok(match command {
@@ -921,11 +908,11 @@ fn plan(
             if scope.cancelled.contains(&event_id) {
                 return Ok(Planned::Answered(hasura::success()));
             }
+            // An id that names no live event (never created, or deleted
+            // already) is answered `success` with nothing written, as Hasura
+            // runs its delete without checking the row count.
             if projection.event(event_id).is_none() {
-                return Err(ApiError::not_found(
-                    path(i, "event_id"),
-                    format!("scheduled event {event_id} does not exist"),
-                ));
+                return Ok(Planned::Answered(hasura::success()));
             }
             records.push(Record::EventCancelled { event_id, at: now });
             scope.cancelled.insert(event_id);
@@ -952,7 +939,6 @@ fn plan(
             limit,
             offset,
             get_rows_count,
-            id_path: path(i, "event_id"),
         }),
         Command::Bulk(_) => {
             return Err(ApiError::not_supported(

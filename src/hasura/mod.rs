@@ -23,8 +23,10 @@
 //!   [`MAX_BULK_DEPTH`] levels, so errors inside them get their paths), but
 //!   the API ([`crate::api`]) refuses to run one (`not-supported`) before
 //!   appending anything.
-//! - A malformed `event_id` is `parse-failed` at its path, not `not-found`:
-//!   the client sent something that is not an id at all.
+//! - A malformed `event_id` of a delete is `parse-failed` at its path: the
+//!   client sent something that is not an id at all. Deleting an id that
+//!   names no event is `success`, and listing its invocations (or those of
+//!   a malformed id) is an empty list, as in Hasura.
 //! - `retry_conf.timeout_seconds: 0` is `validation-failed`: a call that may
 //!   not take any time can never succeed.
 //! - `schedule_at` follows the time grammar of aeson, Hasura's JSON library
@@ -55,13 +57,13 @@ mod time;
 )]
 pub use error::{ApiError, Code};
 pub use render::{
-    LISTING_TAIL, Listing, ROW_SEPARATOR, created, render_event, render_invocation, success,
+    LISTING_TAIL, Listing, ROW_SEPARATOR, created, no_invocations, render_event, render_invocation, success,
 };
 #[cfg_attr(
     not(feature = "internals"),
     allow(unused_imports, reason = "the module's API; named outside the crate with feature internals")
 )]
-pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, check_env_policy,
+pub use request::{Command, Endpoint, InvocationsOf, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, check_env_policy,
     parse_request,
 };
 

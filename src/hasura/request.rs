@@ -40,7 +40,8 @@ pub enum Command {
     /// `create_scheduled_event`: answered with [`super::created`].
     CreateScheduledEvent(NewEvent),
     /// `delete_scheduled_event` (`type: one_off`): answered with
-    /// [`super::success`], or `not-found` for an id that names no live event.
+    /// [`super::success`], also for an id that names no live event (nothing
+    /// is written for it).
     DeleteScheduledEvent { event_id: EventId },
     /// `get_scheduled_events`: answered as [`super::Listing::Events`].
     GetScheduledEvents {
@@ -53,8 +54,8 @@ pub enum Command {
     /// `get_scheduled_event_invocations`: answered as
     /// [`super::Listing::Invocations`].
     GetScheduledEventInvocations {
-        /// `None` means the invocations of every event.
-        event_id: Option<EventId>,
+        /// Whose invocations: every event's when `event_id` is absent.
+        event_id: InvocationsOf,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -63,6 +64,19 @@ pub enum Command {
     /// A bulk inside a bulk parses (so errors inside it get their paths) but
     /// is not run: see `crate::api`, which owns that rule.
     Bulk(Vec<Command>),
+}
+
+/// Whose invocations `get_scheduled_event_invocations` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvocationsOf {
+    /// No `event_id`: every event's.
+    Every,
+    /// That event's; none when it names no event (never created, or
+    /// deleted), which is an empty listing, not an error, as in Hasura.
+    Event(EventId),
+    /// An `event_id` that is not a UUID: it names no event, so the listing
+    /// is empty (Hasura looks it up as text and finds no row).
+    NoEvent,
 }
 
 /// The validated arguments of `create_scheduled_event`.
@@ -355,7 +369,14 @@ fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
         &["type", "event_id", "limit", "offset", "get_rows_count"],
         &[],
     )?;
-    let event_id = obj.get("event_id").map(|f| f.uuid()).transpose()?;
+    let event_id = match obj.get("event_id") {
+        None => InvocationsOf::Every,
+        // Any string is accepted, a UUID or not; anything else is not an id.
+        Some(field) => match EventId::parse_str(&field.string()?) {
+            Ok(id) => InvocationsOf::Event(id),
+            Err(_) => InvocationsOf::NoEvent,
+        },
+    };
     let (limit, offset, get_rows_count) = paging(obj)?;
     Ok(Command::GetScheduledEventInvocations {
         event_id,

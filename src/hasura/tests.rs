@@ -774,7 +774,7 @@ fn get_invocations() {
     assert_eq!(
         parse(r#"{"type":"get_scheduled_event_invocations","args":{"type":"one_off"}}"#).unwrap(),
         Command::GetScheduledEventInvocations {
-            event_id: None,
+            event_id: InvocationsOf::Every,
             limit: None,
             offset: 0,
             get_rows_count: false
@@ -786,14 +786,24 @@ fn get_invocations() {
     assert_eq!(
         parse(&body).unwrap(),
         Command::GetScheduledEventInvocations {
-            event_id: Some(EventId::parse_str(ID).unwrap()),
+            event_id: InvocationsOf::Event(EventId::parse_str(ID).unwrap()),
             limit: Some(1),
             offset: 2,
             get_rows_count: true
         }
     );
+    // An id that is not a UUID names no event: an empty listing, as in
+    // Hasura, not an error.
+    let body = r#"{"type":"get_scheduled_event_invocations","args":{"event_id":"x"}}"#;
+    assert!(matches!(
+        parse(body),
+        Ok(Command::GetScheduledEventInvocations {
+            event_id: InvocationsOf::NoEvent,
+            ..
+        })
+    ));
     for (args, code, path) in [
-        (r#"{"event_id":"x"}"#, "parse-failed", "$.args.event_id"),
+        (r#"{"event_id":7}"#, "parse-failed", "$.args.event_id"),
         (r#"{"type":"cron"}"#, "not-supported", "$.args.type"),
         (r#"{"status":[]}"#, "parse-failed", "$.args.status"),
         (r#"{"limit":-1}"#, "validation-failed", "$.args.limit"),
