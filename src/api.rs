@@ -4,8 +4,8 @@
 //! A `/v1/*` request goes through the front door first, from its headers
 //! alone: a browser request (one with `Origin`) from a foreign origin, or
 //! (with no admin secret) one naming a host that is not this machine, gets
-//! 403; a wrong
-//! secret or role gets 401. Only then is the body read, up to the limit, so
+//! 403; a missing or wrong secret gets 401, a role other than `admin` 400
+//! (Hasura's codes and messages). Only then is the body read, up to the limit, so
 //! a caller who may not use the API cannot make the server hold its bytes.
 //! The body is then parsed and validated as a whole ([`crate::hasura`])
 //! before anything is appended; writes are answered only once their records
@@ -41,7 +41,8 @@ use crate::service::{Service, ServiceError};
 /// What the handlers share.
 pub struct ApiState {
     pub service: Arc<Service>,
-    /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`.
+    /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`
+    /// (or `X-Hasura-Access-Key`, Hasura's older name for it).
     pub admin_secret: Option<AdminSecret>,
     /// The body limit, for the 413 message.
     pub max_body_bytes: usize,
@@ -257,8 +258,19 @@ pub fn router(api: Arc<ApiState>) -> Router {
         .route("/v1/metadata", post(metadata))
         .route("/v1/query", post(query))
         .merge(crate::console::routes())
+        // Hasura's answer to any other path, and to a path it serves asked
+        // with another method (`GET /v1/metadata`): 404, not axum's 405.
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(api)
 }
+
+async fn not_found() -> Response {
+    error_response(ApiError::resource_not_found())
+}
+
+/// Every JSON answer's `Content-Type`, as Hasura sends it.
+const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 async fn healthz() -> &'static str {
     "OK"
@@ -294,13 +306,14 @@ fn answer(result: Result<Reply, ApiError>) -> Response {
             reply,
         })
     };
-    let json = header::HeaderValue::from_static("application/json");
+    let json = header::HeaderValue::from_static(JSON_UTF8);
     (StatusCode::OK, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
 fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(e.to_json())).into_response()
+    let json = header::HeaderValue::from_static(JSON_UTF8);
+    (status, [(header::CONTENT_TYPE, json)], e.to_json().to_string()).into_response()
 }
 
 impl ApiState {
@@ -330,24 +343,34 @@ impl ApiState {
         }
     }
 
+    /// Hasura's checks, in Hasura's order and words: the secret, from
+    /// `X-Hasura-Admin-Secret` or its deprecated name `X-Hasura-Access-Key`
+    /// (401 when missing or wrong), then the role: the metadata API is for
+    /// `admin` only (400 at `$.args`, as Hasura answers a known caller
+    /// asking for another role).
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(secret) = &self.admin_secret {
             let given = headers
                 .get("x-hasura-admin-secret")
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if !secret.matches(given) {
-                return Err(ApiError::access_denied(
-                    "invalid x-hasura-admin-secret/x-hasura-access-key",
-                ));
+                .or_else(|| headers.get("x-hasura-access-key"));
+            match given {
+                None => {
+                    return Err(ApiError::access_denied(
+                        r#""x-hasura-admin-secret"/"x-hasura-access-key" required, but not found"#,
+                    ));
+                }
+                Some(given) if !secret.matches(given.as_bytes()) => {
+                    return Err(ApiError::access_denied(
+                        r#"invalid "x-hasura-admin-secret"/"x-hasura-access-key""#,
+                    ));
+                }
+                Some(_) => {}
             }
         }
         if let Some(role) = headers.get("x-hasura-role")
             && role.as_bytes() != b"admin"
         {
-            return Err(ApiError::access_denied(
-                "restricted access: only the admin role may use the metadata API",
-            ));
+            return Err(ApiError::admin_only());
         }
         Ok(())
     }

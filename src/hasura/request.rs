@@ -116,13 +116,14 @@ impl NewEvent {
 /// points into that sub-request (`$.args[2].args.schedule_at`). Never panics,
 /// whatever the bytes.
 pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<Command, ApiError> {
+    // Not UTF-8 is not JSON either: Hasura answers both `invalid-json`.
     let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::parse_failed("$", format!("the body is not UTF-8: {e}")))?;
+        .map_err(|e| ApiError::invalid_json(format!("the body is not UTF-8: {e}")))?;
     // Borrowing the body as raw JSON keeps the payload's exact text and
     // checks the syntax of the whole body up front, so later errors are
     // about meaning only.
     let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|e| ApiError::parse_failed("$", format!("invalid JSON: {e}")))?;
+        .map_err(|e| ApiError::invalid_json(format!("invalid JSON: {e}")))?;
     parse_command(&Field::root(raw), endpoint, 0)
 }
 
