@@ -33,7 +33,7 @@ use subtle::ConstantTimeEq;
 use crate::hasura::{self, ApiError, Command, Endpoint, InvocationsOf};
 use crate::log::LogError;
 use crate::projection::{
-    EventPager, EventView, InvocationPager, InvocationRef, Projection, Status,
+    EventPager, EventView, InvocationPager, InvocationRef, Order, Projection, Status,
 };
 use crate::record::{EventId, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
@@ -467,22 +467,25 @@ impl ApiState {
         match read {
             Read::Events {
                 statuses,
+                order,
                 limit,
                 offset,
                 get_rows_count,
-            } => Ok(self.events(statuses, limit, offset, get_rows_count)),
+            } => Ok(self.events(statuses, order, limit, offset, get_rows_count)),
             Read::Invocations {
                 event_id,
+                order,
                 limit,
                 offset,
                 get_rows_count,
-            } => Ok(self.invocations(event_id, limit, offset, get_rows_count)),
+            } => Ok(self.invocations(event_id, order, limit, offset, get_rows_count)),
         }
     }
 
     fn events(
         &self,
         statuses: Vec<Status>,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -491,7 +494,7 @@ impl ApiState {
         Answer::Listing(Box::new(Listing::new(
             Arc::clone(&self.service),
             Rows::Events {
-                pager: EventPager::new(statuses, offset, limit),
+                pager: EventPager::ordered(statuses, order, offset, limit),
                 page: VecDeque::new(),
             },
             count,
@@ -501,6 +504,7 @@ impl ApiState {
     fn invocations(
         &self,
         event_id: InvocationsOf,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -518,7 +522,7 @@ impl ApiState {
         Answer::Listing(Box::new(Listing::new(
             Arc::clone(&self.service),
             Rows::Invocations {
-                pager: InvocationPager::new(event_id, offset, limit),
+                pager: InvocationPager::ordered(event_id, order, offset, limit),
                 page: VecDeque::new(),
             },
             count,
@@ -882,12 +886,14 @@ enum Planned {
 enum Read {
     Events {
         statuses: Vec<Status>,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
     },
     Invocations {
         event_id: InvocationsOf,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -943,22 +949,26 @@ fn plan(
         }
         Command::GetScheduledEvents {
             statuses,
+            order,
             limit,
             offset,
             get_rows_count,
         } => Planned::Read(Read::Events {
             statuses,
+            order,
             limit,
             offset,
             get_rows_count,
         }),
         Command::GetScheduledEventInvocations {
             event_id,
+            order,
             limit,
             offset,
             get_rows_count,
         } => Planned::Read(Read::Invocations {
             event_id,
+            order,
             limit,
             offset,
             get_rows_count,

@@ -18,13 +18,15 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The keys of an event in `get_scheduled_events`, all always present.
-const EVENT_KEYS: [&str; 11] = [
+const EVENT_KEYS: [&str; 13] = [
     "comment",
     "created_at",
     "header_conf",
     "id",
     "next_retry_at",
     "payload",
+    "request_transform",
+    "response_transform",
     "retry_conf",
     "scheduled_time",
     "status",

@@ -30,6 +30,8 @@ enum Expect {
     },
     /// Exactly this answer.
     Exactly(Value),
+    /// A create's answer: `{"message":"success","event_id":<a UUID>}`.
+    Created,
 }
 
 /// One request and what Hasura answers to it.
@@ -150,6 +152,15 @@ async fn check(server: &TestServer, cases: Vec<Case>) {
             Expect::Exactly(expected) => {
                 if &answer != expected {
                     failures.push(format!("{what}: answered {answer}, expected {expected}"));
+                }
+            }
+            Expect::Created => {
+                let keys: Vec<&String> = answer.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                let id_ok = answer["event_id"]
+                    .as_str()
+                    .is_some_and(|id| chime::record::EventId::parse_str(id).is_ok());
+                if keys != ["event_id", "message"] || answer["message"] != "success" || !id_ok {
+                    failures.push(format!("{what}: answered {answer}, expected a create's answer"));
                 }
             }
             Expect::Error { code, path, error } => {
@@ -355,5 +366,198 @@ async fn secrets_and_roles_are_checked_as_hasura_does() {
         ],
     )
     .await;
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Point 4: keys Hasura knows
+
+#[tokio::test]
+async fn keys_hasura_knows_are_accepted_and_others_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let id = create_event(&server, "one").await;
+    let with = |key: &str, value: Value| {
+        let mut body = create("with a key");
+        body["args"][key] = value;
+        body
+    };
+    check(
+        &server,
+        vec![
+            Case::metadata("request_transform: null", with("request_transform", Value::Null))
+                .answers(200, Expect::Created),
+            Case::metadata("response_transform: null", with("response_transform", Value::Null))
+                .answers(200, Expect::Created),
+            Case::metadata("request_transform set", with("request_transform", json!({"method": "PUT"})))
+                .fails(400, "not-supported", "$.args.request_transform"),
+            Case::metadata("response_transform set", with("response_transform", json!({})))
+                .fails(400, "not-supported", "$.args.response_transform"),
+            Case::metadata("a typo is refused", with("retry_config", json!({})))
+                .fails(400, "parse-failed", "$.args.retry_config"),
+            Case::metadata(
+                "trigger_name is ignored for one_off",
+                json!({"type": "get_scheduled_events", "args": {"type": "one_off", "trigger_name": "t", "status": ["dead"]}}),
+            )
+            .answers(200, Expect::Exactly(json!({"events": []}))),
+            Case::metadata(
+                "trigger_name on invocations",
+                invocations(json!({"type": "one_off", "event_id": id, "trigger_name": "t"})),
+            )
+            .answers(200, Expect::Exactly(json!({"invocations": []}))),
+            Case::metadata(
+                "order_by on invocations",
+                invocations(json!({"type": "one_off", "order_by": [{"column": "created_at", "type": "asc", "nulls": "first"}]})),
+            )
+            .answers(200, Expect::Exactly(json!({"invocations": []}))),
+            Case::metadata(
+                "an unknown order_by column",
+                json!({"type": "get_scheduled_events", "args": {"order_by": [{"column": "webhook"}]}}),
+            )
+            .fails(400, "parse-failed", "$.args.order_by[0].column"),
+            Case::metadata(
+                "an unknown key of get_scheduled_events",
+                json!({"type": "get_scheduled_events", "args": {"where": {}}}),
+            )
+            .fails(400, "parse-failed", "$.args.where"),
+        ],
+    )
+    .await;
+
+    // Every event has Hasura's 13 keys, the transforms null.
+    let events = server.api.all_events().await;
+    assert_eq!(events.len(), 3, "the two creates with null transforms were made");
+    for event in &events {
+        let mut keys: Vec<&str> = event.as_object().expect("object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "comment", "created_at", "header_conf", "id", "next_retry_at", "payload",
+                "request_transform", "response_transform", "retry_conf", "scheduled_time",
+                "status", "tries", "webhook_conf"
+            ],
+            "{event}"
+        );
+        assert_eq!((&event["request_transform"], &event["response_transform"]), (&Value::Null, &Value::Null));
+    }
+    // The refused ones wrote nothing.
+    assert_eq!(record_counts(dir.path()).get(&RecordKind::EventCreated).copied(), Some(3));
+    server.stop().await;
+}
+
+/// More events than one page of a listing (`LISTING_PAGE_ROWS`), so every
+/// order is read across pages; times in pairs, so ties are broken by the
+/// next column.
+#[tokio::test]
+async fn order_by_sorts_events_across_pages() {
+    const EVENTS: usize = chime::api::LISTING_PAGE_ROWS + 150;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    // Creation order differs from time order: a fixed permutation, two
+    // events per second.
+    let args: Vec<Value> = (0..EVENTS)
+        .map(|i| {
+            let slot = (i * 7919) % EVENTS;
+            json!({"webhook": "http://127.0.0.1:9/never",
+                   "schedule_at": format!("2099-01-01T{:02}:{:02}:{:02}Z", slot / 2 / 3600, slot / 2 / 60 % 60, slot / 2 % 60)})
+        })
+        .collect();
+    let ids = server.api.create_all(&args).await;
+    // (id, scheduled_time, creation index) of every event.
+    let rows: Vec<(String, String, usize)> = ids
+        .iter()
+        .zip(&args)
+        .enumerate()
+        .map(|(i, (id, a))| (id.clone(), a["schedule_at"].as_str().expect("time").to_owned(), i))
+        .collect();
+    let expect = |cmp: &dyn Fn(&(String, String, usize), &(String, String, usize)) -> std::cmp::Ordering| {
+        let mut sorted = rows.clone();
+        sorted.sort_by(|a, b| cmp(a, b));
+        sorted.into_iter().map(|r| r.0).collect::<Vec<_>>()
+    };
+    let by_time_then_id = expect(&|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let by_time_desc_then_id_desc = expect(&|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    let created = expect(&|a, b| a.2.cmp(&b.2));
+    let created_desc = expect(&|a, b| b.2.cmp(&a.2));
+    let by_time_then_newest = expect(&|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+    let by_time_desc_then_oldest = expect(&|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+
+    let listed = |order_by: Value, offset: usize, limit: Option<usize>| {
+        let api = server.api.clone();
+        async move {
+            let mut args = json!({"type": "one_off", "offset": offset, "order_by": order_by});
+            if let Some(limit) = limit {
+                args["limit"] = json!(limit);
+            }
+            let answer = api.events(args).await;
+            answer["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let col = |c: &str, t: &str| json!({"column": c, "type": t});
+    for (why, order_by, expected) in [
+        ("default", json!([]), &by_time_then_id),
+        ("scheduled_time", json!([{"column": "scheduled_time"}]), &by_time_then_id),
+        ("scheduled_time desc", json!([col("scheduled_time", "desc")]), &by_time_desc_then_id_desc),
+        ("created_at", json!([col("created_at", "asc")]), &created),
+        ("created_at desc, nulls first", json!([{"column": "created_at", "type": "desc", "nulls": "first"}]), &created_desc),
+        ("scheduled_time, then created_at desc", json!([col("scheduled_time", "asc"), col("created_at", "desc")]), &by_time_then_newest),
+        ("scheduled_time desc, then created_at", json!([col("scheduled_time", "desc"), col("created_at", "asc")]), &by_time_desc_then_oldest),
+    ] {
+        assert_eq!(&listed(order_by.clone(), 0, None).await, expected, "{why}: the whole listing");
+        let window = listed(order_by, 7, Some(EVENTS - 20)).await;
+        assert_eq!(window, expected[7..EVENTS - 13], "{why}: offset 7, limit {}", EVENTS - 20);
+    }
+    server.stop().await;
+}
+
+/// Invocations by `created_at` either way and by their events'
+/// `scheduled_time`.
+#[tokio::test]
+async fn order_by_sorts_invocations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let receiver = chime::testing::Receiver::ok().await;
+    let mut ids = Vec::new();
+    // Due in the past, in this order of times: the latest first.
+    for ago in [30, 10, 20] {
+        let id = server
+            .api
+            .create(json!({"webhook": receiver.url("/"), "schedule_at": chime::testing::from_now(-ago)}))
+            .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        server.api.wait_status(id, "delivered").await;
+    }
+    let listed = |order_by: Value| {
+        let api = server.api.clone();
+        async move {
+            let answer = api.invocations(json!({"type": "one_off", "order_by": order_by})).await;
+            answer["invocations"]
+                .as_array()
+                .expect("invocations")
+                .iter()
+                .map(|i| i["event_id"].as_str().expect("event_id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest_first = listed(json!([])).await;
+    assert_eq!(newest_first.len(), 3);
+    let mut oldest_first = newest_first.clone();
+    oldest_first.reverse();
+    assert_eq!(listed(json!([{"column": "created_at", "type": "desc"}])).await, newest_first);
+    assert_eq!(listed(json!([{"column": "created_at", "type": "asc"}])).await, oldest_first);
+    // ids[0] is due earliest (30 s ago), then ids[2], then ids[1].
+    let by_time = vec![ids[0].clone(), ids[2].clone(), ids[1].clone()];
+    assert_eq!(listed(json!([{"column": "scheduled_time"}])).await, by_time);
+    let mut by_time_desc = by_time.clone();
+    by_time_desc.reverse();
+    assert_eq!(listed(json!([{"column": "scheduled_time", "type": "desc"}])).await, by_time_desc);
     server.stop().await;
 }

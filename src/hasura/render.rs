@@ -91,6 +91,10 @@ pub fn render_event(created: &EventCreated, view: &EventView) -> Value {
         "created_at": created.created_at.to_rfc3339(),
         "next_retry_at": view.next_retry_at.map(UnixMicros::to_rfc3339),
         "comment": created.comment,
+        // chime runs no transforms (a create naming one is refused), so
+        // these are always null, as Hasura shows an event without them.
+        "request_transform": null,
+        "response_transform": null,
     })
 }
 

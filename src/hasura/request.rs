@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use super::json::{Field, Obj};
 use super::time::parse_time;
-use crate::projection::Status;
+use crate::projection::{Order, SortBy, SortColumn, Status};
 use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
 use crate::webhook::{
     EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value,
@@ -47,6 +47,8 @@ pub enum Command {
     GetScheduledEvents {
         /// Empty means every status.
         statuses: Vec<Status>,
+        /// `order_by`; empty: `scheduled_time` ascending.
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -56,6 +58,8 @@ pub enum Command {
     GetScheduledEventInvocations {
         /// Whose invocations: every event's when `event_id` is absent.
         event_id: InvocationsOf,
+        /// `order_by`; empty: `created_at` descending (newest first).
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -172,9 +176,22 @@ fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
             "headers",
             "retry_conf",
             "comment",
+            "request_transform",
+            "response_transform",
         ],
-        &["request_transform", "response_transform"],
+        &[],
     )?;
+    // `null` is absent, as Hasura reads it; a transform itself chime does
+    // not do, and refuses rather than drop (Hasura drops them silently for
+    // one-off events).
+    for key in ["request_transform", "response_transform"] {
+        if let Some(field) = obj.get(key) {
+            return Err(ApiError::not_supported(
+                field.path(),
+                format!("{} is not supported by chime", Value::from(key)),
+            ));
+        }
+    }
 
     let webhook_field = obj.required("webhook")?;
     let webhook = webhook_field.string()?;
@@ -339,10 +356,20 @@ fn parse_delete(args: &Field<'_>) -> Result<Command, ApiError> {
 fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
     check_one_off(obj, false)?;
     obj.check_keys(
-        &["type", "limit", "offset", "status", "get_rows_count"],
+        &[
+            "type",
+            "trigger_name",
+            "limit",
+            "offset",
+            "status",
+            "get_rows_count",
+            "order_by",
+        ],
         &[],
     )?;
+    check_trigger_name(obj)?;
     let (limit, offset, get_rows_count) = paging(obj)?;
+    let order = order_by(obj)?;
     let mut statuses = Vec::new();
     if let Some(field) = obj.get("status") {
         for item in field.array("expected an array of statuses")? {
@@ -358,6 +385,7 @@ fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
     }
     Ok(Command::GetScheduledEvents {
         statuses,
+        order,
         limit,
         offset,
         get_rows_count,
@@ -367,9 +395,19 @@ fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
 fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
     check_one_off(obj, false)?;
     obj.check_keys(
-        &["type", "event_id", "limit", "offset", "get_rows_count"],
+        &[
+            "type",
+            "event_id",
+            "trigger_name",
+            "limit",
+            "offset",
+            "get_rows_count",
+            "order_by",
+        ],
         &[],
     )?;
+    check_trigger_name(obj)?;
+    let order = order_by(obj)?;
     let event_id = match obj.get("event_id") {
         None => InvocationsOf::Every,
         // Any string is accepted, a UUID or not; anything else is not an id.
@@ -381,10 +419,57 @@ fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
     let (limit, offset, get_rows_count) = paging(obj)?;
     Ok(Command::GetScheduledEventInvocations {
         event_id,
+        order,
         limit,
         offset,
         get_rows_count,
     })
+}
+
+/// `trigger_name` names a cron trigger; for `one_off` Hasura accepts it
+/// and ignores it, so chime only checks that it is text.
+fn check_trigger_name(obj: &Obj<'_>) -> Result<(), ApiError> {
+    obj.get("trigger_name").map(|f| f.string()).transpose()?;
+    Ok(())
+}
+
+/// `order_by`: a list of `{"column": "scheduled_time"|"created_at",
+/// "type": "asc"|"desc", "nulls": "first"|"last"}`, most significant
+/// first; `type` defaults to `asc`. Neither column is ever null, so
+/// `nulls` is checked and has no effect.
+fn order_by(obj: &Obj<'_>) -> Result<Order, ApiError> {
+    let Some(field) = obj.get("order_by") else {
+        return Ok(Order::default());
+    };
+    let mut by = Vec::new();
+    for item in field.array("expected an array of {\"column\", \"type\", \"nulls\"}")? {
+        let entry = item.object("an object {\"column\", \"type\", \"nulls\"}")?;
+        entry.check_keys(&["column", "type", "nulls"], &[])?;
+        let one_of = |key: &str, names: &[&str]| -> Result<Option<String>, ApiError> {
+            let Some(field) = entry.get(key) else {
+                return Ok(None);
+            };
+            let name = field.string()?;
+            if names.contains(&name.as_str()) {
+                Ok(Some(name))
+            } else {
+                Err(field.parse_failed(format!(
+                    "unexpected {}; expected one of: {}",
+                    Value::from(name.as_str()),
+                    names.join(", ")
+                )))
+            }
+        };
+        entry.required("column")?;
+        let column = match one_of("column", &["scheduled_time", "created_at"])?.as_deref() {
+            Some("created_at") => SortColumn::CreatedAt,
+            _ => SortColumn::ScheduledTime,
+        };
+        let descending = one_of("type", &["asc", "desc"])?.is_some_and(|t| t == "desc");
+        one_of("nulls", &["first", "last"])?;
+        by.push(SortBy { column, descending });
+    }
+    Ok(Order::new(by))
 }
 
 /// `limit`, `offset` (default 0) and `get_rows_count` (default false).

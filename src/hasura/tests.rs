@@ -9,7 +9,7 @@ use super::render::whole::{events_answer, invocations_answer};
 use super::time::parse_time;
 use super::*;
 use crate::log::Loc;
-use crate::projection::{EventView, InvocationRef, Status};
+use crate::projection::{EventView, InvocationRef, Order, SortBy, SortColumn, Status};
 use crate::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RetryConf, UnixMicros,
@@ -296,6 +296,12 @@ fn transforms_are_not_supported() {
         "not-supported",
         "$.args.response_transform",
     );
+    // `null` is absent, as Hasura reads it.
+    let mut args = minimal_args();
+    args["request_transform"] = Value::Null;
+    args["response_transform"] = Value::Null;
+    let body = json!({"type": "create_scheduled_event", "args": args}).to_string();
+    assert!(matches!(parse(&body), Ok(Command::CreateScheduledEvent(_))));
 }
 
 // --- schedule_at --------------------------------------------------------
@@ -709,6 +715,7 @@ fn delete() {
 fn get_events() {
     let defaults = Command::GetScheduledEvents {
         statuses: vec![],
+        order: Order::default(),
         limit: None,
         offset: 0,
         get_rows_count: false,
@@ -729,6 +736,7 @@ fn get_events() {
         parse(r#"{"type":"get_scheduled_events","args":{"type":"one_off","limit":10,"offset":20,"status":["scheduled","dead"],"get_rows_count":true}}"#).unwrap(),
         Command::GetScheduledEvents {
             statuses: vec![Status::Scheduled, Status::Dead],
+            order: Order::default(),
             limit: Some(10),
             offset: 20,
             get_rows_count: true,
@@ -757,9 +765,27 @@ fn get_events() {
             "$.args.type",
         ),
         (
-            r#"{"type":"one_off","trigger_name":"t"}"#,
+            r#"{"type":"one_off","trigger_name":7}"#,
             "parse-failed",
             "$.args.trigger_name",
+        ),
+        (r#"{"order_by":{"column":"created_at"}}"#, "parse-failed", "$.args.order_by"),
+        (r#"{"order_by":[{"type":"asc"}]}"#, "parse-failed", "$.args.order_by[0].column"),
+        (r#"{"order_by":[{"column":"id"}]}"#, "parse-failed", "$.args.order_by[0].column"),
+        (
+            r#"{"order_by":[{"column":"created_at","type":"up"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].type",
+        ),
+        (
+            r#"{"order_by":[{"column":"created_at","nulls":"middle"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].nulls",
+        ),
+        (
+            r#"{"order_by":[{"column":"created_at","direction":"asc"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].direction",
         ),
         (r#"[]"#, "parse-failed", "$.args"),
     ];
@@ -767,6 +793,23 @@ fn get_events() {
         let body = format!(r#"{{"type":"get_scheduled_events","args":{args}}}"#);
         assert_err(parse(&body), 400, code, path);
     }
+    // Keys Hasura knows: `trigger_name` (ignored for one_off) and
+    // `order_by`, each column once, the first mention winning.
+    let body = r#"{"type":"get_scheduled_events","args":{"type":"one_off","trigger_name":"t","order_by":[
+        {"column":"created_at","type":"desc","nulls":"last"},
+        {"column":"scheduled_time"},
+        {"column":"created_at","type":"asc"}]}}"#;
+    let Ok(Command::GetScheduledEvents { order, .. }) = parse(body) else {
+        panic!("{body} refused");
+    };
+    assert_eq!(
+        order,
+        Order::new([
+            SortBy { column: SortColumn::CreatedAt, descending: true },
+            SortBy { column: SortColumn::ScheduledTime, descending: false },
+        ])
+    );
+    assert_eq!(order.columns().len(), 2);
 }
 
 #[test]
@@ -775,6 +818,7 @@ fn get_invocations() {
         parse(r#"{"type":"get_scheduled_event_invocations","args":{"type":"one_off"}}"#).unwrap(),
         Command::GetScheduledEventInvocations {
             event_id: InvocationsOf::Every,
+            order: Order::default(),
             limit: None,
             offset: 0,
             get_rows_count: false
@@ -787,6 +831,7 @@ fn get_invocations() {
         parse(&body).unwrap(),
         Command::GetScheduledEventInvocations {
             event_id: InvocationsOf::Event(EventId::parse_str(ID).unwrap()),
+            order: Order::default(),
             limit: Some(1),
             offset: 2,
             get_rows_count: true
@@ -982,6 +1027,8 @@ fn event_shape() {
             "created_at": "2020-01-01T15:00:00.5Z",
             "next_retry_at": null,
             "comment": null,
+            "request_transform": null,
+            "response_transform": null,
         })
     );
     let view = EventView {
