@@ -323,8 +323,8 @@ impl ApiState {
         self.front_door.check(&request)?;
         self.authorize(request.headers())?;
         let body = self.read_body(request.into_body()).await?;
-        let command = hasura::parse_request(&body, endpoint)?;
-        hasura::check_env_policy(&command, &self.env_policy)?;
+        let mut command = hasura::parse_request(&body, endpoint)?;
+        hasura::check_env_policy(&mut command, &self.env_policy)?;
         self.execute(command).await
     }
 
@@ -376,16 +376,39 @@ impl ApiState {
     }
 
     async fn execute(&self, command: Command) -> Result<Reply, ApiError> {
-        match command {
-            Command::Bulk(commands) => {
-                let answers = self.execute_all(commands).await?;
-                Reply::bulk(answers)
+        let answer = match command {
+            Command::BulkKeepGoing(items) => self.keep_going(items).await,
+            command => {
+                let mut answers = self.execute_all(vec![command]).await?;
+                answers.pop().unwrap_or(Answer::Value(Value::Null))
             }
-            single => {
-                let mut answers = self.execute_all(vec![single]).await?;
-                Reply::single(answers.pop().unwrap_or(Answer::Value(Value::Null)))
+        };
+        Reply::single(answer)
+    }
+
+    /// `bulk_keep_going`: each command runs on its own, in order, as if
+    /// sent alone; one that fails (or did not parse) is answered with its
+    /// error object in its place, and the others still run. Boxed because
+    /// a keep-going bulk may hold another.
+    fn keep_going(
+        &self,
+        items: Vec<Result<Command, ApiError>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let answer = match item {
+                    Err(e) => Answer::Value(e.to_json()),
+                    Ok(Command::BulkKeepGoing(inner)) => self.keep_going(inner).await,
+                    Ok(command) => match self.execute_all(vec![command]).await {
+                        Ok(mut answer) => answer.pop().unwrap_or(Answer::Value(Value::Null)),
+                        Err(e) => Answer::Value(e.to_json()),
+                    },
+                };
+                answers.push(answer);
             }
-        }
+            Answer::List(answers)
+        })
     }
 
     /// Runs commands as one unit: every write is checked first, then all
@@ -412,20 +435,16 @@ impl ApiState {
                 // once it is done, when the projection shows its outcome.
                 // Checked before planning, so the commands are planned (and
                 // moved) only once.
-                let busy = commands.iter().any(|command| {
-                    matches!(command, Command::DeleteScheduledEvent { event_id }
-                        if in_flight.contains(event_id))
-                });
+                let busy = commands
+                    .iter()
+                    .any(|command| deletes_any(command, &|id| in_flight.contains(id)));
                 if !busy {
                     let mut scope = Scope::default();
                     let mut records = Vec::new();
-                    let planned = commands
+                    let planned: Vec<Planned> = commands
                         .into_iter()
-                        .enumerate()
-                        .map(|(i, command)| {
-                            plan(&projection, &mut scope, i, command, now, &mut records)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|command| plan(&projection, &mut scope, command, now, &mut records))
+                        .collect();
                     // Still under the lock: no other request can plan a
                     // cancel of these between this look and this claim.
                     in_flight.extend(scope.cancelled.iter().copied());
@@ -452,13 +471,20 @@ impl ApiState {
             .map_err(internal)?;
             appended.map_err(unavailable)?;
         }
-        planned
-            .into_iter()
-            .map(|plan| match plan {
-                Planned::Answered(answer) => Ok(Answer::Value(answer)),
-                Planned::Read(read) => self.read(read),
-            })
-            .collect()
+        planned.into_iter().map(|plan| self.answer(plan)).collect()
+    }
+
+    /// A planned command's answer, once the request's writes are in.
+    fn answer(&self, plan: Planned) -> Result<Answer, ApiError> {
+        match plan {
+            Planned::Answered(answer) => Ok(Answer::Value(answer)),
+            Planned::Read(read) => self.read(read),
+            Planned::List(plans) => plans
+                .into_iter()
+                .map(|plan| self.answer(plan))
+                .collect::<Result<_, _>>()
+                .map(Answer::List),
+        }
     }
 
     /// Answers a read, once the request's writes are in: a listing that is
@@ -547,6 +573,8 @@ enum Answer {
     /// A listing, read and rendered as the reply is sent. Boxed: it is much
     /// larger than a `Value` and a bulk holds many answers.
     Listing(Box<Listing>),
+    /// A bulk's answers, one per command: `[answer,answer,…]`.
+    List(Vec<Answer>),
 }
 
 /// A request's whole answer, rendered a chunk at a time: a single
@@ -570,28 +598,24 @@ impl Reply {
         Ok(reply)
     }
 
-    /// A bulk's answers as one JSON array, as `serde_json` writes a
-    /// `Value::Array` of them: no spaces.
-    fn bulk(answers: Vec<Answer>) -> Result<Reply, ApiError> {
-        let mut reply = Reply {
-            parts: VecDeque::new(),
-        };
-        reply.write(|out| out.push(b'['));
-        for (i, answer) in answers.into_iter().enumerate() {
-            if i > 0 {
-                reply.write(|out| out.push(b','));
-            }
-            reply.push(answer)?;
-        }
-        reply.write(|out| out.push(b']'));
-        Ok(reply)
-    }
-
+    /// Appends `answer`; a list as one JSON array, as `serde_json` writes a
+    /// `Value::Array`: no spaces.
     fn push(&mut self, answer: Answer) -> Result<(), ApiError> {
         match answer {
             Answer::Value(value) => self.write(|out| serde_json::to_writer(out, &value).map_err(internal)),
             Answer::Listing(listing) => {
                 self.parts.push_back(Part::Listing(listing));
+                Ok(())
+            }
+            Answer::List(answers) => {
+                self.write(|out| out.push(b'['));
+                for (i, answer) in answers.into_iter().enumerate() {
+                    if i > 0 {
+                        self.write(|out| out.push(b','));
+                    }
+                    self.push(answer)?;
+                }
+                self.write(|out| out.push(b']'));
                 Ok(())
             }
         }
@@ -880,6 +904,8 @@ enum Planned {
     /// A read, answered once the request's writes are in, so that a bulk
     /// sees its own creates and deletes.
     Read(Read),
+    /// A bulk inside the request: its commands, planned into the same unit.
+    List(Vec<Planned>),
 }
 
 /// The reads a request can make.
@@ -908,24 +934,35 @@ struct Scope {
     cancelled: HashSet<EventId>,
 }
 
-/// Plans command `i` of a request: a write is checked against `projection`
-/// (and the cancels this request made earlier, in `scope`) and its records
-/// queued in `records`; a read is kept for later.
+/// Whether `command` (or a command of a bulk it is) deletes an event
+/// `busy` says is being cancelled by another request.
+fn deletes_any(command: &Command, busy: &dyn Fn(&EventId) -> bool) -> bool {
+    match command {
+        Command::DeleteScheduledEvent { event_id } => busy(event_id),
+        Command::Bulk(commands) => commands.iter().any(|c| deletes_any(c, busy)),
+        Command::BulkKeepGoing(items) => items.iter().flatten().any(|c| deletes_any(c, busy)),
+        _ => false,
+    }
+}
+
+/// Plans one command of a request: a write is checked against
+/// `projection` (and the cancels this request made earlier, in `scope`)
+/// and its records queued in `records`; a read is kept for later. Nothing
+/// here fails: every refusal was made while parsing, so a request's
+/// commands are all planned and its writes appended as one batch.
 ///
-/// This is the one place that owns the nested-bulk rule: a bulk inside a
-/// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
-/// it get their paths) but is refused here, in order with the other
-/// commands' refusals and before anything is appended, so the outer bulk
-/// stays all-or-nothing.
+/// A bulk inside the request is planned into the same unit, its answer a
+/// nested list. A `bulk_keep_going` inside one answers the commands that
+/// did not parse (or that the env policy refused) with their errors in
+/// place, and plans the others into the unit.
 fn plan(
     projection: &Projection,
     scope: &mut Scope,
-    i: usize,
     command: Command,
     now: UnixMicros,
     records: &mut Vec<Record>,
-) -> Result<Planned, ApiError> {
-    Ok(match command {
+) -> Planned {
+    match command {
         Command::CreateScheduledEvent(new) => {
             let id = EventId::new_v4();
             records.push(Record::EventCreated(new.into_record(id, now)));
@@ -935,13 +972,13 @@ fn plan(
             // The same delete twice in one request is one cancel: the
             // projection does not show this request's own writes yet.
             if scope.cancelled.contains(&event_id) {
-                return Ok(Planned::Answered(hasura::success()));
+                return Planned::Answered(hasura::success());
             }
             // An id that names no live event (never created, or deleted
             // already) is answered `success` with nothing written, as Hasura
             // runs its delete without checking the row count.
             if projection.event(event_id).is_none() {
-                return Ok(Planned::Answered(hasura::success()));
+                return Planned::Answered(hasura::success());
             }
             records.push(Record::EventCancelled { event_id, at: now });
             scope.cancelled.insert(event_id);
@@ -973,13 +1010,22 @@ fn plan(
             offset,
             get_rows_count,
         }),
-        Command::Bulk(_) => {
-            return Err(ApiError::not_supported(
-                format!("$.args[{i}]"),
-                "a bulk inside a bulk is not supported",
-            ));
-        }
-    })
+        Command::Bulk(commands) => Planned::List(
+            commands
+                .into_iter()
+                .map(|command| plan(projection, scope, command, now, records))
+                .collect(),
+        ),
+        Command::BulkKeepGoing(items) => Planned::List(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Ok(command) => plan(projection, scope, command, now, records),
+                    Err(e) => Planned::Answered(e.to_json()),
+                })
+                .collect(),
+        ),
+    }
 }
 
 #[cfg(test)]

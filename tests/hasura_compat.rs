@@ -561,3 +561,150 @@ async fn order_by_sorts_invocations() {
     assert_eq!(listed(json!([{"column": "scheduled_time", "type": "desc"}])).await, by_time_desc);
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Point 2: batches
+
+/// `answer` with what differs from run to run written out of it: each
+/// `event_id` becomes `"<id>"` (after checking it is a UUID), each `events`
+/// list its length.
+fn shape(answer: &Value) -> Value {
+    match answer {
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("event_id", Value::String(id)) => {
+                            assert!(chime::record::EventId::parse_str(id).is_ok(), "{id}");
+                            json!("<id>")
+                        }
+                        ("events", Value::Array(events)) => json!(events.len()),
+                        _ => shape(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn list_events() -> Value {
+    json!({"type": "get_scheduled_events", "args": {"type": "one_off", "get_rows_count": true}})
+}
+
+fn bad_create() -> Value {
+    json!({"type": "create_scheduled_event", "args": {"webhook": "http://127.0.0.1:9/", "schedule_at": "soon"}})
+}
+
+#[tokio::test]
+async fn bulk_bulk_atomic_and_bulk_keep_going_run_as_hasura_runs_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path()).await;
+    let api = &server.api;
+    let created = || json!({"message": "success", "event_id": "<id>"});
+    let success = json!({"message": "success"});
+
+    // `bulk` on /v1/metadata and `bulk_atomic`: one answer per command,
+    // the reads seeing the writes.
+    for ty in ["bulk", "bulk_atomic"] {
+        let count = api.count().await;
+        let (status, answer) = api
+            .metadata(json!({"type": ty, "args": [create("a"), create("b"), list_events()]}))
+            .await;
+        assert_eq!(status, 200, "{ty}: {answer}");
+        assert_eq!(
+            shape(&answer),
+            json!([created(), created(), {"count": count + 2, "events": count + 2}]),
+            "{ty}"
+        );
+    }
+    // All or nothing: one bad command fails the whole, at its path, and
+    // no create of it happens.
+    for ty in ["bulk", "bulk_atomic"] {
+        let count = api.count().await;
+        let (status, err) = api
+            .metadata(json!({"type": ty, "args": [create("c"), bad_create(), create("d")]}))
+            .await;
+        assert_eq!(status, 400, "{ty}: {err}");
+        assert_eq!((&err["code"], &err["path"]), (&json!("parse-failed"), &json!("$.args[1].args.schedule_at")), "{ty}");
+        assert_eq!(api.count().await, count, "{ty} wrote nothing");
+    }
+
+    // Keep going: each command on its own, errors in their places.
+    let count = api.count().await;
+    let (status, answer) = api
+        .metadata(json!({"type": "bulk_keep_going", "args": [
+            create("e"),
+            bad_create(),
+            {"type": "nope", "args": {}},
+            delete("00000000-0000-4000-8000-000000000000"),
+            {"type": "create_scheduled_event", "args": {
+                "webhook": "http://127.0.0.1:9/", "schedule_at": "2099-01-01T00:00:00Z",
+                "headers": [{"name": "X-Token", "value_from_env": "CHIME_ADMIN_SECRET"}]}},
+            create("f"),
+            list_events(),
+        ]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let items = answer.as_array().expect("a list");
+    assert_eq!(items.len(), 7, "{answer}");
+    assert_eq!(shape(&items[0]), created());
+    for (i, code, path) in [
+        (1, "parse-failed", "$.args[1].args.schedule_at"),
+        (2, "parse-failed", "$.args[2]"),
+        (4, "validation-failed", "$.args[4].args.headers[0].value_from_env"),
+    ] {
+        let keys: Vec<&String> = items[i].as_object().expect("an error object").keys().collect();
+        assert_eq!(keys, ["code", "error", "path"], "{}", items[i]);
+        assert_eq!((&items[i]["code"], &items[i]["path"]), (&json!(code), &json!(path)), "{}", items[i]);
+    }
+    assert_eq!(items[3], success);
+    assert_eq!(shape(&items[5]), created());
+    assert_eq!(shape(&items[6]), json!({"count": count + 2, "events": count + 2}));
+    assert_eq!(api.count().await, count + 2, "the good creates ran, the bad ones did not");
+
+    // A bulk inside a bulk runs, its answer nested; so does a keep-going
+    // one (its bad command answered in place).
+    let count = api.count().await;
+    let (status, answer) = api
+        .metadata(json!({"type": "bulk", "args": [
+            create("g"),
+            {"type": "bulk", "args": [create("h"), list_events()]},
+            {"type": "bulk_keep_going", "args": [bad_create(), create("i")]},
+            {"type": "bulk_atomic", "args": []},
+        ]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let nested = shape(&answer);
+    assert_eq!(nested[0], created());
+    // The reads of one bulk are answered once all its writes are in.
+    assert_eq!(nested[1], json!([created(), {"count": count + 3, "events": count + 3}]));
+    assert_eq!(nested[2][0]["path"], "$.args[2].args[0].args.schedule_at", "{answer}");
+    assert_eq!(nested[2][1], created());
+    assert_eq!(nested[3], json!([]));
+    assert_eq!(api.count().await, count + 3);
+    // On /v1/query too, with /v1/query's commands.
+    let (status, answer) = api
+        .query(json!({"type": "bulk", "args": [{"type": "bulk", "args": [list_events()]}]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(shape(&answer), json!([[{"count": count + 3, "events": count + 3}]]));
+
+    check(
+        &server,
+        vec![
+            Case::query("bulk_keep_going is /v1/metadata's", json!({"type": "bulk_keep_going", "args": []}))
+                .fails_with(400, "parse-failed", "$", r#"unknown metadata command "bulk_keep_going""#),
+            Case::query("bulk_atomic is /v1/metadata's", json!({"type": "bulk_atomic", "args": []}))
+                .fails_with(400, "parse-failed", "$", r#"unknown metadata command "bulk_atomic""#),
+            Case::metadata("keep going needs a list", json!({"type": "bulk_keep_going", "args": {}}))
+                .fails(400, "parse-failed", "$.args"),
+            Case::metadata("an empty keep-going bulk", json!({"type": "bulk_keep_going", "args": []}))
+                .answers(200, Expect::Exactly(json!([]))),
+        ],
+    )
+    .await;
+    server.stop().await;
+}

@@ -19,10 +19,10 @@
 //! - `request_transform` / `response_transform` are refused with
 //!   `not-supported` rather than ignored.
 //! - `null` for an optional argument means "absent".
-//! - `bulk` is accepted on `/v1/query` only. Nested bulks parse (up to
-//!   [`MAX_BULK_DEPTH`] levels, so errors inside them get their paths), but
-//!   the API ([`crate::api`]) refuses to run one (`not-supported`) before
-//!   appending anything.
+//! - `bulk` is accepted on both endpoints, `bulk_atomic` and
+//!   `bulk_keep_going` on `/v1/metadata`, as in Hasura. Bulks nest up to
+//!   [`MAX_BULK_DEPTH`] levels (a cap Hasura does not have; it keeps a
+//!   hostile body from recursing the parser off the stack).
 //! - A malformed `event_id` of a delete is `parse-failed` at its path: the
 //!   client sent something that is not an id at all. Deleting an id that
 //!   names no event is `success`, and listing its invocations (or those of

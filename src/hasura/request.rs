@@ -25,7 +25,8 @@ pub const MAX_BULK_DEPTH: usize = 8;
 /// showable.
 pub const MAX_PAYLOAD_DEPTH: usize = 100;
 
-/// Which URL the request came in on; only `/v1/query` accepts `bulk`.
+/// Which URL the request came in on: both take `bulk`; only `/v1/metadata`
+/// takes `bulk_atomic` and `bulk_keep_going`, as in Hasura.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/metadata`
@@ -64,10 +65,15 @@ pub enum Command {
         offset: usize,
         get_rows_count: bool,
     },
-    /// `bulk` on `/v1/query`: answered with an array, one answer per command.
-    /// A bulk inside a bulk parses (so errors inside it get their paths) but
-    /// is not run: see `crate::api`, which owns that rule.
+    /// `bulk` (either endpoint) or `bulk_atomic` (`/v1/metadata`): all or
+    /// nothing. Validated as a whole (the first bad command fails the
+    /// request), its writes appended as one batch; answered with an array,
+    /// one answer per command, a nested bulk's answer a nested array.
     Bulk(Vec<Command>),
+    /// `bulk_keep_going` (`/v1/metadata`): each command on its own. A
+    /// command that does not parse is kept as its error, answered in its
+    /// place in the array; the others run.
+    BulkKeepGoing(Vec<Result<Command, ApiError>>),
 }
 
 /// Whose invocations `get_scheduled_event_invocations` lists.
@@ -116,9 +122,10 @@ impl NewEvent {
 /// Parses and validates a request body sent to `endpoint`.
 ///
 /// The whole request is validated before anything is returned: in a `bulk`
-/// the first error in any sub-request fails the request, with a path that
-/// points into that sub-request (`$.args[2].args.schedule_at`). Never panics,
-/// whatever the bytes.
+/// (or `bulk_atomic`) the first error in any sub-request fails the request,
+/// with a path that points into that sub-request
+/// (`$.args[2].args.schedule_at`); in a `bulk_keep_going` each sub-request's
+/// error is kept in its place. Never panics, whatever the bytes.
 pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<Command, ApiError> {
     // Not UTF-8 is not JSON either: Hasura answers both `invalid-json`.
     let text = std::str::from_utf8(body)
@@ -145,7 +152,13 @@ fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<
         "delete_scheduled_event" => parse_delete(&obj.required("args")?),
         "get_scheduled_events" => parse_get_events(&obj.object_or_empty("args")?),
         "get_scheduled_event_invocations" => parse_get_invocations(&obj.object_or_empty("args")?),
-        "bulk" if endpoint == Endpoint::Query => parse_bulk(&obj.required("args")?, depth),
+        "bulk" => parse_atomic(&obj.required("args")?, endpoint, depth),
+        "bulk_atomic" if endpoint == Endpoint::Metadata => {
+            parse_atomic(&obj.required("args")?, endpoint, depth)
+        }
+        "bulk_keep_going" if endpoint == Endpoint::Metadata => {
+            parse_bulk(&obj.required("args")?, endpoint, depth).map(Command::BulkKeepGoing)
+        }
         other => Err(ApiError::parse_failed(
             obj.path(),
             format!("unknown metadata command {}", Value::from(other)),
@@ -153,17 +166,32 @@ fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<
     }
 }
 
-fn parse_bulk(args: &Field<'_>, depth: usize) -> Result<Command, ApiError> {
+/// `bulk` or `bulk_atomic`: the first command that does not parse fails
+/// the whole request, with its path (`$.args[2].args.schedule_at`).
+fn parse_atomic(args: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<Command, ApiError> {
+    parse_bulk(args, endpoint, depth)?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Command::Bulk)
+}
+
+/// A bulk's commands, each parsed or its error: the array itself must be
+/// one, within [`MAX_BULK_DEPTH`]. The commands are those of `endpoint`.
+fn parse_bulk(
+    args: &Field<'_>,
+    endpoint: Endpoint,
+    depth: usize,
+) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
     if depth >= MAX_BULK_DEPTH {
         return Err(args.parse_failed(format!(
             "bulk requests may nest at most {MAX_BULK_DEPTH} levels deep"
         )));
     }
-    args.array("expected an array of requests")?
+    Ok(args
+        .array("expected an array of requests")?
         .iter()
-        .map(|item| parse_command(item, Endpoint::Query, depth + 1))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Command::Bulk)
+        .map(|item| parse_command(item, endpoint, depth + 1))
+        .collect())
 }
 
 fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
@@ -517,11 +545,14 @@ fn check_one_off(obj: &Obj<'_>, required: bool) -> Result<(), ApiError> {
 /// against `policy` (400 `validation-failed`, so nothing is written). Apart
 /// from [`parse_request`] because the policy is server configuration and
 /// parsing is pure syntax and meaning; the API runs both before any write.
-pub fn check_env_policy(command: &Command, policy: &EnvPolicy) -> Result<(), ApiError> {
+///
+/// In a `bulk_keep_going`, a command the policy refuses becomes its error,
+/// answered in its place, as one that does not parse.
+pub fn check_env_policy(command: &mut Command, policy: &EnvPolicy) -> Result<(), ApiError> {
     check_env_at(command, policy, "$")
 }
 
-fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(), ApiError> {
+fn check_env_at(command: &mut Command, policy: &EnvPolicy, path: &str) -> Result<(), ApiError> {
     match command {
         Command::CreateScheduledEvent(event) => {
             policy
@@ -540,9 +571,19 @@ fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(),
             Ok(())
         }
         Command::Bulk(commands) => commands
-            .iter()
+            .iter_mut()
             .enumerate()
             .try_for_each(|(i, c)| check_env_at(c, policy, &format!("{path}.args[{i}]"))),
+        Command::BulkKeepGoing(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Ok(c) = item
+                    && let Err(e) = check_env_at(c, policy, &format!("{path}.args[{i}]"))
+                {
+                    *item = Err(e);
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -917,14 +917,52 @@ fn bulk_fails_whole_with_the_sub_request_path() {
 }
 
 #[test]
-fn bulk_only_on_query() {
-    let body = bulk(vec![json!({"type": "get_scheduled_events", "args": {}})]);
-    let e = parse_request(body.as_bytes(), Endpoint::Metadata).unwrap_err();
-    assert_eq!(
-        (e.status, e.code.as_str(), e.path.as_str()),
-        (400, "parse-failed", "$")
+fn bulk_on_both_endpoints_atomic_and_keep_going_on_metadata() {
+    let items = vec![json!({"type": "get_scheduled_events", "args": {}})];
+    let batch = |ty: &str| json!({"type": ty, "args": items}).to_string();
+    for endpoint in [Endpoint::Query, Endpoint::Metadata] {
+        assert!(matches!(
+            parse_request(batch("bulk").as_bytes(), endpoint),
+            Ok(Command::Bulk(_))
+        ));
+    }
+    assert!(matches!(
+        parse_request(batch("bulk_atomic").as_bytes(), Endpoint::Metadata),
+        Ok(Command::Bulk(_))
+    ));
+    assert!(matches!(
+        parse_request(batch("bulk_keep_going").as_bytes(), Endpoint::Metadata),
+        Ok(Command::BulkKeepGoing(_))
+    ));
+    for ty in ["bulk_atomic", "bulk_keep_going"] {
+        let e = parse_request(batch(ty).as_bytes(), Endpoint::Query).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str(), e.path.as_str()),
+            (400, "parse-failed", "$")
+        );
+        assert_eq!(e.error, format!("unknown metadata command \"{ty}\""));
+    }
+    // Keep going: each bad command is kept as its error, in its place.
+    let body = json!({"type": "bulk_keep_going", "args": [
+        {"type": "get_scheduled_events", "args": {}},
+        {"type": "nope", "args": {}},
+        {"type": "create_scheduled_event", "args": args_with("schedule_at", json!("soon"))},
+    ]})
+    .to_string();
+    let Ok(Command::BulkKeepGoing(items)) = parse_request(body.as_bytes(), Endpoint::Metadata)
+    else {
+        panic!("{body} refused");
+    };
+    assert!(matches!(items[0], Ok(Command::GetScheduledEvents { .. })));
+    assert_eq!(items[1].as_ref().unwrap_err().path, "$.args[1]");
+    assert_eq!(items[2].as_ref().unwrap_err().path, "$.args[2].args.schedule_at");
+    // The array itself is still required.
+    assert_err(
+        parse_request(br#"{"type":"bulk_keep_going","args":{}}"#, Endpoint::Metadata),
+        400,
+        "parse-failed",
+        "$.args",
     );
-    assert_eq!(e.error, r#"unknown metadata command "bulk""#);
 }
 
 #[test]
