@@ -433,7 +433,11 @@ async fn delete_removes_the_event_and_its_invocations_from_every_view() {
         // is `success` with nothing written, as in Hasura.
         assert_eq!((status, &err), (200, &json!({"invocations": []})));
         let (status, answer) = server.api.metadata(delete(id)).await;
-        assert_eq!((status, &answer), (200, &json!({"message": "success"})), "deleting twice");
+        assert_eq!(
+            (status, &answer),
+            (200, &json!({"message": "success"})),
+            "deleting twice"
+        );
     }
     server.stop().await;
 }

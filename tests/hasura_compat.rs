@@ -130,7 +130,8 @@ impl Case {
 async fn check(server: &TestServer, cases: Vec<Case>) {
     let mut failures = Vec::new();
     for case in cases {
-        let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, response_headers, answer) = server
             .api
             .exchange(case.method.clone(), case.path, &headers, case.body.clone())
@@ -142,7 +143,10 @@ async fn check(server: &TestServer, cases: Vec<Case>) {
         let body = String::from_utf8_lossy(&case.body);
         let what = format!("{} ({} {} {body})", case.why, case.method, case.path);
         if status != case.status {
-            failures.push(format!("{what}: status {status}, expected {}: {answer}", case.status));
+            failures.push(format!(
+                "{what}: status {status}, expected {}: {answer}",
+                case.status
+            ));
             continue;
         }
         if content_type != JSON_UTF8 {
@@ -155,16 +159,24 @@ async fn check(server: &TestServer, cases: Vec<Case>) {
                 }
             }
             Expect::Created => {
-                let keys: Vec<&String> = answer.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                let keys: Vec<&String> = answer
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
                 let id_ok = answer["event_id"]
                     .as_str()
                     .is_some_and(|id| chime::record::EventId::parse_str(id).is_ok());
                 if keys != ["event_id", "message"] || answer["message"] != "success" || !id_ok {
-                    failures.push(format!("{what}: answered {answer}, expected a create's answer"));
+                    failures.push(format!(
+                        "{what}: answered {answer}, expected a create's answer"
+                    ));
                 }
             }
             Expect::Error { code, path, error } => {
-                let keys: Vec<&String> = answer.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                let keys: Vec<&String> = answer
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
                 let shape_ok = keys == ["code", "error", "path"];
                 let message_ok = match error {
                     Some(error) => answer["error"] == *error,
@@ -179,7 +191,12 @@ async fn check(server: &TestServer, cases: Vec<Case>) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn create(comment: &str) -> Value {
@@ -220,7 +237,9 @@ async fn unknown_and_deleted_ids_are_success_and_empty_lists_and_write_nothing()
     let deleted = create_event(&server, "deleted").await;
     server.api.delete(&deleted).await;
     let unknown = "00000000-0000-4000-8000-000000000000";
-    let cancels_before = record_counts(dir.path()).get(&RecordKind::EventCancelled).copied();
+    let cancels_before = record_counts(dir.path())
+        .get(&RecordKind::EventCancelled)
+        .copied();
     assert_eq!(cancels_before, Some(1));
 
     check(
@@ -251,7 +270,9 @@ async fn unknown_and_deleted_ids_are_success_and_empty_lists_and_write_nothing()
             .answers(200, Expect::Exactly(json!({"count": 0, "invocations": []}))),
             Case::metadata(
                 "invocations of an unknown id, counted",
-                invocations(json!({"type": "one_off", "event_id": unknown, "get_rows_count": true})),
+                invocations(
+                    json!({"type": "one_off", "event_id": unknown, "get_rows_count": true}),
+                ),
             )
             .answers(200, Expect::Exactly(json!({"count": 0, "invocations": []}))),
             Case::metadata(
@@ -263,7 +284,9 @@ async fn unknown_and_deleted_ids_are_success_and_empty_lists_and_write_nothing()
     )
     .await;
     assert_eq!(
-        record_counts(dir.path()).get(&RecordKind::EventCancelled).copied(),
+        record_counts(dir.path())
+            .get(&RecordKind::EventCancelled)
+            .copied(),
         cancels_before,
         "a delete of no live event writes no record"
     );
@@ -278,19 +301,32 @@ async fn bodies_that_are_not_json_and_unknown_routes_get_hasuras_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path()).await;
     let not_found = || {
-        Expect::Exactly(json!({"code": "not-found", "error": "resource does not exist", "path": "$"}))
+        Expect::Exactly(
+            json!({"code": "not-found", "error": "resource does not exist", "path": "$"}),
+        )
     };
     check(
         &server,
         vec![
             Case::post("not JSON", "/v1/metadata", "not json").fails(400, "invalid-json", "$"),
-            Case::post("cut short", "/v1/metadata", r#"{"type": "get_scheduled_events", "#)
-                .fails(400, "invalid-json", "$"),
+            Case::post(
+                "cut short",
+                "/v1/metadata",
+                r#"{"type": "get_scheduled_events", "#,
+            )
+            .fails(400, "invalid-json", "$"),
             Case::post("not JSON on /v1/query", "/v1/query", "{").fails(400, "invalid-json", "$"),
             Case::post("empty body", "/v1/metadata", "").fails(400, "invalid-json", "$"),
-            Case::post("not UTF-8", "/v1/metadata", b"{\"type\":\"\xff\"}".to_vec())
-                .fails(400, "invalid-json", "$"),
-            Case::post("JSON, but not a request", "/v1/metadata", "[]").fails(400, "parse-failed", "$"),
+            Case::post("not UTF-8", "/v1/metadata", b"{\"type\":\"\xff\"}".to_vec()).fails(
+                400,
+                "invalid-json",
+                "$",
+            ),
+            Case::post("JSON, but not a request", "/v1/metadata", "[]").fails(
+                400,
+                "parse-failed",
+                "$",
+            ),
             Case::metadata("an unknown command", json!({"type": "X", "args": {}})).fails_with(
                 400,
                 "parse-failed",
@@ -300,7 +336,8 @@ async fn bodies_that_are_not_json_and_unknown_routes_get_hasuras_errors() {
             Case::bare("GET /v1/metadata", Method::GET, "/v1/metadata").answers(404, not_found()),
             Case::bare("GET /v1/query", Method::GET, "/v1/query").answers(404, not_found()),
             Case::bare("PUT /v1/metadata", Method::PUT, "/v1/metadata").answers(404, not_found()),
-            Case::bare("POST to an unknown path", Method::POST, "/v1/graphql").answers(404, not_found()),
+            Case::bare("POST to an unknown path", Method::POST, "/v1/graphql")
+                .answers(404, not_found()),
             Case::bare("GET an unknown path", Method::GET, "/nowhere").answers(404, not_found()),
             Case::bare("an unknown path, no secret", Method::GET, "/v2/metadata")
                 .with_headers(&[])
@@ -349,16 +386,32 @@ async fn secrets_and_roles_are_checked_as_hasura_does() {
                 .with_headers(&[("x-hasura-access-key", "wrong")])
                 .fails_with(401, "access-denied", "$", invalid),
             Case::metadata("the secret and role admin", list())
-                .with_headers(&[("x-hasura-admin-secret", SECRET), ("x-hasura-role", "admin")])
+                .with_headers(&[
+                    ("x-hasura-admin-secret", SECRET),
+                    ("x-hasura-role", "admin"),
+                ])
                 .answers(200, listed()),
             Case::metadata("the secret and another role", list())
                 .with_headers(&[("x-hasura-admin-secret", SECRET), ("x-hasura-role", "user")])
-                .fails_with(400, "access-denied", "$.args", "restricted access : admin only"),
+                .fails_with(
+                    400,
+                    "access-denied",
+                    "$.args",
+                    "restricted access : admin only",
+                ),
             Case::metadata("the access key and another role", list())
                 .with_headers(&[("x-hasura-access-key", SECRET), ("x-hasura-role", "user")])
-                .fails_with(400, "access-denied", "$.args", "restricted access : admin only"),
+                .fails_with(
+                    400,
+                    "access-denied",
+                    "$.args",
+                    "restricted access : admin only",
+                ),
             Case::metadata("a wrong secret and another role: the secret first", list())
-                .with_headers(&[("x-hasura-admin-secret", "wrong"), ("x-hasura-role", "user")])
+                .with_headers(&[
+                    ("x-hasura-admin-secret", "wrong"),
+                    ("x-hasura-role", "user"),
+                ])
                 .fails_with(401, "access-denied", "$", invalid),
             Case::post("refused before the body is parsed", "/v1/metadata", "{")
                 .with_headers(&[])
@@ -426,25 +479,56 @@ async fn keys_hasura_knows_are_accepted_and_others_refused() {
 
     // Every event has Hasura's 13 keys, the transforms null.
     let events = server.api.all_events().await;
-    assert_eq!(events.len(), 3, "the two creates with null transforms were made");
+    assert_eq!(
+        events.len(),
+        3,
+        "the two creates with null transforms were made"
+    );
     for event in &events {
-        let mut keys: Vec<&str> = event.as_object().expect("object").keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = event
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
             [
-                "comment", "created_at", "header_conf", "id", "next_retry_at", "payload",
-                "request_transform", "response_transform", "retry_conf", "scheduled_time",
-                "status", "tries", "webhook_conf"
+                "comment",
+                "created_at",
+                "header_conf",
+                "id",
+                "next_retry_at",
+                "payload",
+                "request_transform",
+                "response_transform",
+                "retry_conf",
+                "scheduled_time",
+                "status",
+                "tries",
+                "webhook_conf"
             ],
             "{event}"
         );
-        assert_eq!((&event["request_transform"], &event["response_transform"]), (&Value::Null, &Value::Null));
+        assert_eq!(
+            (&event["request_transform"], &event["response_transform"]),
+            (&Value::Null, &Value::Null)
+        );
     }
     // The refused ones wrote nothing.
-    assert_eq!(record_counts(dir.path()).get(&RecordKind::EventCreated).copied(), Some(3));
+    assert_eq!(
+        record_counts(dir.path())
+            .get(&RecordKind::EventCreated)
+            .copied(),
+        Some(3)
+    );
     server.stop().await;
 }
+
+/// An event of [`order_by_sorts_events_across_pages`]: id, scheduled
+/// time, place in creation order.
+type Row = (String, String, usize);
 
 /// More events than one page of a listing (`LISTING_PAGE_ROWS`), so every
 /// order is read across pages; times in pairs, so ties are broken by the
@@ -465,13 +549,19 @@ async fn order_by_sorts_events_across_pages() {
         .collect();
     let ids = server.api.create_all(&args).await;
     // (id, scheduled_time, creation index) of every event.
-    let rows: Vec<(String, String, usize)> = ids
+    let rows: Vec<Row> = ids
         .iter()
         .zip(&args)
         .enumerate()
-        .map(|(i, (id, a))| (id.clone(), a["schedule_at"].as_str().expect("time").to_owned(), i))
+        .map(|(i, (id, a))| {
+            (
+                id.clone(),
+                a["schedule_at"].as_str().expect("time").to_owned(),
+                i,
+            )
+        })
         .collect();
-    let expect = |cmp: &dyn Fn(&(String, String, usize), &(String, String, usize)) -> std::cmp::Ordering| {
+    let expect = |cmp: &dyn Fn(&Row, &Row) -> std::cmp::Ordering| {
         let mut sorted = rows.clone();
         sorted.sort_by(|a, b| cmp(a, b));
         sorted.into_iter().map(|r| r.0).collect::<Vec<_>>()
@@ -502,16 +592,45 @@ async fn order_by_sorts_events_across_pages() {
     let col = |c: &str, t: &str| json!({"column": c, "type": t});
     for (why, order_by, expected) in [
         ("default", json!([]), &by_time_then_id),
-        ("scheduled_time", json!([{"column": "scheduled_time"}]), &by_time_then_id),
-        ("scheduled_time desc", json!([col("scheduled_time", "desc")]), &by_time_desc_then_id_desc),
+        (
+            "scheduled_time",
+            json!([{"column": "scheduled_time"}]),
+            &by_time_then_id,
+        ),
+        (
+            "scheduled_time desc",
+            json!([col("scheduled_time", "desc")]),
+            &by_time_desc_then_id_desc,
+        ),
         ("created_at", json!([col("created_at", "asc")]), &created),
-        ("created_at desc, nulls first", json!([{"column": "created_at", "type": "desc", "nulls": "first"}]), &created_desc),
-        ("scheduled_time, then created_at desc", json!([col("scheduled_time", "asc"), col("created_at", "desc")]), &by_time_then_newest),
-        ("scheduled_time desc, then created_at", json!([col("scheduled_time", "desc"), col("created_at", "asc")]), &by_time_desc_then_oldest),
+        (
+            "created_at desc, nulls first",
+            json!([{"column": "created_at", "type": "desc", "nulls": "first"}]),
+            &created_desc,
+        ),
+        (
+            "scheduled_time, then created_at desc",
+            json!([col("scheduled_time", "asc"), col("created_at", "desc")]),
+            &by_time_then_newest,
+        ),
+        (
+            "scheduled_time desc, then created_at",
+            json!([col("scheduled_time", "desc"), col("created_at", "asc")]),
+            &by_time_desc_then_oldest,
+        ),
     ] {
-        assert_eq!(&listed(order_by.clone(), 0, None).await, expected, "{why}: the whole listing");
+        assert_eq!(
+            &listed(order_by.clone(), 0, None).await,
+            expected,
+            "{why}: the whole listing"
+        );
         let window = listed(order_by, 7, Some(EVENTS - 20)).await;
-        assert_eq!(window, expected[7..EVENTS - 13], "{why}: offset 7, limit {}", EVENTS - 20);
+        assert_eq!(
+            window,
+            expected[7..EVENTS - 13],
+            "{why}: offset 7, limit {}",
+            EVENTS - 20
+        );
     }
     server.stop().await;
 }
@@ -538,7 +657,9 @@ async fn order_by_sorts_invocations() {
     let listed = |order_by: Value| {
         let api = server.api.clone();
         async move {
-            let answer = api.invocations(json!({"type": "one_off", "order_by": order_by})).await;
+            let answer = api
+                .invocations(json!({"type": "one_off", "order_by": order_by}))
+                .await;
             answer["invocations"]
                 .as_array()
                 .expect("invocations")
@@ -551,14 +672,23 @@ async fn order_by_sorts_invocations() {
     assert_eq!(newest_first.len(), 3);
     let mut oldest_first = newest_first.clone();
     oldest_first.reverse();
-    assert_eq!(listed(json!([{"column": "created_at", "type": "desc"}])).await, newest_first);
-    assert_eq!(listed(json!([{"column": "created_at", "type": "asc"}])).await, oldest_first);
+    assert_eq!(
+        listed(json!([{"column": "created_at", "type": "desc"}])).await,
+        newest_first
+    );
+    assert_eq!(
+        listed(json!([{"column": "created_at", "type": "asc"}])).await,
+        oldest_first
+    );
     // ids[0] is due earliest (30 s ago), then ids[2], then ids[1].
     let by_time = vec![ids[0].clone(), ids[2].clone(), ids[1].clone()];
     assert_eq!(listed(json!([{"column": "scheduled_time"}])).await, by_time);
     let mut by_time_desc = by_time.clone();
     by_time_desc.reverse();
-    assert_eq!(listed(json!([{"column": "scheduled_time", "type": "desc"}])).await, by_time_desc);
+    assert_eq!(
+        listed(json!([{"column": "scheduled_time", "type": "desc"}])).await,
+        by_time_desc
+    );
     server.stop().await;
 }
 
@@ -628,7 +758,11 @@ async fn bulk_bulk_atomic_and_bulk_keep_going_run_as_hasura_runs_them() {
             .metadata(json!({"type": ty, "args": [create("c"), bad_create(), create("d")]}))
             .await;
         assert_eq!(status, 400, "{ty}: {err}");
-        assert_eq!((&err["code"], &err["path"]), (&json!("parse-failed"), &json!("$.args[1].args.schedule_at")), "{ty}");
+        assert_eq!(
+            (&err["code"], &err["path"]),
+            (&json!("parse-failed"), &json!("$.args[1].args.schedule_at")),
+            "{ty}"
+        );
         assert_eq!(api.count().await, count, "{ty} wrote nothing");
     }
 
@@ -654,16 +788,36 @@ async fn bulk_bulk_atomic_and_bulk_keep_going_run_as_hasura_runs_them() {
     for (i, code, path) in [
         (1, "parse-failed", "$.args[1].args.schedule_at"),
         (2, "parse-failed", "$.args[2]"),
-        (4, "validation-failed", "$.args[4].args.headers[0].value_from_env"),
+        (
+            4,
+            "validation-failed",
+            "$.args[4].args.headers[0].value_from_env",
+        ),
     ] {
-        let keys: Vec<&String> = items[i].as_object().expect("an error object").keys().collect();
+        let keys: Vec<&String> = items[i]
+            .as_object()
+            .expect("an error object")
+            .keys()
+            .collect();
         assert_eq!(keys, ["code", "error", "path"], "{}", items[i]);
-        assert_eq!((&items[i]["code"], &items[i]["path"]), (&json!(code), &json!(path)), "{}", items[i]);
+        assert_eq!(
+            (&items[i]["code"], &items[i]["path"]),
+            (&json!(code), &json!(path)),
+            "{}",
+            items[i]
+        );
     }
     assert_eq!(items[3], success);
     assert_eq!(shape(&items[5]), created());
-    assert_eq!(shape(&items[6]), json!({"count": count + 2, "events": count + 2}));
-    assert_eq!(api.count().await, count + 2, "the good creates ran, the bad ones did not");
+    assert_eq!(
+        shape(&items[6]),
+        json!({"count": count + 2, "events": count + 2})
+    );
+    assert_eq!(
+        api.count().await,
+        count + 2,
+        "the good creates ran, the bad ones did not"
+    );
 
     // A bulk inside a bulk runs, its answer nested; so does a keep-going
     // one (its bad command answered in place).
@@ -680,8 +834,14 @@ async fn bulk_bulk_atomic_and_bulk_keep_going_run_as_hasura_runs_them() {
     let nested = shape(&answer);
     assert_eq!(nested[0], created());
     // The reads of one bulk are answered once all its writes are in.
-    assert_eq!(nested[1], json!([created(), {"count": count + 3, "events": count + 3}]));
-    assert_eq!(nested[2][0]["path"], "$.args[2].args[0].args.schedule_at", "{answer}");
+    assert_eq!(
+        nested[1],
+        json!([created(), {"count": count + 3, "events": count + 3}])
+    );
+    assert_eq!(
+        nested[2][0]["path"], "$.args[2].args[0].args.schedule_at",
+        "{answer}"
+    );
     assert_eq!(nested[2][1], created());
     assert_eq!(nested[3], json!([]));
     assert_eq!(api.count().await, count + 3);
@@ -690,19 +850,44 @@ async fn bulk_bulk_atomic_and_bulk_keep_going_run_as_hasura_runs_them() {
         .query(json!({"type": "bulk", "args": [{"type": "bulk", "args": [list_events()]}]}))
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(shape(&answer), json!([[{"count": count + 3, "events": count + 3}]]));
+    assert_eq!(
+        shape(&answer),
+        json!([[{"count": count + 3, "events": count + 3}]])
+    );
 
     check(
         &server,
         vec![
-            Case::query("bulk_keep_going is /v1/metadata's", json!({"type": "bulk_keep_going", "args": []}))
-                .fails_with(400, "parse-failed", "$", r#"unknown metadata command "bulk_keep_going""#),
-            Case::query("bulk_atomic is /v1/metadata's", json!({"type": "bulk_atomic", "args": []}))
-                .fails_with(400, "parse-failed", "$", r#"unknown metadata command "bulk_atomic""#),
-            Case::metadata("keep going needs a list", json!({"type": "bulk_keep_going", "args": {}}))
-                .fails(400, "parse-failed", "$.args"),
-            Case::metadata("an empty keep-going bulk", json!({"type": "bulk_keep_going", "args": []}))
-                .answers(200, Expect::Exactly(json!([]))),
+            Case::query(
+                "bulk_keep_going is /v1/metadata's",
+                json!({"type": "bulk_keep_going", "args": []}),
+            )
+            .fails_with(
+                400,
+                "parse-failed",
+                "$",
+                r#"unknown metadata command "bulk_keep_going""#,
+            ),
+            Case::query(
+                "bulk_atomic is /v1/metadata's",
+                json!({"type": "bulk_atomic", "args": []}),
+            )
+            .fails_with(
+                400,
+                "parse-failed",
+                "$",
+                r#"unknown metadata command "bulk_atomic""#,
+            ),
+            Case::metadata(
+                "keep going needs a list",
+                json!({"type": "bulk_keep_going", "args": {}}),
+            )
+            .fails(400, "parse-failed", "$.args"),
+            Case::metadata(
+                "an empty keep-going bulk",
+                json!({"type": "bulk_keep_going", "args": []}),
+            )
+            .answers(200, Expect::Exactly(json!([]))),
         ],
     )
     .await;
