@@ -14,14 +14,12 @@ pub enum Code {
     ParseFailed,
     /// The body is not JSON at all (nor UTF-8).
     InvalidJson,
-    /// No such endpoint, or not with this method.
-    ResourceNotFound,
     /// The JSON is well-formed but a value is not acceptable.
     ValidationFailed,
     /// A Hasura feature chime does not implement.
     NotSupported,
-    /// The named event does not exist (or was deleted). Spelled as
-    /// [`Code::ResourceNotFound`]; apart so each keeps its own meaning.
+    /// No such path, or not with this method. (An event id that names no
+    /// event is not an error: Hasura answers `success` or an empty list.)
     NotFound,
     /// A missing or wrong admin secret, or a role other than `admin`.
     AccessDenied,
@@ -39,7 +37,6 @@ impl Code {
         match self {
             Code::ParseFailed => "parse-failed",
             Code::InvalidJson => "invalid-json",
-            Code::ResourceNotFound => "not-found",
             Code::ValidationFailed => "validation-failed",
             Code::NotSupported => "not-supported",
             Code::NotFound => "not-found",
@@ -51,14 +48,14 @@ impl Code {
     }
 
     /// The HTTP status an error with this code is sent with: 400 bad input,
-    /// 401 access denied, 404 unknown event, 413 body too large, 500 bug,
+    /// 401 access denied, 404 unknown path, 413 body too large, 500 bug,
     /// 503 the log refuses writes.
     pub fn status(self) -> u16 {
         match self {
             Code::ParseFailed | Code::InvalidJson | Code::ValidationFailed | Code::NotSupported => {
                 400
             }
-            Code::NotFound | Code::ResourceNotFound => 404,
+            Code::NotFound => 404,
             Code::AccessDenied => 401,
             Code::PayloadTooLarge => 413,
             Code::Unavailable => 503,
@@ -120,11 +117,6 @@ impl ApiError {
         Self::new(Code::NotSupported, path, error)
     }
 
-    /// [`Code::NotFound`] at `path`.
-    pub fn not_found(path: impl Into<String>, error: impl Into<String>) -> Self {
-        Self::new(Code::NotFound, path, error)
-    }
-
     /// [`Code::InvalidJson`]: the body does not parse as JSON.
     pub fn invalid_json(error: impl Into<String>) -> Self {
         Self::new(Code::InvalidJson, "$", error)
@@ -132,7 +124,7 @@ impl ApiError {
 
     /// Hasura's answer to any method and path it does not serve.
     pub fn resource_not_found() -> Self {
-        Self::new(Code::ResourceNotFound, "$", "resource does not exist")
+        Self::new(Code::NotFound, "$", "resource does not exist")
     }
 
     /// [`Code::AccessDenied`] with 400 at `$.args`: the caller is known (a
@@ -208,7 +200,6 @@ mod tests {
         );
         assert_eq!(ApiError::access_denied("no").status, 401);
         assert_eq!(ApiError::access_denied("no").code, "access-denied");
-        assert_eq!(ApiError::not_found("$.args.event_id", "no").status, 404);
         assert_eq!(ApiError::payload_too_large(10).status, 413);
         assert_eq!(ApiError::invalid_json("x").to_json()["code"], "invalid-json");
         assert_eq!(
