@@ -13,11 +13,15 @@
 //!
 //! Choices where Hasura is vague or chime differs on purpose (each one is
 //! also noted where it is made):
-//! - Unknown keys anywhere (top level, `args`, a header, `retry_conf`) are
-//!   refused with `parse-failed` naming the key, so a typo such as
-//!   `retry_config` is not silently dropped. Duplicate keys are refused too.
-//! - `request_transform` / `response_transform` are refused with
-//!   `not-supported` rather than ignored.
+//! - Unknown keys anywhere (top level, `args`, a header, `retry_conf`,
+//!   `order_by`) are refused with `parse-failed` naming the key and listing
+//!   the known ones, so a typo such as `retry_config` is not silently
+//!   dropped; every key Hasura knows is accepted (`trigger_name` is ignored
+//!   for `one_off`). Duplicate keys are refused too.
+//! - A non-null `request_transform` / `response_transform` is refused with
+//!   `not-supported` rather than dropped (`null` is absent).
+//! - A body that is not JSON (or not UTF-8) is `invalid-json` at `$`, as
+//!   in Hasura; JSON that is not a request is `parse-failed`.
 //! - `null` for an optional argument means "absent".
 //! - `bulk` is accepted on both endpoints, `bulk_atomic` and
 //!   `bulk_keep_going` on `/v1/metadata`, as in Hasura. Bulks nest up to
