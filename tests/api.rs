@@ -443,7 +443,7 @@ async fn delete_removes_the_event_and_its_invocations_from_every_view() {
 }
 
 #[tokio::test]
-async fn query_endpoint_takes_the_same_commands_and_bulk_is_query_only() {
+async fn query_endpoint_takes_the_same_commands_and_bulk_as_metadata() {
     let (_dir, server) = start().await;
     let receiver = Receiver::ok_or_fail().await;
     let (status, created) = server
