@@ -4,8 +4,8 @@
 //! A `/v1/*` request goes through the front door first, from its headers
 //! alone: a browser request (one with `Origin`) from a foreign origin, or
 //! (with no admin secret) one naming a host that is not this machine, gets
-//! 403; a wrong
-//! secret or role gets 401. Only then is the body read, up to the limit, so
+//! 403; a missing or wrong secret gets 401, a role other than `admin` 400
+//! (Hasura's codes and messages). Only then is the body read, up to the limit, so
 //! a caller who may not use the API cannot make the server hold its bytes.
 //! The body is then parsed and validated as a whole ([`crate::hasura`])
 //! before anything is appended; writes are answered only once their records
@@ -30,10 +30,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use crate::hasura::{self, ApiError, Command, Endpoint};
+use crate::hasura::{self, ApiError, Command, Endpoint, InvocationsOf};
 use crate::log::LogError;
 use crate::projection::{
-    EventPager, EventView, InvocationPager, InvocationRef, Projection, Status,
+    EventPager, EventView, InvocationPager, InvocationRef, Order, Projection, Status,
 };
 use crate::record::{EventId, Record, UnixMicros};
 use crate::service::{Service, ServiceError};
@@ -41,7 +41,8 @@ use crate::service::{Service, ServiceError};
 /// What the handlers share.
 pub struct ApiState {
     pub service: Arc<Service>,
-    /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`.
+    /// When set, every `/v1/*` call must carry it in `X-Hasura-Admin-Secret`
+    /// (or `X-Hasura-Access-Key`, Hasura's older name for it).
     pub admin_secret: Option<AdminSecret>,
     /// The body limit, for the 413 message.
     pub max_body_bytes: usize,
@@ -59,7 +60,7 @@ pub struct ApiState {
 /// against the projection) but not yet applied. A request planning a
 /// delete of one of them waits until that request is done and then plans
 /// again, as if it had come after it: the projection then shows the event
-/// gone (`not-found`, as for any second delete), or, if that append failed,
+/// gone (`success` with nothing written, as for any second delete), or, if that append failed,
 /// still there, and this request cancels it itself.
 #[derive(Debug, Default)]
 pub struct CancelsInFlight {
@@ -272,8 +273,19 @@ pub fn router(api: Arc<ApiState>) -> Router {
         .route("/v1/metadata", post(metadata))
         .route("/v1/query", post(query))
         .merge(crate::console::routes())
+        // Hasura's answer to any other path, and to a path it serves asked
+        // with another method (`GET /v1/metadata`): 404, not axum's 405.
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(api)
 }
+
+async fn not_found() -> Response {
+    error_response(ApiError::resource_not_found())
+}
+
+/// Every JSON answer's `Content-Type`, as Hasura sends it.
+const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 async fn healthz() -> &'static str {
     "OK"
@@ -309,13 +321,14 @@ fn answer(result: Result<Reply, ApiError>) -> Response {
             reply,
         })
     };
-    let json = header::HeaderValue::from_static("application/json");
+    let json = header::HeaderValue::from_static(JSON_UTF8);
     (StatusCode::OK, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
 fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(e.to_json())).into_response()
+    let json = header::HeaderValue::from_static(JSON_UTF8);
+    (status, [(header::CONTENT_TYPE, json)], e.to_json().to_string()).into_response()
 }
 
 impl ApiState {
@@ -325,8 +338,8 @@ impl ApiState {
         self.front_door.check(&request)?;
         self.authorize(request.headers())?;
         let body = self.read_body(request.into_body()).await?;
-        let command = hasura::parse_request(&body, endpoint)?;
-        hasura::check_env_policy(&command, &self.env_policy)?;
+        let mut command = hasura::parse_request(&body, endpoint)?;
+        hasura::check_env_policy(&mut command, &self.env_policy)?;
         self.execute(command).await
     }
 
@@ -345,39 +358,72 @@ impl ApiState {
         }
     }
 
+    /// Hasura's checks, in Hasura's order and words: the secret, from
+    /// `X-Hasura-Admin-Secret` or its deprecated name `X-Hasura-Access-Key`
+    /// (401 when missing or wrong), then the role: the metadata API is for
+    /// `admin` only (400 at `$.args`, as Hasura answers a known caller
+    /// asking for another role).
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(secret) = &self.admin_secret {
             let given = headers
                 .get("x-hasura-admin-secret")
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if !secret.matches(given) {
-                return Err(ApiError::access_denied(
-                    "invalid x-hasura-admin-secret/x-hasura-access-key",
-                ));
+                .or_else(|| headers.get("x-hasura-access-key"));
+            match given {
+                None => {
+                    return Err(ApiError::access_denied(
+                        r#""x-hasura-admin-secret"/"x-hasura-access-key" required, but not found"#,
+                    ));
+                }
+                Some(given) if !secret.matches(given.as_bytes()) => {
+                    return Err(ApiError::access_denied(
+                        r#"invalid "x-hasura-admin-secret"/"x-hasura-access-key""#,
+                    ));
+                }
+                Some(_) => {}
             }
         }
         if let Some(role) = headers.get("x-hasura-role")
             && role.as_bytes() != b"admin"
         {
-            return Err(ApiError::access_denied(
-                "restricted access: only the admin role may use the metadata API",
-            ));
+            return Err(ApiError::admin_only());
         }
         Ok(())
     }
 
     async fn execute(&self, command: Command) -> Result<Reply, ApiError> {
-        match command {
-            Command::Bulk(commands) => {
-                let answers = self.execute_all(commands, true).await?;
-                Reply::bulk(answers)
+        let answer = match command {
+            Command::BulkKeepGoing(items) => self.keep_going(items).await,
+            command => {
+                let mut answers = self.execute_all(vec![command]).await?;
+                answers.pop().unwrap_or(Answer::Value(Value::Null))
             }
-            single => {
-                let mut answers = self.execute_all(vec![single], false).await?;
-                Reply::single(answers.pop().unwrap_or(Answer::Value(Value::Null)))
+        };
+        Reply::single(answer)
+    }
+
+    /// `bulk_keep_going`: each command runs on its own, in order, as if
+    /// sent alone; one that fails (or did not parse) is answered with its
+    /// error object in its place, and the others still run. Boxed because
+    /// a keep-going bulk may hold another.
+    fn keep_going(
+        &self,
+        items: Vec<Result<Command, ApiError>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + '_>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let answer = match item {
+                    Err(e) => Answer::Value(e.to_json()),
+                    Ok(Command::BulkKeepGoing(inner)) => self.keep_going(inner).await,
+                    Ok(command) => match self.execute_all(vec![command]).await {
+                        Ok(mut answer) => answer.pop().unwrap_or(Answer::Value(Value::Null)),
+                        Err(e) => Answer::Value(e.to_json()),
+                    },
+                };
+                answers.push(answer);
             }
-        }
+            Answer::List(answers)
+        })
     }
 
     /// Runs commands as one unit: every write is checked first, then all
@@ -387,16 +433,7 @@ impl ApiState {
     async fn execute_all(
         &self,
         commands: Vec<Command>,
-        bulk: bool,
     ) -> Result<Vec<Answer>, ApiError> {
-        // JSON paths name the sub-request inside a bulk.
-        let path = |i: usize, key: &str| {
-            if bulk {
-                format!("$.args[{i}].args.{key}")
-            } else {
-                format!("$.args.{key}")
-            }
-        };
         let service = &self.service;
         let (planned, records, held) = loop {
             // Read again after a wait, so records carry the time they were
@@ -413,20 +450,16 @@ impl ApiState {
                 // once it is done, when the projection shows its outcome.
                 // Checked before planning, so the commands are planned (and
                 // moved) only once.
-                let busy = commands.iter().any(|command| {
-                    matches!(command, Command::DeleteScheduledEvent { event_id }
-                        if in_flight.contains(event_id))
-                });
+                let busy = commands
+                    .iter()
+                    .any(|command| deletes_any(command, &|id| in_flight.contains(id)));
                 if !busy {
                     let mut scope = Scope::default();
                     let mut records = Vec::new();
-                    let planned = commands
+                    let planned: Vec<Planned> = commands
                         .into_iter()
-                        .enumerate()
-                        .map(|(i, command)| {
-                            plan(&projection, &mut scope, i, command, now, &path, &mut records)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|command| plan(&projection, &mut scope, command, now, &mut records))
+                        .collect();
                     // Still under the lock: no other request can plan a
                     // cancel of these between this look and this claim.
                     in_flight.extend(scope.cancelled.iter().copied());
@@ -453,13 +486,20 @@ impl ApiState {
             .map_err(internal)?;
             appended.map_err(unavailable)?;
         }
-        planned
-            .into_iter()
-            .map(|plan| match plan {
-                Planned::Answered(answer) => Ok(Answer::Value(answer)),
-                Planned::Read(read) => self.read(read),
-            })
-            .collect()
+        planned.into_iter().map(|plan| self.answer(plan)).collect()
+    }
+
+    /// A planned command's answer, once the request's writes are in.
+    fn answer(&self, plan: Planned) -> Result<Answer, ApiError> {
+        match plan {
+            Planned::Answered(answer) => Ok(Answer::Value(answer)),
+            Planned::Read(read) => self.read(read),
+            Planned::List(plans) => plans
+                .into_iter()
+                .map(|plan| self.answer(plan))
+                .collect::<Result<_, _>>()
+                .map(Answer::List),
+        }
     }
 
     /// Answers a read, once the request's writes are in: a listing that is
@@ -468,23 +508,25 @@ impl ApiState {
         match read {
             Read::Events {
                 statuses,
+                order,
                 limit,
                 offset,
                 get_rows_count,
-            } => Ok(self.events(statuses, limit, offset, get_rows_count)),
+            } => Ok(self.events(statuses, order, limit, offset, get_rows_count)),
             Read::Invocations {
                 event_id,
+                order,
                 limit,
                 offset,
                 get_rows_count,
-                id_path,
-            } => self.invocations(event_id, limit, offset, get_rows_count, id_path),
+            } => Ok(self.invocations(event_id, order, limit, offset, get_rows_count)),
         }
     }
 
     fn events(
         &self,
         statuses: Vec<Status>,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -493,7 +535,7 @@ impl ApiState {
         Answer::Listing(Box::new(Listing::new(
             Arc::clone(&self.service),
             Rows::Events {
-                pager: EventPager::new(statuses, offset, limit),
+                pager: EventPager::ordered(statuses, order, offset, limit),
                 page: VecDeque::new(),
             },
             count,
@@ -502,29 +544,30 @@ impl ApiState {
 
     fn invocations(
         &self,
-        event_id: Option<EventId>,
+        event_id: InvocationsOf,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
-        id_path: String,
-    ) -> Result<Answer, ApiError> {
-        if let Some(id) = event_id
-            && self.service.projection().event(id).is_none()
-        {
-            return Err(ApiError::not_found(
-                id_path,
-                format!("scheduled event {id} does not exist"),
-            ));
-        }
+    ) -> Answer {
+        // An event that does not exist (or no longer does) simply has no
+        // invocations: the pager finds none, and the count is 0.
+        let event_id = match event_id {
+            InvocationsOf::Every => None,
+            InvocationsOf::Event(id) => Some(id),
+            InvocationsOf::NoEvent => {
+                return Answer::Value(hasura::no_invocations(get_rows_count));
+            }
+        };
         let count = get_rows_count.then_some(Count::Invocations(event_id));
-        Ok(Answer::Listing(Box::new(Listing::new(
+        Answer::Listing(Box::new(Listing::new(
             Arc::clone(&self.service),
             Rows::Invocations {
-                pager: InvocationPager::new(event_id, offset, limit),
+                pager: InvocationPager::ordered(event_id, order, offset, limit),
                 page: VecDeque::new(),
             },
             count,
-        ))))
+        )))
     }
 }
 
@@ -545,6 +588,8 @@ enum Answer {
     /// A listing, read and rendered as the reply is sent. Boxed: it is much
     /// larger than a `Value` and a bulk holds many answers.
     Listing(Box<Listing>),
+    /// A bulk's answers, one per command: `[answer,answer,…]`.
+    List(Vec<Answer>),
 }
 
 /// A request's whole answer, rendered a chunk at a time: a single
@@ -568,28 +613,24 @@ impl Reply {
         Ok(reply)
     }
 
-    /// A bulk's answers as one JSON array, as `serde_json` writes a
-    /// `Value::Array` of them: no spaces.
-    fn bulk(answers: Vec<Answer>) -> Result<Reply, ApiError> {
-        let mut reply = Reply {
-            parts: VecDeque::new(),
-        };
-        reply.write(|out| out.push(b'['));
-        for (i, answer) in answers.into_iter().enumerate() {
-            if i > 0 {
-                reply.write(|out| out.push(b','));
-            }
-            reply.push(answer)?;
-        }
-        reply.write(|out| out.push(b']'));
-        Ok(reply)
-    }
-
+    /// Appends `answer`; a list as one JSON array, as `serde_json` writes a
+    /// `Value::Array`: no spaces.
     fn push(&mut self, answer: Answer) -> Result<(), ApiError> {
         match answer {
             Answer::Value(value) => self.write(|out| serde_json::to_writer(out, &value).map_err(internal)),
             Answer::Listing(listing) => {
                 self.parts.push_back(Part::Listing(listing));
+                Ok(())
+            }
+            Answer::List(answers) => {
+                self.write(|out| out.push(b'['));
+                for (i, answer) in answers.into_iter().enumerate() {
+                    if i > 0 {
+                        self.write(|out| out.push(b','));
+                    }
+                    self.push(answer)?;
+                }
+                self.write(|out| out.push(b']'));
                 Ok(())
             }
         }
@@ -878,23 +919,25 @@ enum Planned {
     /// A read, answered once the request's writes are in, so that a bulk
     /// sees its own creates and deletes.
     Read(Read),
+    /// A bulk inside the request: its commands, planned into the same unit.
+    List(Vec<Planned>),
 }
 
 /// The reads a request can make.
 enum Read {
     Events {
         statuses: Vec<Status>,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
     },
     Invocations {
-        event_id: Option<EventId>,
+        event_id: InvocationsOf,
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
-        /// Where `event_id` is in the request, for its `not-found`.
-        id_path: String,
     },
 }
 
@@ -906,25 +949,35 @@ struct Scope {
     cancelled: HashSet<EventId>,
 }
 
-/// Plans command `i` of a request: a write is checked against `projection`
-/// (and the cancels this request made earlier, in `scope`) and its records
-/// queued in `records`; a read is kept for later. `path` names a key of command `i` in the request.
+/// Whether `command` (or a command of a bulk it is) deletes an event
+/// `busy` says is being cancelled by another request.
+fn deletes_any(command: &Command, busy: &dyn Fn(&EventId) -> bool) -> bool {
+    match command {
+        Command::DeleteScheduledEvent { event_id } => busy(event_id),
+        Command::Bulk(commands) => commands.iter().any(|c| deletes_any(c, busy)),
+        Command::BulkKeepGoing(items) => items.iter().flatten().any(|c| deletes_any(c, busy)),
+        _ => false,
+    }
+}
+
+/// Plans one command of a request: a write is checked against
+/// `projection` (and the cancels this request made earlier, in `scope`)
+/// and its records queued in `records`; a read is kept for later. Nothing
+/// here fails: every refusal was made while parsing, so a request's
+/// commands are all planned and its writes appended as one batch.
 ///
-/// This is the one place that owns the nested-bulk rule: a bulk inside a
-/// bulk parses ([`crate::hasura::MAX_BULK_DEPTH`] levels, so errors inside
-/// it get their paths) but is refused here, in order with the other
-/// commands' refusals and before anything is appended, so the outer bulk
-/// stays all-or-nothing.
+/// A bulk inside the request is planned into the same unit, its answer a
+/// nested list. A `bulk_keep_going` inside one answers the commands that
+/// did not parse (or that the env policy refused) with their errors in
+/// place, and plans the others into the unit.
 fn plan(
     projection: &Projection,
     scope: &mut Scope,
-    i: usize,
     command: Command,
     now: UnixMicros,
-    path: &dyn Fn(usize, &str) -> String,
     records: &mut Vec<Record>,
-) -> Result<Planned, ApiError> {
-    Ok(match command {
+) -> Planned {
+    match command {
         Command::CreateScheduledEvent(new) => {
             let id = EventId::new_v4();
             records.push(Record::EventCreated(new.into_record(id, now)));
@@ -934,13 +987,13 @@ fn plan(
             // The same delete twice in one request is one cancel: the
             // projection does not show this request's own writes yet.
             if scope.cancelled.contains(&event_id) {
-                return Ok(Planned::Answered(hasura::success()));
+                return Planned::Answered(hasura::success());
             }
+            // An id that names no live event (never created, or deleted
+            // already) is answered `success` with nothing written, as Hasura
+            // runs its delete without checking the row count.
             if projection.event(event_id).is_none() {
-                return Err(ApiError::not_found(
-                    path(i, "event_id"),
-                    format!("scheduled event {event_id} does not exist"),
-                ));
+                return Planned::Answered(hasura::success());
             }
             records.push(Record::EventCancelled { event_id, at: now });
             scope.cancelled.insert(event_id);
@@ -948,34 +1001,46 @@ fn plan(
         }
         Command::GetScheduledEvents {
             statuses,
+            order,
             limit,
             offset,
             get_rows_count,
         } => Planned::Read(Read::Events {
             statuses,
+            order,
             limit,
             offset,
             get_rows_count,
         }),
         Command::GetScheduledEventInvocations {
             event_id,
+            order,
             limit,
             offset,
             get_rows_count,
         } => Planned::Read(Read::Invocations {
             event_id,
+            order,
             limit,
             offset,
             get_rows_count,
-            id_path: path(i, "event_id"),
         }),
-        Command::Bulk(_) => {
-            return Err(ApiError::not_supported(
-                format!("$.args[{i}]"),
-                "a bulk inside a bulk is not supported",
-            ));
-        }
-    })
+        Command::Bulk(commands) => Planned::List(
+            commands
+                .into_iter()
+                .map(|command| plan(projection, scope, command, now, records))
+                .collect(),
+        ),
+        Command::BulkKeepGoing(items) => Planned::List(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Ok(command) => plan(projection, scope, command, now, records),
+                    Err(e) => Planned::Answered(e.to_json()),
+                })
+                .collect(),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -569,7 +569,7 @@ impl Projection {
     /// `max` of them.
     pub fn due(&self, now: UnixMicros, max: usize) -> Vec<(UnixMicros, EventId)> {
         let upto = ..=(now, MAX_ID);
-        Merge::new([self.sets[FIRST].range(upto), self.retry_queue.range(upto)])
+        Merge::new([self.sets[FIRST].range(upto), self.retry_queue.range(upto)], false)
             .take(max)
             .copied()
             .collect()
@@ -587,10 +587,13 @@ impl Projection {
         let end = (upto, MAX_ID);
         // A range whose start is past its end panics; an empty one does not.
         let range = from.min(end)..=end;
-        Merge::new([
-            self.sets[FIRST].range(range.clone()),
-            self.retry_queue.range(range),
-        ])
+        Merge::new(
+            [
+                self.sets[FIRST].range(range.clone()),
+                self.retry_queue.range(range),
+            ],
+            false,
+        )
         .copied()
     }
 
@@ -609,6 +612,98 @@ impl Projection {
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
+}
+
+/// A column a listing can be ordered by (Hasura's `order_by`). Neither is
+/// ever null, so Hasura's `nulls: first|last` changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortColumn {
+    /// The event's `scheduled_time` (for an invocation: its event's).
+    ScheduledTime,
+    /// When the event (or invocation) was recorded, in log order: the
+    /// order of `created_at`, which is stamped when the request is
+    /// planned, so two creates racing into the log within microseconds may
+    /// list in the order they were appended rather than stamped.
+    CreatedAt,
+}
+
+/// One column of a listing's order and its direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortBy {
+    pub column: SortColumn,
+    pub descending: bool,
+}
+
+/// A listing's order: columns, most significant first, each once. Ties
+/// left by every column go by id (events) or recording order
+/// (invocations), ascending, so every order is total.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Order(Vec<SortBy>);
+
+impl Order {
+    /// The order of `by`; a column named again after its first mention
+    /// can break no tie the first left, so it is dropped.
+    pub fn new(by: impl IntoIterator<Item = SortBy>) -> Order {
+        let mut columns: Vec<SortBy> = Vec::new();
+        for sort in by {
+            if !columns.iter().any(|c| c.column == sort.column) {
+                columns.push(sort);
+            }
+        }
+        Order(columns)
+    }
+
+    /// The columns, most significant first.
+    pub fn columns(&self) -> &[SortBy] {
+        &self.0
+    }
+
+    /// The sort key of a row with these column values: each column's value,
+    /// negated when descending, in the order's order (unused places 0).
+    fn key(&self, schedule_at: UnixMicros, created: i128) -> [i128; 2] {
+        let mut key = [0; 2];
+        for (place, sort) in key.iter_mut().zip(&self.0) {
+            let value = match sort.column {
+                SortColumn::ScheduledTime => i128::from(schedule_at.0),
+                SortColumn::CreatedAt => created,
+            };
+            *place = if sort.descending { -value } else { value };
+        }
+        key
+    }
+}
+
+/// An event's place in log order, from where its `EventCreated` lives.
+fn creation_rank(loc: Loc) -> i128 {
+    (i128::from(loc.segment) << 32) | i128::from(loc.offset)
+}
+
+/// The `skip + want` least of `keys` that come after `after`, ascending,
+/// in one pass holding at most that many: a page of a listing in an order
+/// no index keeps. Returns how many were skipped and the rest.
+fn least_after<K: Ord + Copy>(
+    keys: impl Iterator<Item = K>,
+    after: Option<K>,
+    skip: usize,
+    want: usize,
+) -> (usize, Vec<K>) {
+    let n = skip.saturating_add(want);
+    let mut heap = std::collections::BinaryHeap::new();
+    for key in keys {
+        if after.is_some_and(|after| key <= after) {
+            continue;
+        }
+        if heap.len() < n {
+            heap.push(key);
+        } else if heap.peek().is_some_and(|&top| key < top) {
+            heap.pop();
+            heap.push(key);
+        }
+    }
+    let mut sorted = heap.into_sorted_vec();
+    let skipped = skip.min(sorted.len());
+    sorted.drain(..skipped);
+    (skipped, sorted)
 }
 
 /// What is left of a listing's `offset` and `limit` as it is read a page
@@ -669,19 +764,41 @@ impl Window {
 #[derive(Clone, Debug)]
 pub struct EventPager {
     statuses: Vec<Status>,
-    /// The key of the last event returned; `None` before the first page.
+    order: Order,
+    /// The key of the last event returned in `scheduled_time` order (asc
+    /// or desc); `None` before the first page.
     after: Option<Key>,
+    /// The key of the last event returned in any other order.
+    scan_after: Option<([i128; 2], EventId)>,
     /// How much of the listing is left to skip and to return.
     window: Window,
 }
 
 impl EventPager {
-    /// A listing of events with one of `statuses` (all when empty), skipping
-    /// `offset` and returning at most `limit`.
+    /// A listing of events with one of `statuses` (all when empty), by
+    /// `scheduled_time`, skipping `offset` and returning at most `limit`.
     pub fn new(statuses: Vec<Status>, offset: usize, limit: Option<usize>) -> EventPager {
+        EventPager::ordered(statuses, Order::default(), offset, limit)
+    }
+
+    /// [`EventPager::new`] in `order` (empty: `scheduled_time` ascending).
+    ///
+    /// By `scheduled_time` alone, each page walks the status sets from the
+    /// cursor, as the default order does. Any other order has no index:
+    /// each page is one pass over the events in view, keeping the page's
+    /// rows (plus the offset on the first page) in a heap, so a page costs
+    /// O(events) under the lock and memory stays bounded by the page.
+    pub fn ordered(
+        statuses: Vec<Status>,
+        order: Order,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> EventPager {
         EventPager {
             statuses,
+            order,
             after: None,
+            scan_after: None,
             window: Window::new(offset, limit),
         }
     }
@@ -692,12 +809,28 @@ impl EventPager {
         let Some(want) = self.window.want(max) else {
             return Vec::new();
         };
-        let after = match self.after {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
+        let descending = match self.order.columns() {
+            [] => false,
+            [SortBy {
+                column: SortColumn::ScheduledTime,
+                descending,
+            }] => *descending,
+            _ => return self.scan_page(projection, want),
         };
         let sets = projection.selected(&self.statuses);
-        let mut keys = Merge::new(sets.into_iter().map(|set| set.range((after, Bound::Unbounded))));
+        let mut keys: Box<dyn Iterator<Item = &Key>> = if descending {
+            let before = self.after.map_or(Bound::Unbounded, Bound::Excluded);
+            Box::new(Merge::new(
+                sets.into_iter().map(|set| set.range((Bound::Unbounded, before)).rev()),
+                true,
+            ))
+        } else {
+            let after = self.after.map_or(Bound::Unbounded, Bound::Excluded);
+            Box::new(Merge::new(
+                sets.into_iter().map(|set| set.range((after, Bound::Unbounded))),
+                false,
+            ))
+        };
         // Skipping counts even events that are then not returned, so that
         // the skip, like today's, is over the listing as it stands now.
         let skipped = keys.by_ref().take(self.window.skip).count();
@@ -714,6 +847,28 @@ impl EventPager {
             .collect();
         self.window.advance(skipped, taken, want);
         page
+    }
+
+    /// A page in an order no set keeps: see [`EventPager::ordered`]. An
+    /// event's key never changes (its time and its record's place are
+    /// fixed), so the cursor keeps the same promises as the sets' cursor.
+    fn scan_page(&mut self, projection: &Projection, want: usize) -> Vec<EventView> {
+        let statuses = &self.statuses;
+        let order = &self.order;
+        let keys = projection
+            .slots
+            .iter()
+            .filter(|(_, slot)| statuses.is_empty() || statuses.contains(&slot.status))
+            .map(|(&id, slot)| (order.key(slot.schedule_at, creation_rank(slot.loc)), id));
+        let (skipped, keys) = least_after(keys, self.scan_after, self.window.skip, want);
+        if let Some(&last) = keys.last() {
+            self.scan_after = Some(last);
+        }
+        let taken = keys.len();
+        self.window.advance(skipped, taken, want);
+        keys.into_iter()
+            .filter_map(|(_, id)| projection.event(id))
+            .collect()
     }
 
     /// Whether the listing is over: the next page would be empty.
@@ -735,19 +890,39 @@ impl EventPager {
 #[derive(Clone, Debug)]
 pub struct InvocationPager {
     event: Option<EventId>,
-    /// The key of the last invocation returned; `None` before the first page.
-    before: Option<u64>,
+    order: Order,
+    /// The key of the last invocation returned in recording order (newest
+    /// or oldest first); `None` before the first page.
+    last: Option<u64>,
+    /// The key of the last invocation returned by `scheduled_time`.
+    scan_after: Option<([i128; 2], u64)>,
     /// How much of the listing is left to skip and to return.
     window: Window,
 }
 
 impl InvocationPager {
     /// A listing of the invocations of `event` (of all events when `None`),
-    /// skipping `offset` and returning at most `limit`.
+    /// newest first, skipping `offset` and returning at most `limit`.
     pub fn new(event: Option<EventId>, offset: usize, limit: Option<usize>) -> InvocationPager {
+        InvocationPager::ordered(event, Order::default(), offset, limit)
+    }
+
+    /// [`InvocationPager::new`] in `order` (empty: `created_at`
+    /// descending, newest first). By `created_at` the pages walk the index
+    /// either way; by `scheduled_time` (their events') each page is one
+    /// pass over the invocations listed, as for events
+    /// ([`EventPager::ordered`]).
+    pub fn ordered(
+        event: Option<EventId>,
+        order: Order,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> InvocationPager {
         InvocationPager {
             event,
-            before: None,
+            order,
+            last: None,
+            scan_after: None,
             window: Window::new(offset, limit),
         }
     }
@@ -758,17 +933,38 @@ impl InvocationPager {
         let Some(want) = self.window.want(max) else {
             return Vec::new();
         };
-        let end = self.before.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut keys: Box<dyn Iterator<Item = u64>> = match self.event {
-            None => Box::new(projection.invocations.range((Bound::Unbounded, end)).rev().map(|(&k, _)| k)),
-            Some(id) => {
-                let keys = projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice);
-                // Oldest first, so ascending: the cursor is found by halving.
-                let upto = match end {
-                    Bound::Excluded(before) => keys.partition_point(|&k| k < before),
-                    _ => keys.len(),
-                };
-                Box::new(keys[..upto].iter().rev().copied())
+        // The key is the recording order, which no two invocations share:
+        // columns after `created_at` can break no tie.
+        let descending = match self.order.columns().first() {
+            None => true,
+            Some(SortBy {
+                column: SortColumn::CreatedAt,
+                descending,
+            }) => *descending,
+            Some(_) => return self.scan_page(projection, want),
+        };
+        let all: &[u64] = match self.event {
+            None => &[],
+            Some(id) => projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice),
+        };
+        let mut keys: Box<dyn Iterator<Item = u64>> = match (self.event, descending) {
+            (None, true) => {
+                let end = self.last.map_or(Bound::Unbounded, Bound::Excluded);
+                Box::new(projection.invocations.range((Bound::Unbounded, end)).rev().map(|(&k, _)| k))
+            }
+            (None, false) => {
+                let start = self.last.map_or(Bound::Unbounded, Bound::Excluded);
+                Box::new(projection.invocations.range((start, Bound::Unbounded)).map(|(&k, _)| k))
+            }
+            // An event's keys are oldest first, so ascending: the cursor is
+            // found by halving.
+            (Some(_), true) => {
+                let upto = self.last.map_or(all.len(), |last| all.partition_point(|&k| k < last));
+                Box::new(all[..upto].iter().rev().copied())
+            }
+            (Some(_), false) => {
+                let from = self.last.map_or(0, |last| all.partition_point(|&k| k <= last));
+                Box::new(all[from..].iter().copied())
             }
         };
         let skipped = keys.by_ref().take(self.window.skip).count();
@@ -776,7 +972,7 @@ impl InvocationPager {
         let page: Vec<InvocationRef> = keys
             .take(want)
             .inspect(|&key| {
-                self.before = Some(key);
+                self.last = Some(key);
                 taken += 1;
             })
             .filter_map(|key| projection.invocations.get(&key).copied())
@@ -785,23 +981,59 @@ impl InvocationPager {
         page
     }
 
+    /// A page by the events' `scheduled_time`: one pass, as
+    /// [`EventPager`]'s pages in an order no index keeps.
+    fn scan_page(&mut self, projection: &Projection, want: usize) -> Vec<InvocationRef> {
+        let order = &self.order;
+        let key_of = |key: u64, inv: &InvocationRef| {
+            let schedule_at = projection
+                .slots
+                .get(&inv.event_id)
+                .map_or(UnixMicros(0), |slot| slot.schedule_at);
+            (order.key(schedule_at, i128::from(key)), key)
+        };
+        let (skipped, keys) = match self.event {
+            None => {
+                let keys = projection.invocations.iter().map(|(&k, inv)| key_of(k, inv));
+                least_after(keys, self.scan_after, self.window.skip, want)
+            }
+            Some(id) => {
+                let all = projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice);
+                let keys = all
+                    .iter()
+                    .filter_map(|k| projection.invocations.get(k).map(|inv| key_of(*k, inv)));
+                least_after(keys, self.scan_after, self.window.skip, want)
+            }
+        };
+        if let Some(&last) = keys.last() {
+            self.scan_after = Some(last);
+        }
+        self.window.advance(skipped, keys.len(), want);
+        keys.into_iter()
+            .filter_map(|(_, key)| projection.invocations.get(&key).copied())
+            .collect()
+    }
+
     /// Whether the listing is over: the next page would be empty.
     pub fn is_done(&self) -> bool {
         self.window.done
     }
 }
 
-/// Merges iterators that each yield keys in ascending order into one
-/// ascending iterator. With at most six inputs a linear scan for the least
+/// Merges iterators that each yield keys in ascending (or each in
+/// descending) order into one ascending (descending) iterator. With at most six inputs a linear scan for the least
 /// head is cheaper than a heap.
 struct Merge<'a, I: Iterator<Item = &'a Key>> {
     heads: Vec<Peekable<I>>,
+    /// Whether the inputs (and so the output) are descending.
+    descending: bool,
 }
 
 impl<'a, I: Iterator<Item = &'a Key>> Merge<'a, I> {
-    fn new(inputs: impl IntoIterator<Item = I>) -> Self {
+    fn new(inputs: impl IntoIterator<Item = I>, descending: bool) -> Self {
         Merge {
             heads: inputs.into_iter().map(Iterator::peekable).collect(),
+            descending,
         }
     }
 }
@@ -810,15 +1042,15 @@ impl<'a, I: Iterator<Item = &'a Key>> Iterator for Merge<'a, I> {
     type Item = &'a Key;
 
     fn next(&mut self) -> Option<&'a Key> {
-        let mut least: Option<(usize, &'a Key)> = None;
+        let mut first: Option<(usize, &'a Key)> = None;
         for (i, head) in self.heads.iter_mut().enumerate() {
             if let Some(&key) = head.peek()
-                && least.is_none_or(|(_, k)| key < k)
+                && first.is_none_or(|(_, k)| if self.descending { key > k } else { key < k })
             {
-                least = Some((i, key));
+                first = Some((i, key));
             }
         }
-        let (i, _) = least?;
+        let (i, _) = first?;
         self.heads[i].next()
     }
 }

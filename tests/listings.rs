@@ -25,7 +25,7 @@ async fn answer(server: &TestServer, path: &str, body: Value) -> Answer {
     let response = server.api.post_response(path, &body).await;
     assert_eq!(response.status(), 200, "{body}");
     let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8");
     let bytes = response.bytes().await.expect("the whole body").to_vec();
     let json: Value = serde_json::from_slice(&bytes).expect("the body is JSON");
     // The bytes are those of the answer built whole as a value: same keys,

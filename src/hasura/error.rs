@@ -12,11 +12,14 @@ pub enum Code {
     /// The body is not the JSON the command needs: syntax, shape, types,
     /// missing or unknown keys.
     ParseFailed,
+    /// The body is not JSON at all (nor UTF-8).
+    InvalidJson,
     /// The JSON is well-formed but a value is not acceptable.
     ValidationFailed,
     /// A Hasura feature chime does not implement.
     NotSupported,
-    /// The named event does not exist (or was deleted).
+    /// No such path, or not with this method. (An event id that names no
+    /// event is not an error: Hasura answers `success` or an empty list.)
     NotFound,
     /// A missing or wrong admin secret, or a role other than `admin`.
     AccessDenied,
@@ -33,6 +36,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::ParseFailed => "parse-failed",
+            Code::InvalidJson => "invalid-json",
             Code::ValidationFailed => "validation-failed",
             Code::NotSupported => "not-supported",
             Code::NotFound => "not-found",
@@ -44,11 +48,13 @@ impl Code {
     }
 
     /// The HTTP status an error with this code is sent with: 400 bad input,
-    /// 401 access denied, 404 unknown event, 413 body too large, 500 bug,
+    /// 401 access denied, 404 unknown path, 413 body too large, 500 bug,
     /// 503 the log refuses writes.
     pub fn status(self) -> u16 {
         match self {
-            Code::ParseFailed | Code::ValidationFailed | Code::NotSupported => 400,
+            Code::ParseFailed | Code::InvalidJson | Code::ValidationFailed | Code::NotSupported => {
+                400
+            }
             Code::NotFound => 404,
             Code::AccessDenied => 401,
             Code::PayloadTooLarge => 413,
@@ -111,9 +117,25 @@ impl ApiError {
         Self::new(Code::NotSupported, path, error)
     }
 
-    /// [`Code::NotFound`] at `path`.
-    pub fn not_found(path: impl Into<String>, error: impl Into<String>) -> Self {
-        Self::new(Code::NotFound, path, error)
+    /// [`Code::InvalidJson`]: the body does not parse as JSON.
+    pub fn invalid_json(error: impl Into<String>) -> Self {
+        Self::new(Code::InvalidJson, "$", error)
+    }
+
+    /// Hasura's answer to any method and path it does not serve.
+    pub fn resource_not_found() -> Self {
+        Self::new(Code::NotFound, "$", "resource does not exist")
+    }
+
+    /// [`Code::AccessDenied`] with 400 at `$.args`: the caller is known (a
+    /// valid secret, or none needed) but asks for a role other than
+    /// `admin`, which may not use the metadata API. Hasura's answer, word
+    /// for word.
+    pub fn admin_only() -> Self {
+        ApiError {
+            status: 400,
+            ..Self::new(Code::AccessDenied, "$.args", "restricted access : admin only")
+        }
     }
 
     /// [`Code::AccessDenied`], about the whole request.
@@ -178,8 +200,17 @@ mod tests {
         );
         assert_eq!(ApiError::access_denied("no").status, 401);
         assert_eq!(ApiError::access_denied("no").code, "access-denied");
-        assert_eq!(ApiError::not_found("$.args.event_id", "no").status, 404);
         assert_eq!(ApiError::payload_too_large(10).status, 413);
+        assert_eq!(ApiError::invalid_json("x").to_json()["code"], "invalid-json");
+        assert_eq!(
+            ApiError::resource_not_found().to_json(),
+            json!({"code": "not-found", "error": "resource does not exist", "path": "$"})
+        );
+        assert_eq!(ApiError::resource_not_found().status, 404);
+        assert_eq!(
+            (ApiError::admin_only().status, ApiError::admin_only().path.as_str()),
+            (400, "$.args")
+        );
         assert_eq!(ApiError::unavailable("disk full").status, 503);
         assert_eq!(ApiError::not_supported("$", "x").code, "not-supported");
         assert_eq!(

@@ -13,18 +13,24 @@
 //!
 //! Choices where Hasura is vague or chime differs on purpose (each one is
 //! also noted where it is made):
-//! - Unknown keys anywhere (top level, `args`, a header, `retry_conf`) are
-//!   refused with `parse-failed` naming the key, so a typo such as
-//!   `retry_config` is not silently dropped. Duplicate keys are refused too.
-//! - `request_transform` / `response_transform` are refused with
-//!   `not-supported` rather than ignored.
+//! - Unknown keys anywhere (top level, `args`, a header, `retry_conf`,
+//!   `order_by`) are refused with `parse-failed` naming the key and listing
+//!   the known ones, so a typo such as `retry_config` is not silently
+//!   dropped; every key Hasura knows is accepted (`trigger_name` is ignored
+//!   for `one_off`). Duplicate keys are refused too.
+//! - A non-null `request_transform` / `response_transform` is refused with
+//!   `not-supported` rather than dropped (`null` is absent).
+//! - A body that is not JSON (or not UTF-8) is `invalid-json` at `$`, as
+//!   in Hasura; JSON that is not a request is `parse-failed`.
 //! - `null` for an optional argument means "absent".
-//! - `bulk` is accepted on `/v1/query` only. Nested bulks parse (up to
-//!   [`MAX_BULK_DEPTH`] levels, so errors inside them get their paths), but
-//!   the API ([`crate::api`]) refuses to run one (`not-supported`) before
-//!   appending anything.
-//! - A malformed `event_id` is `parse-failed` at its path, not `not-found`:
-//!   the client sent something that is not an id at all.
+//! - `bulk` is accepted on both endpoints, `bulk_atomic` and
+//!   `bulk_keep_going` on `/v1/metadata`, as in Hasura. Bulks nest up to
+//!   [`MAX_BULK_DEPTH`] levels (a cap Hasura does not have; it keeps a
+//!   hostile body from recursing the parser off the stack).
+//! - A malformed `event_id` of a delete is `parse-failed` at its path: the
+//!   client sent something that is not an id at all. Deleting an id that
+//!   names no event is `success`, and listing its invocations (or those of
+//!   a malformed id) is an empty list, as in Hasura.
 //! - `retry_conf.timeout_seconds: 0` is `validation-failed`: a call that may
 //!   not take any time can never succeed.
 //! - `schedule_at` follows the time grammar of aeson, Hasura's JSON library
@@ -55,13 +61,13 @@ mod time;
 )]
 pub use error::{ApiError, Code};
 pub use render::{
-    LISTING_TAIL, Listing, ROW_SEPARATOR, created, render_event, render_invocation, success,
+    LISTING_TAIL, Listing, ROW_SEPARATOR, created, no_invocations, render_event, render_invocation, success,
 };
 #[cfg_attr(
     not(feature = "internals"),
     allow(unused_imports, reason = "the module's API; named outside the crate with feature internals")
 )]
-pub use request::{Command, Endpoint, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, check_env_policy,
+pub use request::{Command, Endpoint, InvocationsOf, MAX_BULK_DEPTH, MAX_PAYLOAD_DEPTH, NewEvent, check_env_policy,
     parse_request,
 };
 

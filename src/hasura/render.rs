@@ -20,6 +20,16 @@ pub fn created(event_id: EventId) -> Value {
     json!({ "message": "success", "event_id": event_id.to_string() })
 }
 
+/// The answer to `get_scheduled_event_invocations` for an `event_id` that
+/// is not an id: `{"invocations":[]}`, with `"count":0` when asked for.
+pub fn no_invocations(get_rows_count: bool) -> Value {
+    if get_rows_count {
+        json!({ "count": 0, "invocations": [] })
+    } else {
+        json!({ "invocations": [] })
+    }
+}
+
 /// A listing's answer written a piece at a time, for answers too large to
 /// build whole: [`Listing::head`], then each row's JSON separated by
 /// [`ROW_SEPARATOR`], then [`LISTING_TAIL`]. The bytes are exactly those of
@@ -81,6 +91,10 @@ pub fn render_event(created: &EventCreated, view: &EventView) -> Value {
         "created_at": created.created_at.to_rfc3339(),
         "next_retry_at": view.next_retry_at.map(UnixMicros::to_rfc3339),
         "comment": created.comment,
+        // chime runs no transforms (a create naming one is refused), so
+        // these are always null, as Hasura shows an event without them.
+        "request_transform": null,
+        "response_transform": null,
     })
 }
 

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use super::json::{Field, Obj};
 use super::time::parse_time;
-use crate::projection::Status;
+use crate::projection::{Order, SortBy, SortColumn, Status};
 use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
 use crate::webhook::{
     EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value, validate_template,
@@ -25,7 +25,8 @@ pub const MAX_BULK_DEPTH: usize = 8;
 /// showable.
 pub const MAX_PAYLOAD_DEPTH: usize = 100;
 
-/// Which URL the request came in on; only `/v1/query` accepts `bulk`.
+/// Which URL the request came in on: both take `bulk`; only `/v1/metadata`
+/// takes `bulk_atomic` and `bulk_keep_going`, as in Hasura.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/metadata`
@@ -40,12 +41,15 @@ pub enum Command {
     /// `create_scheduled_event`: answered with [`super::created`].
     CreateScheduledEvent(NewEvent),
     /// `delete_scheduled_event` (`type: one_off`): answered with
-    /// [`super::success`], or `not-found` for an id that names no live event.
+    /// [`super::success`], also for an id that names no live event (nothing
+    /// is written for it).
     DeleteScheduledEvent { event_id: EventId },
     /// `get_scheduled_events`: answered as [`super::Listing::Events`].
     GetScheduledEvents {
         /// Empty means every status.
         statuses: Vec<Status>,
+        /// `order_by`; empty: `scheduled_time` ascending.
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
@@ -53,16 +57,36 @@ pub enum Command {
     /// `get_scheduled_event_invocations`: answered as
     /// [`super::Listing::Invocations`].
     GetScheduledEventInvocations {
-        /// `None` means the invocations of every event.
-        event_id: Option<EventId>,
+        /// Whose invocations: every event's when `event_id` is absent.
+        event_id: InvocationsOf,
+        /// `order_by`; empty: `created_at` descending (newest first).
+        order: Order,
         limit: Option<usize>,
         offset: usize,
         get_rows_count: bool,
     },
-    /// `bulk` on `/v1/query`: answered with an array, one answer per command.
-    /// A bulk inside a bulk parses (so errors inside it get their paths) but
-    /// is not run: see `crate::api`, which owns that rule.
+    /// `bulk` (either endpoint) or `bulk_atomic` (`/v1/metadata`): all or
+    /// nothing. Validated as a whole (the first bad command fails the
+    /// request), its writes appended as one batch; answered with an array,
+    /// one answer per command, a nested bulk's answer a nested array.
     Bulk(Vec<Command>),
+    /// `bulk_keep_going` (`/v1/metadata`): each command on its own. A
+    /// command that does not parse is kept as its error, answered in its
+    /// place in the array; the others run.
+    BulkKeepGoing(Vec<Result<Command, ApiError>>),
+}
+
+/// Whose invocations `get_scheduled_event_invocations` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvocationsOf {
+    /// No `event_id`: every event's.
+    Every,
+    /// That event's; none when it names no event (never created, or
+    /// deleted), which is an empty listing, not an error, as in Hasura.
+    Event(EventId),
+    /// An `event_id` that is not a UUID: it names no event, so the listing
+    /// is empty (Hasura looks it up as text and finds no row).
+    NoEvent,
 }
 
 /// The validated arguments of `create_scheduled_event`.
@@ -98,17 +122,19 @@ impl NewEvent {
 /// Parses and validates a request body sent to `endpoint`.
 ///
 /// The whole request is validated before anything is returned: in a `bulk`
-/// the first error in any sub-request fails the request, with a path that
-/// points into that sub-request (`$.args[2].args.schedule_at`). Never panics,
-/// whatever the bytes.
+/// (or `bulk_atomic`) the first error in any sub-request fails the request,
+/// with a path that points into that sub-request
+/// (`$.args[2].args.schedule_at`); in a `bulk_keep_going` each sub-request's
+/// error is kept in its place. Never panics, whatever the bytes.
 pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<Command, ApiError> {
+    // Not UTF-8 is not JSON either: Hasura answers both `invalid-json`.
     let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::parse_failed("$", format!("the body is not UTF-8: {e}")))?;
+        .map_err(|e| ApiError::invalid_json(format!("the body is not UTF-8: {e}")))?;
     // Borrowing the body as raw JSON keeps the payload's exact text and
     // checks the syntax of the whole body up front, so later errors are
     // about meaning only.
     let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|e| ApiError::parse_failed("$", format!("invalid JSON: {e}")))?;
+        .map_err(|e| ApiError::invalid_json(format!("invalid JSON: {e}")))?;
     parse_command(&Field::root(raw), endpoint, 0)
 }
 
@@ -126,7 +152,13 @@ fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<
         "delete_scheduled_event" => parse_delete(&obj.required("args")?),
         "get_scheduled_events" => parse_get_events(&obj.object_or_empty("args")?),
         "get_scheduled_event_invocations" => parse_get_invocations(&obj.object_or_empty("args")?),
-        "bulk" if endpoint == Endpoint::Query => parse_bulk(&obj.required("args")?, depth),
+        "bulk" => parse_atomic(&obj.required("args")?, endpoint, depth),
+        "bulk_atomic" if endpoint == Endpoint::Metadata => {
+            parse_atomic(&obj.required("args")?, endpoint, depth)
+        }
+        "bulk_keep_going" if endpoint == Endpoint::Metadata => {
+            parse_bulk(&obj.required("args")?, endpoint, depth).map(Command::BulkKeepGoing)
+        }
         other => Err(ApiError::parse_failed(
             obj.path(),
             format!("unknown metadata command {}", Value::from(other)),
@@ -134,17 +166,32 @@ fn parse_command(field: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<
     }
 }
 
-fn parse_bulk(args: &Field<'_>, depth: usize) -> Result<Command, ApiError> {
+/// `bulk` or `bulk_atomic`: the first command that does not parse fails
+/// the whole request, with its path (`$.args[2].args.schedule_at`).
+fn parse_atomic(args: &Field<'_>, endpoint: Endpoint, depth: usize) -> Result<Command, ApiError> {
+    parse_bulk(args, endpoint, depth)?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Command::Bulk)
+}
+
+/// A bulk's commands, each parsed or its error: the array itself must be
+/// one, within [`MAX_BULK_DEPTH`]. The commands are those of `endpoint`.
+fn parse_bulk(
+    args: &Field<'_>,
+    endpoint: Endpoint,
+    depth: usize,
+) -> Result<Vec<Result<Command, ApiError>>, ApiError> {
     if depth >= MAX_BULK_DEPTH {
         return Err(args.parse_failed(format!(
             "bulk requests may nest at most {MAX_BULK_DEPTH} levels deep"
         )));
     }
-    args.array("expected an array of requests")?
+    Ok(args
+        .array("expected an array of requests")?
         .iter()
-        .map(|item| parse_command(item, Endpoint::Query, depth + 1))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Command::Bulk)
+        .map(|item| parse_command(item, endpoint, depth + 1))
+        .collect())
 }
 
 fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
@@ -157,9 +204,22 @@ fn parse_create(args: &Field<'_>) -> Result<NewEvent, ApiError> {
             "headers",
             "retry_conf",
             "comment",
+            "request_transform",
+            "response_transform",
         ],
-        &["request_transform", "response_transform"],
+        &[],
     )?;
+    // `null` is absent, as Hasura reads it; a transform itself chime does
+    // not do, and refuses rather than drop (Hasura drops them silently for
+    // one-off events).
+    for key in ["request_transform", "response_transform"] {
+        if let Some(field) = obj.get(key) {
+            return Err(ApiError::not_supported(
+                field.path(),
+                format!("{} is not supported by chime", Value::from(key)),
+            ));
+        }
+    }
 
     let webhook_field = obj.required("webhook")?;
     let webhook = webhook_field.string()?;
@@ -326,10 +386,20 @@ fn parse_delete(args: &Field<'_>) -> Result<Command, ApiError> {
 fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
     check_one_off(obj, false)?;
     obj.check_keys(
-        &["type", "limit", "offset", "status", "get_rows_count"],
+        &[
+            "type",
+            "trigger_name",
+            "limit",
+            "offset",
+            "status",
+            "get_rows_count",
+            "order_by",
+        ],
         &[],
     )?;
+    check_trigger_name(obj)?;
     let (limit, offset, get_rows_count) = paging(obj)?;
+    let order = order_by(obj)?;
     let mut statuses = Vec::new();
     if let Some(field) = obj.get("status") {
         for item in field.array("expected an array of statuses")? {
@@ -345,6 +415,7 @@ fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
     }
     Ok(Command::GetScheduledEvents {
         statuses,
+        order,
         limit,
         offset,
         get_rows_count,
@@ -354,17 +425,81 @@ fn parse_get_events(obj: &Obj<'_>) -> Result<Command, ApiError> {
 fn parse_get_invocations(obj: &Obj<'_>) -> Result<Command, ApiError> {
     check_one_off(obj, false)?;
     obj.check_keys(
-        &["type", "event_id", "limit", "offset", "get_rows_count"],
+        &[
+            "type",
+            "event_id",
+            "trigger_name",
+            "limit",
+            "offset",
+            "get_rows_count",
+            "order_by",
+        ],
         &[],
     )?;
-    let event_id = obj.get("event_id").map(|f| f.uuid()).transpose()?;
+    check_trigger_name(obj)?;
+    let order = order_by(obj)?;
+    let event_id = match obj.get("event_id") {
+        None => InvocationsOf::Every,
+        // Any string is accepted, a UUID or not; anything else is not an id.
+        Some(field) => match EventId::parse_str(&field.string()?) {
+            Ok(id) => InvocationsOf::Event(id),
+            Err(_) => InvocationsOf::NoEvent,
+        },
+    };
     let (limit, offset, get_rows_count) = paging(obj)?;
     Ok(Command::GetScheduledEventInvocations {
         event_id,
+        order,
         limit,
         offset,
         get_rows_count,
     })
+}
+
+/// `trigger_name` names a cron trigger; for `one_off` Hasura accepts it
+/// and ignores it, so chime only checks that it is text.
+fn check_trigger_name(obj: &Obj<'_>) -> Result<(), ApiError> {
+    obj.get("trigger_name").map(|f| f.string()).transpose()?;
+    Ok(())
+}
+
+/// `order_by`: a list of `{"column": "scheduled_time"|"created_at",
+/// "type": "asc"|"desc", "nulls": "first"|"last"}`, most significant
+/// first; `type` defaults to `asc`. Neither column is ever null, so
+/// `nulls` is checked and has no effect.
+fn order_by(obj: &Obj<'_>) -> Result<Order, ApiError> {
+    let Some(field) = obj.get("order_by") else {
+        return Ok(Order::default());
+    };
+    let mut by = Vec::new();
+    for item in field.array("expected an array of {\"column\", \"type\", \"nulls\"}")? {
+        let entry = item.object("an object {\"column\", \"type\", \"nulls\"}")?;
+        entry.check_keys(&["column", "type", "nulls"], &[])?;
+        let one_of = |key: &str, names: &[&str]| -> Result<Option<String>, ApiError> {
+            let Some(field) = entry.get(key) else {
+                return Ok(None);
+            };
+            let name = field.string()?;
+            if names.contains(&name.as_str()) {
+                Ok(Some(name))
+            } else {
+                Err(field.parse_failed(format!(
+                    "unexpected {}; expected one of: {}",
+                    Value::from(name.as_str()),
+                    names.join(", ")
+                )))
+            }
+        };
+        entry.required("column")?;
+        let column = match one_of("column", &["scheduled_time", "created_at"])?.as_deref() {
+            Some("created_at") => SortColumn::CreatedAt,
+            _ => SortColumn::ScheduledTime,
+        };
+        let descending = one_of("type", &["asc", "desc"])?.is_some_and(|t| t == "desc");
+        one_of("nulls", &["first", "last"])?;
+        by.push(SortBy { column, descending });
+    }
+    Ok(Order::new(by))
 }
 
 /// `limit`, `offset` (default 0) and `get_rows_count` (default false).
@@ -412,11 +547,14 @@ fn check_one_off(obj: &Obj<'_>, required: bool) -> Result<(), ApiError> {
 /// against `policy` (400 `validation-failed`, so nothing is written). Apart
 /// from [`parse_request`] because the policy is server configuration and
 /// parsing is pure syntax and meaning; the API runs both before any write.
-pub fn check_env_policy(command: &Command, policy: &EnvPolicy) -> Result<(), ApiError> {
+///
+/// In a `bulk_keep_going`, a command the policy refuses becomes its error,
+/// answered in its place, as one that does not parse.
+pub fn check_env_policy(command: &mut Command, policy: &EnvPolicy) -> Result<(), ApiError> {
     check_env_at(command, policy, "$")
 }
 
-fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(), ApiError> {
+fn check_env_at(command: &mut Command, policy: &EnvPolicy, path: &str) -> Result<(), ApiError> {
     match command {
         Command::CreateScheduledEvent(event) => {
             policy
@@ -443,9 +581,19 @@ fn check_env_at(command: &Command, policy: &EnvPolicy, path: &str) -> Result<(),
             Ok(())
         }
         Command::Bulk(commands) => commands
-            .iter()
+            .iter_mut()
             .enumerate()
             .try_for_each(|(i, c)| check_env_at(c, policy, &format!("{path}.args[{i}]"))),
+        Command::BulkKeepGoing(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Ok(c) = item
+                    && let Err(e) = check_env_at(c, policy, &format!("{path}.args[{i}]"))
+                {
+                    *item = Err(e);
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

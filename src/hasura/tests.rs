@@ -9,7 +9,7 @@ use super::render::whole::{events_answer, invocations_answer};
 use super::time::parse_time;
 use super::*;
 use crate::log::Loc;
-use crate::projection::{EventView, InvocationRef, Status};
+use crate::projection::{EventView, InvocationRef, Order, SortBy, SortColumn, Status};
 use crate::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RetryConf, UnixMicros,
@@ -72,12 +72,18 @@ fn utc(rfc3339: &str) -> UnixMicros {
 
 #[test]
 fn malformed_json_and_non_objects_fail_at_the_root() {
+    // Not JSON (or not UTF-8): Hasura's `invalid-json`.
+    for body in ["", "{", "{\"type\":", "nul", "{} x"] {
+        assert_err(parse(body), 400, "invalid-json", "$");
+    }
+    assert_err(
+        parse_request(b"{\"type\":\"\xff\"}", Endpoint::Query),
+        400,
+        "invalid-json",
+        "$",
+    );
+    // JSON, but not a request object.
     for body in [
-        "",
-        "{",
-        "{\"type\":",
-        "nul",
-        "{} x",
         "[]",
         "\"x\"",
         "null",
@@ -85,12 +91,6 @@ fn malformed_json_and_non_objects_fail_at_the_root() {
     ] {
         assert_err(parse(body), 400, "parse-failed", "$");
     }
-    assert_err(
-        parse_request(b"{\"type\":\"\xff\"}", Endpoint::Query),
-        400,
-        "parse-failed",
-        "$",
-    );
 }
 
 #[test]
@@ -296,6 +296,12 @@ fn transforms_are_not_supported() {
         "not-supported",
         "$.args.response_transform",
     );
+    // `null` is absent, as Hasura reads it.
+    let mut args = minimal_args();
+    args["request_transform"] = Value::Null;
+    args["response_transform"] = Value::Null;
+    let body = json!({"type": "create_scheduled_event", "args": args}).to_string();
+    assert!(matches!(parse(&body), Ok(Command::CreateScheduledEvent(_))));
 }
 
 // --- schedule_at --------------------------------------------------------
@@ -726,6 +732,7 @@ fn delete() {
 fn get_events() {
     let defaults = Command::GetScheduledEvents {
         statuses: vec![],
+        order: Order::default(),
         limit: None,
         offset: 0,
         get_rows_count: false,
@@ -746,6 +753,7 @@ fn get_events() {
         parse(r#"{"type":"get_scheduled_events","args":{"type":"one_off","limit":10,"offset":20,"status":["scheduled","dead"],"get_rows_count":true}}"#).unwrap(),
         Command::GetScheduledEvents {
             statuses: vec![Status::Scheduled, Status::Dead],
+            order: Order::default(),
             limit: Some(10),
             offset: 20,
             get_rows_count: true,
@@ -774,9 +782,27 @@ fn get_events() {
             "$.args.type",
         ),
         (
-            r#"{"type":"one_off","trigger_name":"t"}"#,
+            r#"{"type":"one_off","trigger_name":7}"#,
             "parse-failed",
             "$.args.trigger_name",
+        ),
+        (r#"{"order_by":{"column":"created_at"}}"#, "parse-failed", "$.args.order_by"),
+        (r#"{"order_by":[{"type":"asc"}]}"#, "parse-failed", "$.args.order_by[0].column"),
+        (r#"{"order_by":[{"column":"id"}]}"#, "parse-failed", "$.args.order_by[0].column"),
+        (
+            r#"{"order_by":[{"column":"created_at","type":"up"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].type",
+        ),
+        (
+            r#"{"order_by":[{"column":"created_at","nulls":"middle"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].nulls",
+        ),
+        (
+            r#"{"order_by":[{"column":"created_at","direction":"asc"}]}"#,
+            "parse-failed",
+            "$.args.order_by[0].direction",
         ),
         (r#"[]"#, "parse-failed", "$.args"),
     ];
@@ -784,6 +810,23 @@ fn get_events() {
         let body = format!(r#"{{"type":"get_scheduled_events","args":{args}}}"#);
         assert_err(parse(&body), 400, code, path);
     }
+    // Keys Hasura knows: `trigger_name` (ignored for one_off) and
+    // `order_by`, each column once, the first mention winning.
+    let body = r#"{"type":"get_scheduled_events","args":{"type":"one_off","trigger_name":"t","order_by":[
+        {"column":"created_at","type":"desc","nulls":"last"},
+        {"column":"scheduled_time"},
+        {"column":"created_at","type":"asc"}]}}"#;
+    let Ok(Command::GetScheduledEvents { order, .. }) = parse(body) else {
+        panic!("{body} refused");
+    };
+    assert_eq!(
+        order,
+        Order::new([
+            SortBy { column: SortColumn::CreatedAt, descending: true },
+            SortBy { column: SortColumn::ScheduledTime, descending: false },
+        ])
+    );
+    assert_eq!(order.columns().len(), 2);
 }
 
 #[test]
@@ -791,7 +834,8 @@ fn get_invocations() {
     assert_eq!(
         parse(r#"{"type":"get_scheduled_event_invocations","args":{"type":"one_off"}}"#).unwrap(),
         Command::GetScheduledEventInvocations {
-            event_id: None,
+            event_id: InvocationsOf::Every,
+            order: Order::default(),
             limit: None,
             offset: 0,
             get_rows_count: false
@@ -803,14 +847,25 @@ fn get_invocations() {
     assert_eq!(
         parse(&body).unwrap(),
         Command::GetScheduledEventInvocations {
-            event_id: Some(EventId::parse_str(ID).unwrap()),
+            event_id: InvocationsOf::Event(EventId::parse_str(ID).unwrap()),
+            order: Order::default(),
             limit: Some(1),
             offset: 2,
             get_rows_count: true
         }
     );
+    // An id that is not a UUID names no event: an empty listing, as in
+    // Hasura, not an error.
+    let body = r#"{"type":"get_scheduled_event_invocations","args":{"event_id":"x"}}"#;
+    assert!(matches!(
+        parse(body),
+        Ok(Command::GetScheduledEventInvocations {
+            event_id: InvocationsOf::NoEvent,
+            ..
+        })
+    ));
     for (args, code, path) in [
-        (r#"{"event_id":"x"}"#, "parse-failed", "$.args.event_id"),
+        (r#"{"event_id":7}"#, "parse-failed", "$.args.event_id"),
         (r#"{"type":"cron"}"#, "not-supported", "$.args.type"),
         (r#"{"status":[]}"#, "parse-failed", "$.args.status"),
         (r#"{"limit":-1}"#, "validation-failed", "$.args.limit"),
@@ -879,14 +934,52 @@ fn bulk_fails_whole_with_the_sub_request_path() {
 }
 
 #[test]
-fn bulk_only_on_query() {
-    let body = bulk(vec![json!({"type": "get_scheduled_events", "args": {}})]);
-    let e = parse_request(body.as_bytes(), Endpoint::Metadata).unwrap_err();
-    assert_eq!(
-        (e.status, e.code.as_str(), e.path.as_str()),
-        (400, "parse-failed", "$")
+fn bulk_on_both_endpoints_atomic_and_keep_going_on_metadata() {
+    let items = vec![json!({"type": "get_scheduled_events", "args": {}})];
+    let batch = |ty: &str| json!({"type": ty, "args": items}).to_string();
+    for endpoint in [Endpoint::Query, Endpoint::Metadata] {
+        assert!(matches!(
+            parse_request(batch("bulk").as_bytes(), endpoint),
+            Ok(Command::Bulk(_))
+        ));
+    }
+    assert!(matches!(
+        parse_request(batch("bulk_atomic").as_bytes(), Endpoint::Metadata),
+        Ok(Command::Bulk(_))
+    ));
+    assert!(matches!(
+        parse_request(batch("bulk_keep_going").as_bytes(), Endpoint::Metadata),
+        Ok(Command::BulkKeepGoing(_))
+    ));
+    for ty in ["bulk_atomic", "bulk_keep_going"] {
+        let e = parse_request(batch(ty).as_bytes(), Endpoint::Query).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str(), e.path.as_str()),
+            (400, "parse-failed", "$")
+        );
+        assert_eq!(e.error, format!("unknown metadata command \"{ty}\""));
+    }
+    // Keep going: each bad command is kept as its error, in its place.
+    let body = json!({"type": "bulk_keep_going", "args": [
+        {"type": "get_scheduled_events", "args": {}},
+        {"type": "nope", "args": {}},
+        {"type": "create_scheduled_event", "args": args_with("schedule_at", json!("soon"))},
+    ]})
+    .to_string();
+    let Ok(Command::BulkKeepGoing(items)) = parse_request(body.as_bytes(), Endpoint::Metadata)
+    else {
+        panic!("{body} refused");
+    };
+    assert!(matches!(items[0], Ok(Command::GetScheduledEvents { .. })));
+    assert_eq!(items[1].as_ref().unwrap_err().path, "$.args[1]");
+    assert_eq!(items[2].as_ref().unwrap_err().path, "$.args[2].args.schedule_at");
+    // The array itself is still required.
+    assert_err(
+        parse_request(br#"{"type":"bulk_keep_going","args":{}}"#, Endpoint::Metadata),
+        400,
+        "parse-failed",
+        "$.args",
     );
-    assert_eq!(e.error, r#"unknown metadata command "bulk""#);
 }
 
 #[test]
@@ -989,6 +1082,8 @@ fn event_shape() {
             "created_at": "2020-01-01T15:00:00.5Z",
             "next_retry_at": null,
             "comment": null,
+            "request_transform": null,
+            "response_transform": null,
         })
     );
     let view = EventView {

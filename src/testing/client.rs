@@ -119,6 +119,32 @@ impl ApiClient {
         request.send().await.expect("request sent")
     }
 
+    /// Sends `method` to `path` with exactly `headers` (the client's secret
+    /// is not added: a test of the front door chooses every header) and
+    /// `body`: the status, the response's headers and its JSON body
+    /// (`Value::Null` if the body is not JSON).
+    pub async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("response body");
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     /// Creates one event per element of `args`, through bulks of at most
     /// 500 creates (well under the default body limit), and returns their
     /// ids in the same order.
