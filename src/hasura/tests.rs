@@ -1434,9 +1434,9 @@ fn header_value_templates_are_checked_at_create() {
         "$.args.headers[0].value",
     );
     // Reserved variables are refused in a value's placeholders too.
-    let command = parse(&create_body(with_value("{{HASURA_GRAPHQL_ADMIN_SECRET}}")))
+    let mut command = parse(&create_body(with_value("{{HASURA_GRAPHQL_ADMIN_SECRET}}")))
         .expect("parses");
-    let err = super::request::check_env_policy(&command, &crate::webhook::EnvPolicy::default())
+    let err = super::request::check_env_policy(&mut command, &crate::webhook::EnvPolicy::default())
         .expect_err("reserved");
     assert_eq!(
         (err.code.as_str(), err.path.as_str()),
