@@ -305,6 +305,21 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// How a `value_from_env` header's value is written in an attempt's
+/// record: the variable's name, never its value.
+pub(crate) fn from_env_marker(var: &str) -> String {
+    format!("<from env {var}>")
+}
+
+/// The variable a [`from_env_marker`] names, for showing the header as
+/// configured (`{"name", "value_from_env"}`).
+pub(crate) fn from_env_var(logged: &str) -> Option<&str> {
+    logged
+        .strip_prefix("<from env ")?
+        .strip_suffix('>')
+        .filter(|var| is_identifier(var))
+}
+
 /// A request ready to send, and how it is shown in the invocation log.
 pub(crate) struct Prepared {
     pub(crate) url: String,
@@ -363,7 +378,7 @@ pub(crate) fn prepare(
             HeaderSource::FromEnv(var) => {
                 if let Err(refused) = policy.check(var) {
                     problem.get_or_insert(refused);
-                    logged.push((h.name.clone(), format!("<from env {var}>")));
+                    logged.push((h.name.clone(), from_env_marker(var)));
                     continue;
                 }
                 let value = env(var);
@@ -373,7 +388,7 @@ pub(crate) fn prepare(
                         h.name
                     ));
                 }
-                (value, format!("<from env {var}>"), Some(var))
+                (value, from_env_marker(var), Some(var))
             }
         };
         logged.push((h.name.clone(), shown));

@@ -325,14 +325,22 @@ async fn invocations_show_the_call_newest_first_and_page() {
             "created_at": first_event["created_at"],
         })
     );
+    // As Hasura lists them: Content-Type and User-Agent first, then the
+    // event's own headers as configured.
     let headers = inv["request"]["headers"].as_array().expect("headers");
-    assert_eq!(headers[0], json!({"name": "X-Test", "value": "1"}));
-    assert!(headers.contains(&json!({"name": "Content-Type", "value": "application/json"})));
+    assert_eq!(headers.len(), 3, "{headers:?}");
+    assert_eq!(
+        headers[0],
+        json!({"name": "Content-Type", "value": "application/json"})
+    );
+    assert_eq!(headers[1]["name"], "User-Agent");
     assert!(
-        headers.iter().any(|h| h["name"] == "User-Agent"
-            && h["value"].as_str().is_some_and(|v| v.starts_with("chime/"))),
+        headers[1]["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("chime/")),
         "{headers:?}"
     );
+    assert_eq!(headers[2], json!({"name": "X-Test", "value": "1"}));
     assert_eq!(inv["response"]["type"], "webhook_response");
     assert_eq!(inv["response"]["version"], "1");
     assert_eq!(inv["response"]["data"]["status"], 200);
@@ -344,11 +352,14 @@ async fn invocations_show_the_call_newest_first_and_page() {
         .invocations(json!({"type": "one_off", "event_id": failed, "get_rows_count": true}))
         .await;
     assert_eq!(failed_log["count"], 1);
-    assert_eq!(failed_log["invocations"][0]["status"], 500);
-    assert_eq!(
-        failed_log["invocations"][0]["response"]["data"]["body"],
-        "nope"
-    );
+    // An answer that is not a 2xx is Hasura's client_error: the body is the
+    // message, the status is the invocation's (and kept beside it).
+    let failed_inv = &failed_log["invocations"][0];
+    assert_eq!(failed_inv["status"], 500);
+    assert_eq!(failed_inv["response"]["type"], "client_error");
+    assert_eq!(failed_inv["response"]["version"], "1");
+    assert_eq!(failed_inv["response"]["data"]["message"], "nope");
+    assert_eq!(failed_inv["response"]["data"]["status"], 500);
 
     // Every event's log, newest first, paged.
     let all = server

@@ -558,7 +558,7 @@ async fn non_utf8_answer_is_logged_lossily_and_the_api_stays_json() {
     let invocation = &invocations[0];
     assert_eq!(invocation["status"], 500);
     let data = &invocation["response"]["data"];
-    assert_eq!(data["body"], "\u{FFFD}\u{FFFD}\u{0}\u{FFFD}");
+    assert_eq!(data["message"], "\u{FFFD}\u{FFFD}\u{0}\u{FFFD}");
     let header = data["headers"]
         .as_array()
         .unwrap()
@@ -588,7 +588,7 @@ async fn temporary_redirect_with_a_body_is_not_followed() {
     assert_eq!(event["tries"], 1);
     let invocation = only_invocation(api, &id).await;
     assert_eq!(invocation["status"], 307);
-    assert_eq!(invocation["response"]["data"]["body"], "moved, go there");
+    assert_eq!(invocation["response"]["data"]["message"], "moved, go there");
     assert_eq!(redirector.count(), 1);
     assert_eq!(elsewhere.count(), 0, "the redirect was followed");
     server.stop().await;

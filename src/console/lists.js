@@ -269,7 +269,9 @@ export function invocationLogs(panel) {
 
   function entry(inv) {
     const ok = inv.status >= 200 && inv.status < 300;
-    const failure = inv.response?.type === 'client_error' ? inv.response.data?.message : null;
+    // A failure with no HTTP answer says why; an answer's body is shown below.
+    const failure = inv.response?.type === 'client_error' && inv.response.data?.status === undefined
+      ? inv.response.data?.message : null;
     const details = h('details', { class: 'invocation', dataset: { invocationId: inv.id, eventId: inv.event_id }, open: opened.has(inv.id) },
       h('summary', { dataset: { key: `inv:${inv.id}` } },
         timeEl(inv.created_at),
@@ -313,7 +315,8 @@ export function invocationLogs(panel) {
 function headerTable(caption, headers) {
   if (!headers?.length) return h('p', { class: 'muted' }, 'No headers.');
   return h('table', { class: 'headers' }, h('caption', { class: 'sr-only' }, caption),
-    h('tbody', {}, headers.map(({ name, value }) => h('tr', {}, h('th', { scope: 'row' }, name), h('td', {}, value)))));
+    h('tbody', {}, headers.map(({ name, value, value_from_env: fromEnv }) => h('tr', {}, h('th', { scope: 'row' }, name),
+      h('td', {}, fromEnv === undefined ? value : `from env ${fromEnv}`)))));
 }
 
 function requestView(request) {
@@ -325,7 +328,10 @@ function requestView(request) {
 
 function responseView(response) {
   const data = response?.data ?? {};
-  if (response?.type !== 'webhook_response') {
+  // An HTTP answer that is not a 2xx is a client_error whose message is the
+  // body (Hasura's shape), with the status and headers beside it.
+  const answered = response?.type === 'webhook_response' || data.status !== undefined;
+  if (!answered) {
     return h('section', { class: 'half' },
       h('h3', {}, 'Response'),
       h('p', { class: 'failure' }, `No answer: ${data.message ?? 'unknown error'}`));
@@ -333,6 +339,7 @@ function responseView(response) {
   return h('section', { class: 'half' },
     h('h3', {}, 'Response ', h('span', { class: `badge ${data.status >= 200 && data.status < 300 ? 'delivered' : 'error'}` }, String(data.status))),
     headerTable('Response headers', data.headers),
-    h('pre', { tabindex: 0, 'aria-label': 'Response body' }, data.body ? pretty(data.body) : '(empty body)'),
+    h('pre', { tabindex: 0, 'aria-label': 'Response body' },
+      (data.body ?? data.message) ? pretty(data.body ?? data.message) : '(empty body)'),
     data.truncated && h('p', { class: 'muted' }, 'The answer (headers and body) was cut at the size chime keeps.'));
 }

@@ -171,9 +171,33 @@ pub fn render_invocation(inv: &InvocationRef, record: &Record) -> Option<Value> 
 fn render_request(invocation: &Invocation) -> Value {
     json!({
         "payload": json_or_text(&invocation.request_body),
-        "headers": render_pairs(&invocation.request_headers),
+        "headers": render_request_headers(&invocation.request_headers),
         "version": "1",
     })
+}
+
+/// The request's headers as Hasura lists them: `Content-Type` and
+/// `User-Agent` first, then the event's headers as configured, a
+/// `value_from_env` one as `{"name", "value_from_env"}` (never its value).
+/// Done here, not when the attempt is recorded, so that records written
+/// before show the same way.
+fn render_request_headers(pairs: &[(String, String)]) -> Vec<Value> {
+    let service = |name: &str| {
+        name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("user-agent")
+    };
+    let first = ["content-type", "user-agent"].into_iter().filter_map(|want| {
+        pairs
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(want))
+    });
+    let rest = pairs.iter().filter(|(name, _)| !service(name));
+    first
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .chain(rest.map(|(name, value)| match crate::webhook::from_env_var(value) {
+            Some(var) => json!({ "name": name, "value_from_env": var }),
+            None => json!({ "name": name, "value": value }),
+        }))
+        .collect()
 }
 
 fn render_response(response: &InvocationResponse) -> Value {
@@ -184,17 +208,24 @@ fn render_response(response: &InvocationResponse) -> Value {
             body,
             truncated,
         } => {
-            let mut data = json!({
-                "body": String::from_utf8_lossy(body),
-                "headers": render_pairs(headers),
-                "status": status,
-            });
+            // A 2xx is a `webhook_response`; any other answer is, as in
+            // Hasura, a `client_error` whose message is the body (the
+            // status is the invocation's), keeping headers and status
+            // beside it.
+            let success = (200..300).contains(status);
+            let text = String::from_utf8_lossy(body);
+            let mut data = if success {
+                json!({ "body": text, "headers": render_pairs(headers), "status": status })
+            } else {
+                json!({ "message": text, "headers": render_pairs(headers), "status": status })
+            };
             // Only flagged when true, so an ordinary answer has exactly
             // Hasura's shape.
             if let (true, Some(obj)) = (*truncated, data.as_object_mut()) {
                 obj.insert("truncated".to_owned(), Value::Bool(true));
             }
-            json!({ "type": "webhook_response", "data": data, "version": "1" })
+            let kind = if success { "webhook_response" } else { "client_error" };
+            json!({ "type": kind, "data": data, "version": "1" })
         }
         InvocationResponse::ClientError { message } => client_error(message),
     }
