@@ -717,25 +717,25 @@ async fn bad_requests_are_refused_with_code_status_and_path_and_change_nothing()
         bad(
             "negative num_retries",
             retry("num_retries", json!(-1)),
-            "validation-failed",
+            "parse-failed",
             "$.args.retry_conf.num_retries",
         ),
         bad(
             "negative retry_interval_seconds",
             retry("retry_interval_seconds", json!(-10)),
-            "validation-failed",
+            "parse-failed",
             "$.args.retry_conf.retry_interval_seconds",
         ),
         bad(
             "negative timeout_seconds",
             retry("timeout_seconds", json!(-1)),
-            "validation-failed",
+            "parse-failed",
             "$.args.retry_conf.timeout_seconds",
         ),
         bad(
             "negative tolerance_seconds",
             retry("tolerance_seconds", json!(-1)),
-            "validation-failed",
+            "parse-failed",
             "$.args.retry_conf.tolerance_seconds",
         ),
         bad(

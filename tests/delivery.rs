@@ -799,3 +799,24 @@ async fn sigterm_with_a_blocked_delivery_exits_zero_after_the_grace() {
     assert_eq!(event["tries"], 1, "{event}");
     assert_eq!(receiver.wait_for(2).await.len(), 2);
 }
+
+/// `timeout_seconds: 0` is accepted, as in Hasura: the call times out at
+/// once, a failed attempt like any timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_is_a_failed_attempt_that_times_out() {
+    let receiver = Receiver::start(vec![], Reply::Hang).await;
+    let server = TestServer::fresh().await;
+    let api = &server.api;
+    let id = api
+        .create(json!({
+            "webhook": receiver.url("/zero"),
+            "schedule_at": in_seconds(0.0).to_string(),
+            "retry_conf": {"timeout_seconds": 0},
+        }))
+        .await;
+    let event = api.wait_status(&id, "error").await;
+    assert_eq!(event["tries"], 1);
+    let message = client_error(&only_invocation(api, &id).await);
+    assert!(message.contains("timed out"), "{message}");
+    server.stop().await;
+}

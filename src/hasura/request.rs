@@ -349,8 +349,19 @@ fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
         &[],
     )?;
     let mut conf = RetryConf::default();
-    let u32_field =
-        |key: &str| -> Result<Option<u32>, ApiError> { obj.get(key).map(|f| f.u32()).transpose() };
+    // Hasura reads these as non-negative numbers: a negative one does not
+    // parse (`parse-failed`), whatever its size.
+    let non_negative = |f: &Field<'_>| -> Result<(), ApiError> {
+        if f.text().trim_start().starts_with('-') {
+            return Err(f.parse_failed("expected a number that is 0 or more"));
+        }
+        Ok(())
+    };
+    let u32_field = |key: &str| -> Result<Option<u32>, ApiError> {
+        obj.get(key)
+            .map(|f| non_negative(&f).and_then(|()| f.u32()))
+            .transpose()
+    };
     if let Some(n) = u32_field("num_retries")? {
         conf.num_retries = n;
     }
@@ -358,18 +369,13 @@ fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
         conf.retry_interval_seconds = n;
     }
     if let Some(n) = u32_field("timeout_seconds")? {
-        // A call that may not take any time can never succeed.
-        if n == 0 {
-            return Err(ApiError::validation_failed(
-                obj.key_path("timeout_seconds"),
-                "must be at least 1",
-            ));
-        }
+        // 0 is accepted, as Hasura does: such a call times out at once.
         conf.timeout_seconds = n;
     }
     if let Some(field) = obj.get("tolerance_seconds") {
         // The record holds tolerance as u64 so that "practically never too
         // late" can be said; the other fields are u32.
+        non_negative(&field)?;
         conf.tolerance_seconds = field.uint()?;
     }
     Ok(conf)
