@@ -17,23 +17,6 @@ use chime::testing::{Receiver, TestServer, from_now, http_client, read};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The keys of an event in `get_scheduled_events`, all always present.
-const EVENT_KEYS: [&str; 13] = [
-    "comment",
-    "created_at",
-    "header_conf",
-    "id",
-    "next_retry_at",
-    "payload",
-    "request_transform",
-    "response_transform",
-    "retry_conf",
-    "scheduled_time",
-    "status",
-    "tries",
-    "webhook_conf",
-];
-
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object()
         .unwrap_or_else(|| panic!("not an object: {v}"))
@@ -133,7 +116,7 @@ async fn create_answers_success_and_the_event_shows_every_key() {
     let events = answer["events"].as_array().expect("events");
     assert_eq!(events.len(), 2);
     for event in events {
-        assert_eq!(keys(event), set(&EVENT_KEYS), "{event}");
+        assert_eq!(keys(event), set(&chime::testing::EVENT_KEYS), "{event}");
     }
 
     let e = &events[0];

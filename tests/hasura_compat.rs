@@ -492,25 +492,7 @@ async fn keys_hasura_knows_are_accepted_and_others_refused() {
             .map(String::as_str)
             .collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            [
-                "comment",
-                "created_at",
-                "header_conf",
-                "id",
-                "next_retry_at",
-                "payload",
-                "request_transform",
-                "response_transform",
-                "retry_conf",
-                "scheduled_time",
-                "status",
-                "tries",
-                "webhook_conf"
-            ],
-            "{event}"
-        );
+        assert_eq!(keys, chime::testing::EVENT_KEYS, "{event}");
         assert_eq!(
             (&event["request_transform"], &event["response_transform"]),
             (&Value::Null, &Value::Null)

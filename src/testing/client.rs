@@ -8,6 +8,24 @@ use super::wait::eventually;
 
 /// A plain HTTP client with a timeout, so a hung server fails the test
 /// instead of hanging it, and no proxy, so 127.0.0.1 is really local.
+/// The keys of an event in `get_scheduled_events`, all always present,
+/// sorted: Hasura's 13.
+pub const EVENT_KEYS: [&str; 13] = [
+    "comment",
+    "created_at",
+    "header_conf",
+    "id",
+    "next_retry_at",
+    "payload",
+    "request_transform",
+    "response_transform",
+    "retry_conf",
+    "scheduled_time",
+    "status",
+    "tries",
+    "webhook_conf",
+];
+
 pub fn http_client() -> reqwest::Client {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()

@@ -40,8 +40,8 @@ mod wait;
 
 pub use child::{ChildServer, chime_binary, log_verify, serve_to_exit};
 pub use client::{
-    ApiClient, client_error, h2c_client, http_client, https_client, is_connection_error,
-    only_invocation, raw_exchange, read, stored_response_bytes,
+    ApiClient, EVENT_KEYS, client_error, h2c_client, http_client, https_client,
+    is_connection_error, only_invocation, raw_exchange, read, stored_response_bytes,
 };
 pub use conn::self_signed_cert;
 pub use receiver::{Received, Receiver, Reply, gzip_stored};
