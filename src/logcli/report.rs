@@ -44,9 +44,10 @@ pub(super) fn problems(log: &LogReader) -> Vec<Problem> {
 pub(super) fn problem(f: Finding) -> Problem {
     let advice = match &f.verdict {
         Verdict::TornTail { dropped, .. } => format!(
-            "A torn tail: the last {dropped} bytes of the last segment hold no whole batch and nothing valid follows, \
-             so they were never acknowledged. `chime serve` cuts them when it opens the log; `chime log repair` \
-             cuts them now and keeps a copy. (While a server runs, this can also be a batch being written: run verify again.)"
+            "A torn tail: the last {dropped} bytes of the last segment hold no whole batch and no later write follows \
+             them, so they were never acknowledged. `chime serve` cuts them when it opens the log, after copying them \
+             to `<segment>.torn-<offset>`; `chime log repair` cuts them now and keeps a copy. (While a server runs, \
+             this can also be a batch being written: run verify again.)"
         ),
         Verdict::Refused { keep, cause } => format!(
             "Not a torn tail: {cause}. `chime serve` refuses to open this log. `chime log repair --force` cuts \
