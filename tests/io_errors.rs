@@ -14,13 +14,6 @@ use chime::testing::append::{QueuedAppend, answer, queue_append};
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use serde_json::{Value, json};
 
-fn faulty(fs: &FaultFs, segment_bytes: u64) -> LogOptions {
-    LogOptions {
-        segment_bytes,
-        fs: Arc::new(fs.clone()),
-    }
-}
-
 fn record(n: usize, len: usize) -> Vec<u8> {
     let mut p = format!("record {n} ").into_bytes();
     p.resize(len.max(p.len()), b'.');
@@ -121,7 +114,7 @@ fn a_failed_write_refuses_its_batch_is_cut_back_and_the_log_goes_on() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(7);
-        let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(1 << 20)).expect("open");
         let mut acked = Acked::default();
         for i in 0..3 {
             acked.append(&log, vec![record(i, 40), record(i, 50)]);
@@ -169,7 +162,7 @@ fn a_refused_write_stays_cut_back_after_a_roll_and_a_power_loss() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(seed);
-        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(200)).expect("open");
         let mut acked = Acked::default();
         acked.append(&log, vec![record(0, 100)]); // 32 + 116 = 148 bytes
         fs.fail_short_write(Errno::NoSpace, Times::Once);
@@ -193,7 +186,7 @@ fn a_refused_group_does_not_come_back_after_a_power_loss() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(seed);
-        let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(1 << 20)).expect("open");
         let mut acked = Acked::default();
         acked.append(&log, vec![record(0, 10)]);
         let answers = group_behind_a_held_sync(
@@ -219,7 +212,7 @@ fn a_failed_cut_back_after_a_failed_write_is_fatal() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let fs = FaultFs::new(3);
-    let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+    let (log, _) = Log::open(dir, &fs.log_options(1 << 20)).expect("open");
     let mut acked = Acked::default();
     acked.append(&log, vec![record(0, 10)]);
     fs.fail_short_write(Errno::Io, Times::Once);
@@ -248,7 +241,7 @@ fn a_failed_fsync_is_fatal_and_every_later_append_is_poisoned() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(11);
-        let (log, _) = Log::open(dir, &faulty(&fs, 300)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(300)).expect("open");
         let mut acked = Acked::default();
         for i in 0..6 {
             acked.append(&log, vec![record(i, 30)]);
@@ -290,7 +283,7 @@ fn every_appender_of_a_group_whose_fsync_failed_gets_a_fatal_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let fs = FaultFs::new(5);
-    let (log, _) = Log::open(dir, &faulty(&fs, 1 << 20)).expect("open");
+    let (log, _) = Log::open(dir, &fs.log_options(1 << 20)).expect("open");
     let mut acked = Acked::default();
     let answers = group_behind_a_held_sync(
         &log,
@@ -322,7 +315,7 @@ fn a_failed_fsync_before_a_roll_poisons_the_rest_of_the_group() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let fs = FaultFs::new(9);
-    let (log, _) = Log::open(dir, &faulty(&fs, 300)).expect("open");
+    let (log, _) = Log::open(dir, &fs.log_options(300)).expect("open");
     let mut acked = Acked::default();
     let answers = group_behind_a_held_sync(
         &log,
@@ -369,7 +362,7 @@ fn a_failed_create_or_rename_during_a_roll_refuses_the_batch_and_the_log_goes_on
             let tmp = tempfile::tempdir().expect("tempdir");
             let dir = tmp.path();
             let fs = FaultFs::new(13);
-            let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+            let (log, _) = Log::open(dir, &fs.log_options(200)).expect("open");
             let mut acked = Acked::default();
             acked.append(&log, vec![record(0, 100)]);
             // The next batch rolls; the header write is the only write then.
@@ -414,7 +407,7 @@ fn a_failed_fsync_during_a_roll_poisons_the_log() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(17);
-        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(200)).expect("open");
         let mut acked = Acked::default();
         acked.append(&log, vec![record(0, 100)]);
         // The roll's first fsync is the new segment's header.
@@ -454,7 +447,7 @@ fn a_roll_whose_map_fails_is_refused_and_the_log_still_opens_with_every_acknowle
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
         let fs = FaultFs::new(19);
-        let (log, _) = Log::open(dir, &faulty(&fs, 200)).expect("open");
+        let (log, _) = Log::open(dir, &fs.log_options(200)).expect("open");
         let mut acked = Acked::default();
         acked.append(&log, vec![record(0, 100)]);
         // The next batch rolls; mapping the new segment is its only map.
@@ -519,7 +512,7 @@ async fn enospc_on_write_answers_503_reads_go_on_and_nothing_refused_appears() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let fs = FaultFs::new(23);
         let mut config = ServeConfig::new(tmp.path());
-        config.log = faulty(&fs, 1 << 20);
+        config.log = fs.log_options(1 << 20);
         let server = TestServer::start(config).await;
         let mut acked = Vec::new();
         for _ in 0..3 {
@@ -585,7 +578,7 @@ async fn a_failed_fsync_answers_503_until_restart_and_loses_nothing_acknowledged
     let tmp = tempfile::tempdir().expect("tempdir");
     let fs = FaultFs::new(29);
     let mut config = ServeConfig::new(tmp.path());
-    config.log = faulty(&fs, 1 << 20);
+    config.log = fs.log_options(1 << 20);
     let server = TestServer::start(config).await;
     let mut acked = Vec::new();
     for _ in 0..2 {
@@ -670,7 +663,7 @@ async fn an_outcome_that_cannot_be_recorded_yet_is_recorded_once_there_is_room()
     let tmp = tempfile::tempdir().expect("tempdir");
     let fs = FaultFs::new(29);
     let mut config = ServeConfig::new(tmp.path());
-    config.log = faulty(&fs, 1 << 20);
+    config.log = fs.log_options(1 << 20);
     let server = TestServer::start(config).await;
     let (url, answer, requests) = gated_receiver().await;
     let id = server

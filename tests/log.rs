@@ -341,10 +341,7 @@ fn group_commit_shares_one_fsync_among_queued_appenders() {
     use chime::testing::faultfs::{FaultFs, Op};
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new(3);
-    let opts = LogOptions {
-        segment_bytes: 1 << 20,
-        fs: std::sync::Arc::new(fs.clone()),
-    };
+    let opts = fs.log_options(1 << 20);
     let (log, _) = Log::open(dir.path(), &opts).unwrap();
 
     // Deterministic: the writer is held in the fsync of a first batch while
@@ -432,10 +429,7 @@ fn dropping_the_last_handle_waits_for_the_writer_so_a_reopen_sees_every_write() 
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new(11);
-    let faulty = LogOptions {
-        segment_bytes: 1 << 20,
-        fs: std::sync::Arc::new(fs.clone()),
-    };
+    let faulty = fs.log_options(1 << 20);
     let (log, _) = Log::open(dir.path(), &faulty).unwrap();
     log.append_blocking(vec![payload(0)]).unwrap();
     // The writer is held in the fdatasync of batch 1 with batches 2..=4

@@ -44,7 +44,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chime::log::LogOptions;
 use chime::record::MAX_INTERRUPTED_ATTEMPTS;
 use chime::server::ServeConfig;
 use chime::testing::faultfs::{FaultFs, Op};
@@ -206,11 +205,8 @@ impl Case {
         let tmp = tempfile::tempdir().expect("tempdir");
         let fs = FaultFs::new(seed);
         let mut config = ServeConfig::new(tmp.path());
-        config.log = LogOptions {
-            // Small, so that rolls happen.
-            segment_bytes: 4096,
-            fs: Arc::new(fs.clone()),
-        };
+        // Small segments, so that rolls happen.
+        config.log = fs.log_options(4096);
         // A stop under a dead disk should not wait long for attempts that
         // cannot record their outcome.
         config.dispatch.shutdown_grace = Duration::from_millis(300);

@@ -187,10 +187,7 @@ impl Harness {
     }
 
     fn open_faulty(&mut self) {
-        let opts = LogOptions {
-            segment_bytes: self.segment_bytes,
-            fs: Arc::new(self.fs.clone()),
-        };
+        let opts = self.fs.log_options(self.segment_bytes);
         let (log, _) = Log::open(&self.dir, &opts).expect("open on the fault fs");
         self.log = Some(log);
         self.poisoned = false;
@@ -447,10 +444,7 @@ impl Harness {
                     self.log = None;
                     self.fs.crash();
                     self.fs.cut_power_after(*recovery_calls);
-                    let opts = LogOptions {
-                        segment_bytes: self.segment_bytes,
-                        fs: Arc::new(self.fs.clone()),
-                    };
+                    let opts = self.fs.log_options(self.segment_bytes);
                     // It may fail (the power went) or succeed (it needed
                     // fewer calls); either way the power goes again.
                     drop(Log::open(&self.dir, &opts));

@@ -12,7 +12,6 @@
 //! case it is about really happened in some of them.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chime::log::frame::{self, Flags, HEADER_LEN};
 use chime::log::{Log, LogError, LogOptions};
@@ -20,13 +19,6 @@ use chime::server::ServeConfig;
 use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use chime::testing::{TestServer, replay_all};
 use serde_json::json;
-
-fn on(fs: &FaultFs, segment_bytes: u64) -> LogOptions {
-    LogOptions {
-        segment_bytes,
-        fs: Arc::new(fs.clone()),
-    }
-}
 
 fn batch(tag: u8, records: usize) -> Vec<Vec<u8>> {
     (0..records).map(|i| vec![tag, i as u8, 7, 7, 7]).collect()
@@ -78,7 +70,7 @@ fn batches_acknowledged_after_a_restart_that_followed_a_failed_fsync_survive_a_p
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("log");
         let fs = FaultFs::new(seed);
-        let (log, _) = Log::open(&dir, &on(&fs, 1 << 20)).expect("open");
+        let (log, _) = Log::open(&dir, &fs.log_options(1 << 20)).expect("open");
         let first = batch(1, 3);
         log.append_blocking(first.clone()).expect("acknowledged");
         fs.fail(Op::Sync, Errno::Io, Times::Once);
@@ -91,7 +83,7 @@ fn batches_acknowledged_after_a_restart_that_followed_a_failed_fsync_survive_a_p
 
         // The process restarts: the page cache (the real file) still reads
         // the dropped write, the disk (the model) does not have it.
-        let (log, _) = Log::open(&dir, &on(&fs, 1 << 20)).expect("reopen after the restart");
+        let (log, _) = Log::open(&dir, &fs.log_options(1 << 20)).expect("reopen after the restart");
         append_crash_and_find(log, &fs, &dir, seed, &first, &[batch(3, 2), batch(4, 5)]);
     }
     assert!(
@@ -106,7 +98,7 @@ fn a_cut_back_whose_fsync_failed_is_not_sealed_into_a_segment_after_the_restart(
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("log");
         let fs = FaultFs::new(seed);
-        let (log, _) = Log::open(&dir, &on(&fs, 400)).expect("open");
+        let (log, _) = Log::open(&dir, &fs.log_options(400)).expect("open");
         let first = batch(1, 2);
         log.append_blocking(first.clone()).expect("acknowledged");
         // A short write, cut back, and the cut-back's fsync fails: the
@@ -121,7 +113,7 @@ fn a_cut_back_whose_fsync_failed_is_not_sealed_into_a_segment_after_the_restart(
 
         // Restart; a small batch, then batches that roll the segment, so
         // the one with the cut-back is sealed.
-        let (log, _) = Log::open(&dir, &on(&fs, 400)).expect("reopen after the restart");
+        let (log, _) = Log::open(&dir, &fs.log_options(400)).expect("reopen after the restart");
         // (The second does not fit after the first: it rolls before the
         // refused bytes are written over.)
         let later = [vec![vec![3; 10]], vec![vec![4; 300]], vec![vec![5; 10]]];
@@ -137,7 +129,7 @@ fn a_crash_that_kept_a_later_page_of_the_last_write_but_not_an_earlier_one_is_a_
         let dir = tmp.path().join("log");
         let fs = FaultFs::new(seed);
         fs.set_page_size(64);
-        let (log, _) = Log::open(&dir, &on(&fs, 1 << 20)).expect("open");
+        let (log, _) = Log::open(&dir, &fs.log_options(1 << 20)).expect("open");
         let acked: Vec<_> = (1..=3).map(|t| batch(t, 2)).collect();
         for b in &acked {
             log.append_blocking(b.clone()).expect("acknowledged");
@@ -242,7 +234,7 @@ fn a_log_made_in_new_directories_survives_a_power_loss_right_after_its_first_app
         // Two directories to make: `fresh/` and `fresh/log/`.
         let dir = tmp.path().join("fresh").join("log");
         let fs = FaultFs::new(seed);
-        let (log, _) = Log::open(&dir, &on(&fs, 1 << 20)).expect("open");
+        let (log, _) = Log::open(&dir, &fs.log_options(1 << 20)).expect("open");
         let first = batch(1, 2);
         log.append_blocking(first.clone()).expect("acknowledged");
         drop(log);
@@ -283,7 +275,7 @@ async fn a_new_data_dir_survives_a_power_loss_right_after_the_first_acknowledged
         let data = tmp.path().join("new").join("data");
         let fs = FaultFs::new(seed);
         let mut config = ServeConfig::new(&data);
-        config.log = on(&fs, 1 << 20);
+        config.log = fs.log_options(1 << 20);
         let server = TestServer::start(config).await;
         let id = server
             .api

@@ -620,6 +620,14 @@ impl FaultFs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Log options for a log on this file system, with `segment_bytes`.
+    pub fn log_options(&self, segment_bytes: u64) -> crate::log::LogOptions {
+        crate::log::LogOptions {
+            segment_bytes,
+            fs: Arc::new(self.clone()),
+        }
+    }
+
     /// Makes the next calls of kind `op` fail with `errno`, changing nothing.
     pub fn fail(&self, op: Op, errno: Errno, times: Times) {
         self.push(op, errno, times, false);
