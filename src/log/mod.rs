@@ -464,9 +464,6 @@ impl Log {
     }
 }
 
-/// Cuts a segment back to `len` bytes and makes that durable. The one
-/// truncation of recovery: [`Log::open`] cuts a torn tail with it, and
-/// `chime log repair` the damage it was asked to cut.
 /// Writes the last write of the last segment again, byte for byte as this
 /// process reads it, and fsyncs it. A run that stopped after a failed fsync
 /// may have left that write in the page cache only: Linux marks the pages
@@ -498,6 +495,9 @@ fn redo_last_write(fs: &dyn FileSystem, seg: &ScannedSegment) -> Result<(), LogE
         .map_err(|e| LogError::fatal("fsync", path, e))
 }
 
+/// Cuts a segment back to `len` bytes and makes that durable. The one
+/// truncation of recovery: [`Log::open`] cuts a torn tail with it, and
+/// `chime log repair` the damage it was asked to cut.
 pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<(), LogError> {
     let mut file = fs.open(path).map_err(|e| LogError::io("open", path, e))?;
     file.set_len(len)
