@@ -305,6 +305,15 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The headers chime sets on every call, over an event's own of the same
+/// name, in the order Hasura lists them in an invocation's request.
+pub(crate) const SERVICE_HEADERS: [&str; 2] = ["content-type", "user-agent"];
+
+/// Whether `name` is one of [`SERVICE_HEADERS`].
+pub(crate) fn is_service_header(name: &str) -> bool {
+    SERVICE_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// How a `value_from_env` header's value is written in an attempt's
 /// record: the variable's name, never its value.
 pub(crate) fn from_env_marker(var: &str) -> String {
@@ -429,9 +438,7 @@ pub(crate) fn prepare(
         http::header::CONTENT_TYPE,
         HttpHeaderValue::from_static("application/json"),
     );
-    logged.retain(|(n, _)| {
-        !n.eq_ignore_ascii_case("content-type") && !n.eq_ignore_ascii_case("user-agent")
-    });
+    logged.retain(|(n, _)| !is_service_header(n));
     logged.push(("Content-Type".into(), "application/json".into()));
     // `--user-agent` is checked when the flags are read; a value that is
     // not valid in HTTP cannot reach here, and would only be left out.

@@ -182,15 +182,13 @@ fn render_request(invocation: &Invocation) -> Value {
 /// Done here, not when the attempt is recorded, so that records written
 /// before show the same way.
 fn render_request_headers(pairs: &[(String, String)]) -> Vec<Value> {
-    let service = |name: &str| {
-        name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("user-agent")
-    };
-    let first = ["content-type", "user-agent"].into_iter().filter_map(|want| {
+    use crate::webhook::{SERVICE_HEADERS, is_service_header};
+    let first = SERVICE_HEADERS.iter().filter_map(|want| {
         pairs
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(want))
     });
-    let rest = pairs.iter().filter(|(name, _)| !service(name));
+    let rest = pairs.iter().filter(|(name, _)| !is_service_header(name));
     first
         .map(|(name, value)| json!({ "name": name, "value": value }))
         .chain(rest.map(|(name, value)| match crate::webhook::from_env_var(value) {
