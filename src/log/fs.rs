@@ -73,14 +73,7 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
 /// loss soon after the first start could take a new data directory, and
 /// every acknowledged record in it, away. An existing `dir` is left as it is.
 pub fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), IoError> {
-    // The missing directories, deepest first.
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !is_dir(fs, d)) {
-        missing.push(d);
-        at = d.parent();
-    }
-    for d in missing.into_iter().rev() {
+    for d in missing_dirs(dir, |d| is_dir(fs, d)) {
         fs.create_dir_all(d)
             .map_err(|e| IoError::new("create", d, e))?;
         if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -89,6 +82,17 @@ pub fn create_dir_durably(fs: &dyn FileSystem, dir: &Path) -> Result<(), IoError
         }
     }
     Ok(())
+}
+
+/// `dir` and those of its ancestors that are not directories yet
+/// (`is_dir` says), the outermost first: the order to create them in.
+pub fn missing_dirs(dir: &Path, is_dir: impl Fn(&Path) -> bool) -> Vec<&Path> {
+    let mut missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !is_dir(d))
+        .collect();
+    missing.reverse();
+    missing
 }
 
 /// Whether `path` is a directory (false when nothing is there).

@@ -883,13 +883,7 @@ impl FileSystem for FaultFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.alive()?;
-        let mut missing = Vec::new();
-        let mut at = Some(dir);
-        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-            missing.push(d);
-            at = d.parent();
-        }
-        for d in missing.into_iter().rev() {
+        for d in crate::log::fs::missing_dirs(dir, |d| d.is_dir()) {
             let (parent, name) = name_of(d)?;
             st.dir(&parent)?;
             match st.check(Op::Create) {
