@@ -135,15 +135,9 @@ async fn schedule_watch_and_inspect_an_event_in_a_browser() {
     let row = format!("#panel-processed tr[data-event-id='{id}'][data-status='delivered']");
     let status = text_when_shown(page, &format!("{row} .badge")).await;
     assert_eq!(status, "delivered");
-    assert_eq!(
-        page.find(Locator::Css(&format!("{row} td.num")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "1"
-    );
+    // Read through text_when_shown: the auto refresh may replace the row
+    // between finding the cell and reading it.
+    assert_eq!(text_when_shown(page, &format!("{row} td.num")).await, "1");
 
     // Its invocation log, opened onto the request and the response.
     click(page, &format!("{row} a[href^='#logs/']")).await;
@@ -366,20 +360,44 @@ async fn wait_js(page: &Client, what: &str, script: &str) -> Value {
 }
 
 /// Waits for `selector` to be displayed, then clicks it as a user would.
+/// The console's auto refresh replaces list rows, so an element found a
+/// moment ago can be gone ("stale") by the click: find it again and retry.
 async fn click(page: &Client, selector: &str) {
-    let el = shown(page, selector).await;
-    el.click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot click {selector}: {e}"));
+    let what = format!("{selector} to be clicked");
+    eventually_within(WAIT, &what, || async {
+        let el = shown(page, selector).await;
+        match el.click().await {
+            Ok(_) => Some(()),
+            Err(e) if is_stale(&e) => None,
+            Err(e) => panic!("cannot click {selector}: {e}"),
+        }
+    })
+    .await
 }
 
-/// Empties the field and types `text` into it.
+/// Empties the field and types `text` into it (again, if the field was
+/// replaced while typing).
 async fn set_value(page: &Client, selector: &str, text: &str) {
-    let el = shown(page, selector).await;
-    el.clear().await.unwrap();
-    el.send_keys(text)
-        .await
-        .unwrap_or_else(|e| panic!("cannot type into {selector}: {e}"));
+    let what = format!("{selector} to take {text:?}");
+    eventually_within(WAIT, &what, || async {
+        let el = shown(page, selector).await;
+        match el.clear().await {
+            Ok(()) => {}
+            Err(e) if is_stale(&e) => return None,
+            Err(e) => panic!("cannot clear {selector}: {e}"),
+        }
+        match el.send_keys(text).await {
+            Ok(()) => Some(()),
+            Err(e) if is_stale(&e) => None,
+            Err(e) => panic!("cannot type into {selector}: {e}"),
+        }
+    })
+    .await
+}
+
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(e, fantoccini::error::CmdError::Standard(w)
+        if w.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
 
 /// The text of `selector` once it is displayed and not empty.
