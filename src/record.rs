@@ -6,7 +6,9 @@
 //!
 //! Encoding: `[schema version: u8] ++ postcard(Record)`. The version byte lets
 //! a later release change the record types and still read old logs; a reader
-//! refuses a version it does not know instead of guessing.
+//! refuses a version it does not know instead of guessing. Version 2 keeps
+//! `retry_conf`'s spans as [`Seconds`] (to the microsecond, as Hasura takes
+//! `1.5`); version 1 kept whole seconds, and is still read ([`v1`]).
 //!
 //! JSON supplied by users (the event payload) is kept as its raw text: a
 //! `serde_json::Value` does not round-trip through postcard, and keeping the
@@ -15,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The schema version written in front of every record.
-pub const SCHEMA_VERSION: u8 = 1;
+pub const SCHEMA_VERSION: u8 = 2;
 
 /// An event's id: a UUID, as Hasura's `event_id`.
 pub type EventId = uuid::Uuid;
@@ -53,12 +55,64 @@ impl UnixMicros {
         self.to_timestamp().to_string()
     }
 
-    /// Adds whole seconds, saturating.
-    pub fn plus_seconds(self, seconds: u64) -> Self {
-        let micros = i64::try_from(seconds)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
-        UnixMicros(self.0.saturating_add(micros))
+    /// Adds a span, saturating.
+    pub fn plus(self, span: Seconds) -> Self {
+        UnixMicros(self.0.saturating_add(span.as_micros_i64()))
+    }
+}
+
+/// A span of time as Hasura's `retry_conf` gives it: seconds, which may be
+/// fractional (`1.5`), kept to the microsecond (finer digits are cut, as
+/// for `schedule_at`). A `u64` of microseconds spans 584,000 years; longer
+/// spans saturate, which for a tolerance still means "never too late".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Seconds(u64);
+
+impl Seconds {
+    /// Whole seconds, saturating.
+    pub const fn whole(seconds: u64) -> Seconds {
+        Seconds(seconds.saturating_mul(1_000_000))
+    }
+
+    pub const fn from_micros(micros: u64) -> Seconds {
+        Seconds(micros)
+    }
+
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// The span in microseconds as an `i64`, saturating, for time arithmetic.
+    pub fn as_micros_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    pub const fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.0)
+    }
+
+    /// As Hasura shows it in JSON: a whole number when whole (`10`), else a
+    /// decimal (`1.5`).
+    pub fn to_json(self) -> serde_json::Value {
+        if self.0.is_multiple_of(1_000_000) {
+            serde_json::Value::from(self.0 / 1_000_000)
+        } else {
+            // The shortest decimal that reads back as this f64: `0.1` for
+            // 100,000 µs. Exact below 2^53 µs (285 years).
+            serde_json::Value::from(self.0 as f64 / 1_000_000.0)
+        }
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    /// Exact decimal seconds, without trailing zeros: `10`, `1.5`, `0.000001`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros == 0 {
+            return write!(f, "{whole}");
+        }
+        let fraction = format!("{micros:06}");
+        write!(f, "{whole}.{}", fraction.trim_end_matches('0'))
     }
 }
 
@@ -148,9 +202,9 @@ pub enum HeaderSource {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryConf {
     pub num_retries: u32,
-    pub retry_interval_seconds: u32,
-    pub timeout_seconds: u32,
-    pub tolerance_seconds: u64,
+    pub retry_interval_seconds: Seconds,
+    pub timeout_seconds: Seconds,
+    pub tolerance_seconds: Seconds,
 }
 
 impl Default for RetryConf {
@@ -158,9 +212,9 @@ impl Default for RetryConf {
     fn default() -> Self {
         RetryConf {
             num_retries: 0,
-            retry_interval_seconds: 10,
-            timeout_seconds: 60,
-            tolerance_seconds: 21_600,
+            retry_interval_seconds: Seconds::whole(10),
+            timeout_seconds: Seconds::whole(60),
+            tolerance_seconds: Seconds::whole(21_600),
         }
     }
 }
@@ -245,10 +299,11 @@ impl Record {
     /// when fewer bytes remain than a length claims).
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
         let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != SCHEMA_VERSION {
-            return Err(RecordError::UnknownSchema(version));
-        }
-        let (record, rest) = postcard::take_from_bytes(body).map_err(RecordError::Decode)?;
+        let (record, rest) = match version {
+            SCHEMA_VERSION => postcard::take_from_bytes(body).map_err(RecordError::Decode)?,
+            1 => v1::take_from_bytes(body)?,
+            _ => return Err(RecordError::UnknownSchema(version)),
+        };
         if !rest.is_empty() {
             return Err(RecordError::TrailingBytes(rest.len()));
         }
@@ -322,6 +377,8 @@ pub enum RecordError {
     Encode(postcard::Error),
 }
 
+mod v1;
+
 /// Records for tests and benches (unit tests, or the `testing` feature).
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
@@ -372,7 +429,62 @@ mod tests {
     fn times_format_as_utc_with_z() {
         assert_eq!(UnixMicros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
         assert_eq!(UnixMicros(1_500_000).to_rfc3339(), "1970-01-01T00:00:01.5Z");
-        assert_eq!(UnixMicros(5).plus_seconds(2), UnixMicros(2_000_005));
+        assert_eq!(UnixMicros(5).plus(Seconds::whole(2)), UnixMicros(2_000_005));
+    }
+
+    #[test]
+    fn seconds_show_as_hasura_and_as_exact_decimals() {
+        let cases = [
+            (Seconds::whole(10), "10", serde_json::json!(10)),
+            (
+                Seconds::from_micros(1_500_000),
+                "1.5",
+                serde_json::json!(1.5),
+            ),
+            (Seconds::from_micros(100_000), "0.1", serde_json::json!(0.1)),
+            (
+                Seconds::from_micros(1),
+                "0.000001",
+                serde_json::json!(0.000001),
+            ),
+            (Seconds::whole(0), "0", serde_json::json!(0)),
+        ];
+        for (span, text, json) in cases {
+            assert_eq!((span.to_string(), span.to_json()), (text.to_owned(), json));
+        }
+        assert_eq!(Seconds::whole(u64::MAX).as_micros(), u64::MAX);
+        assert_eq!(Seconds::whole(u64::MAX).as_micros_i64(), i64::MAX);
+    }
+
+    /// A version 1 record (whole seconds as u32/u64) reads as the same
+    /// record in version 2 terms; other kinds are unchanged by the version.
+    #[test]
+    fn reads_version_1_records() {
+        let created = fixtures::event(
+            uuid::Uuid::from_u128(7),
+            "http://127.0.0.1:1/hook",
+            UnixMicros(5),
+        );
+        let mut v1 = vec![1u8];
+        postcard::to_io(&(0u8, v1::EventCreatedV1::from_v2(&created)), &mut v1).unwrap();
+        assert_eq!(
+            Record::decode(&v1).unwrap(),
+            Record::EventCreated(created.clone())
+        );
+        let expired = Record::EventExpired {
+            event_id: created.event_id,
+            at: UnixMicros(9),
+        };
+        let mut bytes = expired.encode().unwrap();
+        bytes[0] = 1;
+        assert_eq!(Record::decode(&bytes).unwrap(), expired);
+        // The v1 form of a create is not a v2 one, and the other way round.
+        let mut as_v2 = v1.clone();
+        as_v2[0] = SCHEMA_VERSION;
+        assert_ne!(
+            Record::decode(&as_v2).ok(),
+            Some(Record::EventCreated(created))
+        );
     }
 
     proptest::proptest! {

@@ -95,6 +95,7 @@ async fn schedule_watch_and_inspect_an_event_in_a_browser() {
     set_value(page, ".header-row .h-name", "X-Console-Test").await;
     set_value(page, ".header-row .h-value", "yes").await;
     set_value(page, "#num_retries", "2").await;
+    set_value(page, "#retry_interval_seconds", "1.5").await;
     set_value(page, "#comment", "from the browser test").await;
     let expected_time = js(page, SET_TIME_AHEAD).await;
     let expected_time = expected_time.as_str().unwrap().to_owned();
@@ -122,6 +123,9 @@ async fn schedule_watch_and_inspect_an_event_in_a_browser() {
     assert_eq!(delivered.json()["payload"], json!({"hello": "console"}));
     assert_eq!(delivered.json()["comment"], json!("from the browser test"));
     assert_eq!(delivered.json()["scheduled_time"], json!(expected_time));
+    let event = chime.api.event(&id).await;
+    assert_eq!(event["retry_conf"]["num_retries"], json!(2));
+    assert_eq!(event["retry_conf"]["retry_interval_seconds"], json!(1.5));
     assert_eq!(
         delivered
             .headers

@@ -113,6 +113,52 @@ async fn a_huge_timeout_is_cut_to_the_max_webhook_timeout() {
     server.stop().await;
 }
 
+/// Hasura takes fractional `retry_conf` seconds: a quarter-second timeout
+/// cuts the call at 0.25 s, and the retry is due exactly half a second
+/// after the failure, not rounded to whole seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_retry_conf_seconds_are_kept_to_the_microsecond() {
+    let receiver = Receiver::start(vec![], Reply::Hang).await;
+    let server = TestServer::fresh_with(|c| {
+        c.dispatch.min_retry_interval = Duration::ZERO;
+        c.dispatch.shutdown_grace = SHORT_GRACE;
+    })
+    .await;
+    let api = &server.api;
+    let id = api
+        .create(json!({
+            "webhook": receiver.url("/silent"),
+            "schedule_at": in_seconds(0.0).to_string(),
+            "retry_conf": {"num_retries": 1, "retry_interval_seconds": 0.5, "timeout_seconds": 0.25},
+        }))
+        .await;
+    let event = api.wait_status(&id, "error").await;
+    assert_eq!(
+        event["retry_conf"],
+        json!({"num_retries": 1, "retry_interval_seconds": 0.5, "timeout_seconds": 0.25, "tolerance_seconds": 21600})
+    );
+    assert_eq!(event["tries"], 2);
+    let invocations = api.invocations_of(&id).await;
+    assert_eq!(invocations.len(), 2, "{invocations:?}");
+    for invocation in &invocations {
+        let message = client_error(invocation);
+        assert!(message.contains("timed out after 0.25 s"), "{message}");
+    }
+    // The event keeps the retry time its first failure set (as Hasura
+    // does after the last try): the first failure's time plus 0.5 s.
+    let time = |v: &serde_json::Value| -> jiff::Timestamp {
+        v.as_str().expect("a time").parse().expect("RFC 3339")
+    };
+    let first_failure = invocations
+        .iter()
+        .map(|i| time(&i["created_at"]))
+        .min()
+        .expect("an invocation time");
+    let gap = secs_between(first_failure, time(&event["next_retry_at"]));
+    assert!((gap - 0.5).abs() < 1e-6, "retry {gap} s after the failure");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_host_holds_only_its_own_slots() {
     let silent = Receiver::start(vec![], Reply::Hang).await;
@@ -156,7 +202,7 @@ async fn many_events_parked_for_one_host_do_not_hold_up_another() {
         .map(|_| {
             let mut created =
                 chime::record::fixtures::event(EventId::new_v4(), silent.url("/silent"), due);
-            created.retry_conf.timeout_seconds = 3600;
+            created.retry_conf.timeout_seconds = chime::record::Seconds::whole(3600);
             Record::EventCreated(created)
         })
         .collect();

@@ -4,12 +4,15 @@
 //! directories already on disk.
 //!
 //! - `tests/fixtures/v1-datadir/` is a data directory written once, by the
-//!   build of 2026-12-02, holding every record kind (in single and
-//!   multi-record batches, over several segments). It is decoded here and
-//!   compared with [`v1_records`], a hand-written list. To write it again
-//!   (only when the format version changes, into a new `v2-datadir/`, and
-//!   keeping this one): `cargo test --test fixed_bytes -- --ignored
-//!   write_the_v1_fixture`.
+//!   build of 2026-12-02 (segment format 1, record schema 1), holding every
+//!   record kind of that schema (in single and multi-record batches, over
+//!   several segments). It is decoded here and compared with
+//!   [`v1_records`], a hand-written list.
+//! - `tests/fixtures/v2-datadir/` is the same for segment format 2 and
+//!   record schema 2 (`retry_conf` spans to the microsecond), compared with
+//!   [`v2_records`]. To write the newest one again, or a new one when a
+//!   format version changes (into a new `vN-datadir/`, keeping the old
+//!   ones): `cargo test --test fixed_bytes -- --ignored write_the_fixture`.
 //! - Segment headers and frames are built byte by byte from the grammar in
 //!   docs/log-format.md (checksums with crc32fast), and records from
 //!   postcard's rules, then read by the log and the record decoder.
@@ -19,14 +22,23 @@ use std::path::{Path, PathBuf};
 use chime::log::{Log, LogOptions};
 use chime::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
-    RecordKind, RetryConf, UnixMicros,
+    RecordKind, RetryConf, Seconds, UnixMicros,
 };
 use chime::testing::replay_all;
 
-/// The committed fixture data directory.
+/// The committed fixture data directory of format version 1.
 fn v1_datadir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-datadir")
 }
+
+/// The committed fixture data directory of format version 2, which this
+/// build writes.
+fn v2_datadir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-datadir")
+}
+
+/// The record kinds schema 1 had: every kind but those added since.
+const V1_KINDS: usize = 7;
 
 /// The fixture's segment size: small, so its records span several segments.
 const V1_SEGMENT_BYTES: u64 = 512;
@@ -53,9 +65,9 @@ fn created(n: u128, payload: &str, headers: Vec<HeaderConf>, comment: Option<&st
         headers,
         retry_conf: RetryConf {
             num_retries: 2,
-            retry_interval_seconds: 30,
-            timeout_seconds: 5,
-            tolerance_seconds: 3600,
+            retry_interval_seconds: Seconds::whole(30),
+            timeout_seconds: Seconds::whole(5),
+            tolerance_seconds: Seconds::whole(3600),
         },
         comment: comment.map(str::to_owned),
         created_at: t(n as i64),
@@ -184,6 +196,22 @@ fn v1_records() -> Vec<Vec<Record>> {
     ]
 }
 
+/// What the v2 fixture holds: the v1 list, with fractional `retry_conf`
+/// spans on the first event (which schema 1 could not hold).
+fn v2_records() -> Vec<Vec<Record>> {
+    let mut batches = v1_records();
+    let Record::EventCreated(first) = &mut batches[0][0] else {
+        unreachable!("the list starts with a create");
+    };
+    first.retry_conf = RetryConf {
+        num_retries: 2,
+        retry_interval_seconds: Seconds::from_micros(1_500_000),
+        timeout_seconds: Seconds::from_micros(250_000),
+        tolerance_seconds: Seconds::from_micros(3_600_000_001),
+    };
+    batches
+}
+
 /// Copies the fixture's files into a fresh directory: the committed bytes
 /// are never opened for writing.
 fn copy_dir(from: &Path, to: &Path) {
@@ -199,46 +227,47 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Writes `tests/fixtures/v1-datadir/` with today's build. Ignored: the
+/// Writes `tests/fixtures/v2-datadir/` with today's build. Ignored: the
 /// fixture is written once and committed; see the module docs.
 #[test]
 #[ignore = "writes the committed fixture; run by hand only"]
-fn write_the_v1_fixture() {
-    let root = v1_datadir();
+fn write_the_fixture() {
+    let root = v2_datadir();
     let log_dir = chime::datadir::log_dir(&root);
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir).expect("remove the old fixture");
     }
     let (log, _) =
         Log::open(&log_dir, &LogOptions::with_segment_bytes(V1_SEGMENT_BYTES)).expect("open");
-    for batch in v1_records() {
+    for batch in v2_records() {
         let payloads = batch.iter().map(|r| r.encode().expect("encode")).collect();
         log.append_blocking(payloads).expect("append");
     }
 }
 
-#[test]
-fn the_v1_fixture_data_dir_decodes_to_the_hand_written_records() {
-    let want: Vec<Record> = v1_records().into_iter().flatten().collect();
-    let kinds: std::collections::BTreeSet<RecordKind> = want.iter().map(Record::kind).collect();
+/// Decodes a committed fixture read-only, straight from its files, checks
+/// it against `want` (which holds `kinds` record kinds), and returns its
+/// segment file names.
+fn check_fixture(root: &Path, want: &[Record], kinds: usize) -> Vec<String> {
+    let found_kinds: std::collections::BTreeSet<RecordKind> =
+        want.iter().map(Record::kind).collect();
     assert_eq!(
-        kinds.len(),
-        RecordKind::ALL.len(),
+        found_kinds.len(),
+        kinds,
         "every record kind is in the fixture"
     );
 
-    // Read-only, straight from the committed files.
-    let found = chime::testing::records_in(&v1_datadir());
+    let found = chime::testing::records_in(root);
     let seqs: Vec<u64> = found.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=want.len() as u64).collect::<Vec<_>>());
     let records: Vec<Record> = found.into_iter().map(|(_, r)| r).collect();
     assert_eq!(records.len(), want.len());
-    for (i, (got, want)) in records.iter().zip(&want).enumerate() {
+    for (i, (got, want)) in records.iter().zip(want).enumerate() {
         assert_eq!(got, want, "record {}", i + 1);
     }
 
-    // The segment files the fixture was written as: names and sizes.
-    let log_dir = chime::datadir::log_dir(&v1_datadir());
+    // The segment files the fixture was written as.
+    let log_dir = chime::datadir::log_dir(root);
     let mut names: Vec<String> = std::fs::read_dir(&log_dir)
         .expect("fixture log dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -249,6 +278,23 @@ fn the_v1_fixture_data_dir_decodes_to_the_hand_written_records() {
     for name in &names {
         assert!(name.ends_with(".seg") && name.len() == 24, "{name}");
     }
+    names
+}
+
+#[test]
+fn the_v2_fixture_data_dir_decodes_to_the_hand_written_records() {
+    let want: Vec<Record> = v2_records().into_iter().flatten().collect();
+    for name in check_fixture(&v2_datadir(), &want, RecordKind::ALL.len()) {
+        let bytes = std::fs::read(chime::datadir::log_dir(&v2_datadir()).join(&name))
+            .expect("a fixture segment");
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "{name} is format 2");
+    }
+}
+
+#[test]
+fn the_v1_fixture_data_dir_decodes_to_the_hand_written_records() {
+    let want: Vec<Record> = v1_records().into_iter().flatten().collect();
+    let names = check_fixture(&v1_datadir(), &want, V1_KINDS);
 
     // A copy opens as a log with nothing to recover and takes appends after.
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -130,8 +130,11 @@ export function scheduleForm(panel, { onScheduled }) {
     for (const key of RETRY_KEYS) {
       const input = $(key);
       const text = input.value.trim();
-      if (input.validity.badInput || (text !== '' && !/^\d+$/.test(text))) {
-        fail(`$.args.retry_conf.${key}`, 'A whole number, 0 or more.');
+      // Retries are counted; the spans are seconds, which may be fractional.
+      const whole = key === 'num_retries';
+      const shape = whole ? /^\d+$/ : /^\d+(\.\d+)?$/;
+      if (input.validity.badInput || (text !== '' && !shape.test(text))) {
+        fail(`$.args.retry_conf.${key}`, whole ? 'A whole number, 0 or more.' : 'A number of seconds, 0 or more.');
       } else if (text !== '') {
         retry[key] = Number(text);
       }

@@ -94,7 +94,7 @@ impl WebhookClient {
                 None,
             ));
         }
-        let timeout = Duration::from_secs(u64::from(created.retry_conf.timeout_seconds))
+        let timeout = created.retry_conf.timeout_seconds.as_duration()
             .min(self.max_timeout);
         let cap = self.response_body_cap;
         let request = self

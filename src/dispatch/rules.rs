@@ -8,17 +8,11 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::record::{InvocationResponse, RetryConf, UnixMicros};
+use crate::record::{InvocationResponse, RetryConf, Seconds, UnixMicros};
 
 /// Whether an event is too late to send at `now`.
 pub fn expired(schedule_at: UnixMicros, retry: &RetryConf, now: UnixMicros) -> bool {
-    now.0.saturating_sub(schedule_at.0) > retry_seconds_micros(retry.tolerance_seconds)
-}
-
-fn retry_seconds_micros(seconds: u64) -> i64 {
-    i64::try_from(seconds)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000)
+    now.0.saturating_sub(schedule_at.0) > retry.tolerance_seconds.as_micros_i64()
 }
 
 /// Whether the webhook's answer delivers the event: any 2xx. Anything
@@ -51,11 +45,11 @@ pub fn next_retry_at(
 ) -> Option<UnixMicros> {
     let too_late = UnixMicros(
         schedule_at
+            .plus(retry.tolerance_seconds)
             .0
-            .saturating_add(retry_seconds_micros(retry.tolerance_seconds))
             .saturating_add(1),
     );
-    let asked = now.plus_seconds(retry_after.unwrap_or(u64::from(retry.retry_interval_seconds)));
+    let asked = now.plus(retry_after.map_or(retry.retry_interval_seconds, Seconds::whole));
     let min_micros = i64::try_from(min_interval.as_micros()).unwrap_or(i64::MAX);
     let earliest = UnixMicros(now.0.saturating_add(min_micros));
     // The tolerance still wins: at `too_late` the event is only found dead,
@@ -97,7 +91,7 @@ mod tests {
     #[test]
     fn tolerance_is_strictly_greater_than() {
         let retry = RetryConf {
-            tolerance_seconds: 60,
+            tolerance_seconds: Seconds::whole(60),
             ..RetryConf::default()
         };
         let at = UnixMicros(1000 * S);
@@ -156,7 +150,7 @@ mod tests {
     fn a_retry_never_waits_past_the_tolerance() {
         let retry = RetryConf {
             num_retries: 5,
-            tolerance_seconds: 60,
+            tolerance_seconds: Seconds::whole(60),
             ..RetryConf::default()
         };
         let at = UnixMicros(1000 * S);
@@ -179,8 +173,8 @@ mod tests {
     fn no_retry_comes_sooner_than_the_minimum_interval() {
         let retry = RetryConf {
             num_retries: 1000,
-            retry_interval_seconds: 0,
-            tolerance_seconds: 3600,
+            retry_interval_seconds: Seconds::whole(0),
+            tolerance_seconds: Seconds::whole(3600),
             ..RetryConf::default()
         };
         let at = UnixMicros(1000 * S);
@@ -202,7 +196,7 @@ mod tests {
             Some(UnixMicros(1017 * S))
         );
         let slow = RetryConf {
-            retry_interval_seconds: 20,
+            retry_interval_seconds: Seconds::whole(20),
             ..retry
         };
         assert_eq!(
@@ -211,7 +205,7 @@ mod tests {
         );
         // The tolerance still ends it: at its end the event is dead, not sent.
         let short = RetryConf {
-            tolerance_seconds: 10,
+            tolerance_seconds: Seconds::whole(10),
             ..retry
         };
         let too_late = UnixMicros(1010 * S + 1);

@@ -13,7 +13,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use crate::record::EventId;
+use crate::record::{EventId, Seconds};
 use crate::webhook::is_identifier;
 
 /// A JSON value, unparsed, and where it is in the request.
@@ -80,6 +80,21 @@ impl<'a> Field<'a> {
         // that is malformed, so this is `parse-failed` rather than `not-found`.
         EventId::parse_str(&text)
             .map_err(|_| self.parse_failed(format!("{} is not a UUID", Value::from(text.as_str()))))
+    }
+
+    /// A span of seconds, as Hasura reads `retry_conf`'s: any JSON number
+    /// that is 0 or more, fractional or with an exponent (`1.5`, `15e-1`),
+    /// kept to the microsecond (finer digits are cut); longer than
+    /// [`Seconds`] holds, it saturates. Read from the exact text, not
+    /// through a float, so `0.1` is 100,000 µs. Not a number, or negative:
+    /// `parse-failed`.
+    pub(super) fn seconds(&self) -> Result<Seconds, ApiError> {
+        let text = self.raw.get();
+        let not_a_span = || self.parse_failed("expected a number of seconds that is 0 or more");
+        if text.starts_with('-') || serde_json::from_str::<serde_json::Number>(text).is_err() {
+            return Err(not_a_span());
+        }
+        Ok(Seconds::from_micros(decimal_micros(text).ok_or_else(not_a_span)?))
     }
 
     /// A non-negative integer. Not a number, or a fraction: `parse-failed`.
@@ -283,5 +298,86 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
             }
         }
         deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// The microseconds in a non-negative JSON number's text (`int[.frac][e±exp]`,
+/// already checked to be one), cut toward zero and saturating at `u64::MAX`.
+/// `None` only for text that is not such a number.
+fn decimal_micros(text: &str) -> Option<u64> {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], &text[at + 1..]),
+        None => (text, "0"),
+    };
+    let exponent_digits = exponent.trim_start_matches(['+', '-']);
+    if exponent_digits.is_empty() || !exponent_digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Exponents past a few dozen only decide between 0 and saturation, so
+    // a longer one is clamped rather than parsed.
+    let magnitude: i64 = exponent_digits.parse().unwrap_or(i64::MAX).min(1_000);
+    let exponent = if exponent.starts_with('-') { -magnitude } else { magnitude };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // value = digits × 10^(exponent − len(frac)) seconds; in microseconds
+    // the power is 6 more.
+    let frac_len = i64::try_from(frac.len()).unwrap_or(i64::MAX);
+    let shift = exponent.saturating_add(6).saturating_sub(frac_len);
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let kept = if shift >= 0 {
+        digits
+    } else {
+        let cut = usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX);
+        match digits.len().checked_sub(cut) {
+            None | Some(0) => return Some(0),
+            Some(keep) => &digits[..keep],
+        }
+    };
+    // u64::MAX has 20 digits: 21 or more (with no leading zeros) saturate.
+    let zeros = usize::try_from(shift.max(0)).unwrap_or(usize::MAX);
+    if kept.len().saturating_add(zeros) > 20 {
+        return Some(u64::MAX);
+    }
+    let mut micros: u128 = kept.parse().ok()?;
+    for _ in 0..zeros {
+        micros *= 10;
+    }
+    Some(u64::try_from(micros).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use super::decimal_micros;
+
+    #[test]
+    fn reads_seconds_to_the_microsecond_from_the_text() {
+        let cases = [
+            ("0", 0),
+            ("10", 10_000_000),
+            ("1.5", 1_500_000),
+            ("0.1", 100_000),
+            ("15e-1", 1_500_000),
+            ("1.5E+1", 15_000_000),
+            ("0.0000019", 1),
+            ("0.0000001", 0),
+            ("1e-7", 0),
+            ("5.0", 5_000_000),
+            ("00.25", 250_000),
+            ("18446744073709.551615", u64::MAX),
+            ("18446744073709.551616", u64::MAX),
+            ("1e30", u64::MAX),
+            ("1e99999999999999999999", u64::MAX),
+            ("1e-99999999999999999999", 0),
+            ("0e99999", 0),
+        ];
+        for (text, micros) in cases {
+            assert_eq!(decimal_micros(text), Some(micros), "{text}");
+        }
     }
 }

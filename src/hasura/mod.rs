@@ -31,8 +31,9 @@
 //!   client sent something that is not an id at all. Deleting an id that
 //!   names no event is `success`, and listing its invocations (or those of
 //!   a malformed id) is an empty list, as in Hasura.
-//! - `retry_conf.timeout_seconds: 0` is `validation-failed`: a call that may
-//!   not take any time can never succeed.
+//! - `retry_conf`'s spans may be fractional (`1.5`) and `0`, as in Hasura
+//!   (a `timeout_seconds` of 0 times out at once); they are kept to the
+//!   microsecond.
 //! - `schedule_at` follows the time grammar of aeson, Hasura's JSON library
 //!   (spelled out on the private `parse_time`), not all of ISO 8601.
 //! - Webhook placeholders are `{{NAME}}` with NAME `[A-Za-z_][A-Za-z0-9_]*`;
@@ -61,7 +62,7 @@ mod time;
 )]
 pub use error::{ApiError, Code};
 pub use render::{
-    LISTING_TAIL, Listing, ROW_SEPARATOR, created, no_invocations, render_event, render_invocation, success,
+    LISTING_TAIL, Listing, ROW_SEPARATOR, created, no_invocations, render_event, render_invocation, render_retry_conf, success,
 };
 #[cfg_attr(
     not(feature = "internals"),

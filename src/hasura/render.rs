@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::projection::{EventView, InvocationRef};
 use crate::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
-    UnixMicros,
+    RetryConf, UnixMicros,
 };
 
 /// `{"message": "success"}`
@@ -66,6 +66,17 @@ pub const ROW_SEPARATOR: u8 = b',';
 /// What closes a listing written piece by piece.
 pub const LISTING_TAIL: &[u8] = b"]}";
 
+/// An event's `retry_conf` as Hasura shows it (spans in seconds, a
+/// decimal where fractional).
+pub fn render_retry_conf(retry: &RetryConf) -> Value {
+    json!({
+        "num_retries": retry.num_retries,
+        "retry_interval_seconds": retry.retry_interval_seconds.to_json(),
+        "timeout_seconds": retry.timeout_seconds.to_json(),
+        "tolerance_seconds": retry.tolerance_seconds.to_json(),
+    })
+}
+
 /// One event as `get_scheduled_events` shows it, every key present (null
 /// when empty), times in UTC.
 ///
@@ -73,17 +84,11 @@ pub const LISTING_TAIL: &[u8] = b"]}";
 /// spelling may differ from what was sent; the webhook gets the exact text
 /// (see [`crate::webhook::webhook_body`]).
 pub fn render_event(created: &EventCreated, view: &EventView) -> Value {
-    let retry = &created.retry_conf;
     json!({
         "id": created.event_id.to_string(),
         "webhook_conf": created.webhook,
         "scheduled_time": created.schedule_at.to_rfc3339(),
-        "retry_conf": {
-            "num_retries": retry.num_retries,
-            "retry_interval_seconds": retry.retry_interval_seconds,
-            "timeout_seconds": retry.timeout_seconds,
-            "tolerance_seconds": retry.tolerance_seconds,
-        },
+        "retry_conf": render_retry_conf(&created.retry_conf),
         "payload": json_or_text(&created.payload),
         "header_conf": created.headers.iter().map(render_header_conf).collect::<Vec<_>>(),
         "status": view.status.as_str(),

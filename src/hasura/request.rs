@@ -357,26 +357,20 @@ fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
         }
         Ok(())
     };
-    let u32_field = |key: &str| -> Result<Option<u32>, ApiError> {
-        obj.get(key)
-            .map(|f| non_negative(&f).and_then(|()| f.u32()))
-            .transpose()
-    };
-    if let Some(n) = u32_field("num_retries")? {
-        conf.num_retries = n;
+    if let Some(field) = obj.get("num_retries") {
+        non_negative(&field)?;
+        conf.num_retries = field.u32()?;
     }
-    if let Some(n) = u32_field("retry_interval_seconds")? {
-        conf.retry_interval_seconds = n;
+    // The spans may be fractional and 0, as in Hasura (a `timeout_seconds`
+    // of 0 times out at once).
+    if let Some(field) = obj.get("retry_interval_seconds") {
+        conf.retry_interval_seconds = field.seconds()?;
     }
-    if let Some(n) = u32_field("timeout_seconds")? {
-        // 0 is accepted, as Hasura does: such a call times out at once.
-        conf.timeout_seconds = n;
+    if let Some(field) = obj.get("timeout_seconds") {
+        conf.timeout_seconds = field.seconds()?;
     }
     if let Some(field) = obj.get("tolerance_seconds") {
-        // The record holds tolerance as u64 so that "practically never too
-        // late" can be said; the other fields are u32.
-        non_negative(&field)?;
-        conf.tolerance_seconds = field.uint()?;
+        conf.tolerance_seconds = field.seconds()?;
     }
     Ok(conf)
 }

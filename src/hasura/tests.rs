@@ -12,7 +12,7 @@ use crate::log::Loc;
 use crate::projection::{EventView, InvocationRef, Order, SortBy, SortColumn, Status};
 use crate::record::{
     EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
-    RetryConf, UnixMicros,
+    RetryConf, Seconds, UnixMicros,
 };
 use crate::webhook::webhook_body;
 
@@ -201,9 +201,9 @@ fn create_full_and_into_record() {
             ],
             retry_conf: RetryConf {
                 num_retries: 3,
-                retry_interval_seconds: 12,
-                timeout_seconds: 120,
-                tolerance_seconds: 21675
+                retry_interval_seconds: Seconds::whole(12),
+                timeout_seconds: Seconds::whole(120),
+                tolerance_seconds: Seconds::whole(21675)
             },
             comment: Some("sample scheduled event comment".into()),
             created_at: UnixMicros(5),
@@ -605,36 +605,39 @@ fn header_values_may_be_any_visible_text() {
 
 #[test]
 fn retry_conf_values() {
-    for field in [
-        "num_retries",
-        "retry_interval_seconds",
-        "timeout_seconds",
-        "tolerance_seconds",
-    ] {
+    let spans = ["retry_interval_seconds", "timeout_seconds", "tolerance_seconds"];
+    for field in std::iter::once("num_retries").chain(spans) {
         let path = format!("$.args.retry_conf.{field}");
-        for (value, code) in [
-            // Hasura: a negative value does not parse.
-            (json!(-1), "parse-failed"),
-            (json!(-1.0), "parse-failed"),
-            (json!(1.5), "parse-failed"),
-            (json!("3"), "parse-failed"),
-            (json!(true), "parse-failed"),
-            (json!([1]), "parse-failed"),
-            (json!(1e30), "validation-failed"),
-        ] {
+        for value in [json!(-1), json!(-1.0), json!(-0.5), json!("3"), json!(true), json!([1])] {
+            // Hasura: a negative value does not parse, nor a non-number.
             assert_create_err(
                 args_with("retry_conf", json!({ field: value })),
-                code,
+                "parse-failed",
                 &path,
             );
         }
     }
-    for field in ["num_retries", "retry_interval_seconds", "timeout_seconds"] {
-        assert_create_err(
-            args_with("retry_conf", json!({ field: 4_294_967_296u64 })),
-            "validation-failed",
-            &format!("$.args.retry_conf.{field}"),
-        );
+    // A count of retries is an integer that fits.
+    let path = "$.args.retry_conf.num_retries";
+    for (value, code) in [
+        (json!(1.5), "parse-failed"),
+        (json!(1e30), "validation-failed"),
+        (json!(4_294_967_296u64), "validation-failed"),
+    ] {
+        assert_create_err(args_with("retry_conf", json!({ "num_retries": value })), code, path);
+    }
+    // A span is any size; past what 64 bits of microseconds hold it saturates.
+    for field in spans {
+        for value in [json!(1.5), json!(4_294_967_296u64)] {
+            create_ok(args_with("retry_conf", json!({ field: value })));
+        }
+        let conf = create_ok(args_with("retry_conf", json!({ field: 1e30 }))).retry_conf;
+        let span = match field {
+            "retry_interval_seconds" => conf.retry_interval_seconds,
+            "timeout_seconds" => conf.timeout_seconds,
+            _ => conf.tolerance_seconds,
+        };
+        assert_eq!(span, Seconds::from_micros(u64::MAX), "{field}");
     }
     // 0 is allowed for every field, as in Hasura.
     for field in [
@@ -663,9 +666,9 @@ fn retry_conf_partial_keeps_defaults() {
         conf,
         RetryConf {
             num_retries: 1,
-            retry_interval_seconds: 0,
-            timeout_seconds: 60,
-            tolerance_seconds: 10_000_000_000,
+            retry_interval_seconds: Seconds::whole(0),
+            timeout_seconds: Seconds::whole(60),
+            tolerance_seconds: Seconds::whole(10_000_000_000),
         }
     );
     // an integral float is an integer
@@ -674,7 +677,31 @@ fn retry_conf_partial_keeps_defaults() {
         json!({"num_retries": 5.0, "timeout_seconds": null}),
     ))
     .retry_conf;
-    assert_eq!((conf.num_retries, conf.timeout_seconds), (5, 60));
+    assert_eq!((conf.num_retries, conf.timeout_seconds), (5, Seconds::whole(60)));
+}
+
+/// Hasura reads the spans as `DiffTime`: fractional seconds are taken (and
+/// kept here to the microsecond), a fractional count of retries is not.
+#[test]
+fn retry_conf_spans_may_be_fractional() {
+    let conf = create_ok(args_with(
+        "retry_conf",
+        json!({"retry_interval_seconds": 1.5, "timeout_seconds": 0.25, "tolerance_seconds": 2.000001}),
+    ))
+    .retry_conf;
+    assert_eq!(
+        (conf.retry_interval_seconds, conf.timeout_seconds, conf.tolerance_seconds),
+        (
+            Seconds::from_micros(1_500_000),
+            Seconds::from_micros(250_000),
+            Seconds::from_micros(2_000_001)
+        )
+    );
+    assert_create_err(
+        args_with("retry_conf", json!({"timeout_seconds": "1.5"})),
+        "parse-failed",
+        "$.args.retry_conf.timeout_seconds",
+    );
 }
 
 // --- delete_scheduled_event ---------------------------------------------

@@ -240,7 +240,7 @@ enum JsonDetails<'a> {
         webhook: &'a str,
         payload: JsonText<'a>,
         headers: Vec<JsonHeader<'a>>,
-        retry_conf: &'a crate::record::RetryConf,
+        retry_conf: serde_json::Value,
         comment: Option<&'a str>,
     },
     Started {
@@ -283,7 +283,7 @@ impl<'a> JsonDetails<'a> {
                         },
                     })
                     .collect(),
-                retry_conf: &e.retry_conf,
+                retry_conf: crate::hasura::render_retry_conf(&e.retry_conf),
                 comment: e.comment.as_deref(),
             },
             Record::AttemptStarted { attempt_id, .. } => JsonDetails::Started {
