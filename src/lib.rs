@@ -61,6 +61,7 @@ pub mod log;
 pub mod logcli;
 pub mod record;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 
 internal_modules! {
