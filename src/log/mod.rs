@@ -436,6 +436,17 @@ impl Log {
     /// [`LogError::LockPoisoned`] rather than replay nothing.
     pub fn replay<E: From<LogError>>(
         &self,
+        f: impl FnMut(Entry<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.replay_after(0, f)
+    }
+
+    /// [`Log::replay`] of the records after sequence number `after` only
+    /// (those a snapshot taken at `after` does not hold). Segments that
+    /// end at or before `after` are not read at all.
+    pub fn replay_after<E: From<LogError>>(
+        &self,
+        after: u64,
         mut f: impl FnMut(Entry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let segs: Vec<(Arc<Mmap>, u64, u64)> = self
@@ -447,7 +458,15 @@ impl Log {
             .map(|s| (s.map.clone(), s.base_seq, s.durable_len))
             .collect();
         for (i, (map, base_seq, len)) in segs.iter().enumerate() {
-            scan::visit_segment(map, i as u32, *base_seq, *len as usize, &mut f)?;
+            // Every record of this segment precedes the next one's base.
+            let next_base = segs.get(i + 1).map_or(u64::MAX, |s| s.1);
+            if next_base <= after.saturating_add(1) {
+                continue;
+            }
+            let mut newer = |entry: Entry<'_>| {
+                if entry.seq > after { f(entry) } else { Ok(()) }
+            };
+            scan::visit_segment(map, i as u32, *base_seq, *len as usize, &mut newer)?;
         }
         Ok(())
     }
