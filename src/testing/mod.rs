@@ -7,7 +7,7 @@
 //! fault-injecting file system ([`faultfs`]) and a second hold on fsyncs
 //! ([`gate`]), the fuzz targets' checks
 //! ([`fuzz`]) and appends queued behind it
-//! ([`append`]), the decoded records of a data directory's log
+//! ([`append`]), a hold on one appender's wake-up ([`wake`]), the decoded records of a data directory's log
 //! ([`records_in`], [`record_counts`]) and the benches'
 //! knobs ([`bench`]).
 //!
@@ -37,6 +37,7 @@ mod rng;
 mod server;
 mod time;
 mod wait;
+pub mod wake;
 
 pub use child::{ChildServer, chime_binary, log_verify, serve_to_exit};
 pub use client::{
