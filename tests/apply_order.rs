@@ -9,6 +9,8 @@
 //!   sequence numbers applied only increase (the service counts any that
 //!   does not), and every API view answers the same bytes live and after a
 //!   restart on the same data directory (a replay).
+//! - A group whose write fails is applied not at all, and the next group,
+//!   which takes its sequence numbers, is applied in its place.
 //!
 //! [`WakeHold`]: chime::testing::wake::WakeHold
 
@@ -22,6 +24,7 @@ use chime::record::{EventId, Record, UnixMicros, fixtures};
 use chime::server::ServeConfig;
 use chime::service::Service;
 use chime::testing::append::queue_service_append;
+use chime::testing::faultfs::{Errno, FaultFs, Op, Times};
 use chime::testing::gate::SyncGate;
 use chime::testing::{ApiClient, Receiver, TestServer, eventually, from_now, records_in, ts};
 use serde_json::json;
@@ -103,6 +106,63 @@ async fn a_batch_is_applied_before_a_later_one_of_its_group_even_while_its_appen
     earlier.await.expect("task").expect("append");
     assert_eq!(service.apply_order_violations(), 0);
     assert_eq!(service.last_applied_seq(), Some(first + 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_group_is_applied_not_at_all_and_the_next_is_applied_in_its_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fs = FaultFs::new(14);
+    let (service, _) = Service::open(
+        &datadir::log_dir(tmp.path()),
+        &fs.log_options(1 << 20),
+        Arc::new(SystemClock),
+    )
+    .expect("open");
+    let service = Arc::new(service);
+    let first = service.append([create(1)]).await.expect("append")[0].seq;
+
+    // Two batches queued behind a held fsync form the next group; its
+    // write fails (a full disk), so both are refused.
+    fs.hold_next(Op::Sync);
+    let held = tokio::spawn(queue_service_append(&service, vec![create(2)]));
+    blocking({
+        let fs = fs.clone();
+        move || fs.wait_held()
+    })
+    .await;
+    let refused = [
+        tokio::spawn(queue_service_append(&service, vec![create(3)])),
+        tokio::spawn(queue_service_append(&service, vec![create(4), create(5)])),
+    ];
+    fs.fail(Op::Write, Errno::NoSpace, Times::Once);
+    fs.release();
+    held.await.expect("task").expect("append");
+    for append in refused {
+        let answer = append.await.expect("task");
+        assert!(answer.is_err(), "{answer:?}");
+    }
+    // The next batch takes the refused group's sequence numbers: applied
+    // in order, with nothing of the refused group before or beside it.
+    let next = service.append([create(6)]).await.expect("append");
+    assert_eq!(next[0].seq, first + 2);
+    let logged: Vec<EventId> = records_in(tmp.path())
+        .into_iter()
+        .map(|(_, r)| r.event_id())
+        .collect();
+    let expected: Vec<EventId> = [1, 2, 6].map(EventId::from_u128).into();
+    assert_eq!(logged, expected);
+    let projection = service.projection();
+    for n in 1..=6 {
+        let id = EventId::from_u128(n);
+        assert_eq!(
+            projection.event(id).is_some(),
+            logged.contains(&id),
+            "event {n}: applied if and only if the log holds it"
+        );
+    }
+    drop(projection);
+    assert_eq!(service.last_applied_seq(), Some(first + 2));
+    assert_eq!(service.apply_order_violations(), 0);
 }
 
 /// Every API view of `api`, as the bytes of its answers: the events of
