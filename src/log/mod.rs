@@ -157,8 +157,11 @@ pub struct Appended {
 /// (a batch's hook after every earlier batch's), and never for a batch the
 /// log refused. The log never looks inside: the service applies its records
 /// to the projections here, so that they are applied in log order without
-/// the log knowing about events. A hook must be short and must not panic
-/// or wait for an append: the thread that makes appends durable runs it.
+/// the log knowing about events. A hook must be short and must not wait
+/// for an append: the thread that makes appends durable runs it. A hook
+/// that panics may have done half its work, so the writer then stops as
+/// after a failed fsync ([`LogError::Poisoned`] for that batch, durable,
+/// and every later one).
 pub type OnDurable = Box<dyn FnOnce(&[Appended]) + Send>;
 
 /// One record read back during replay.
@@ -544,6 +547,30 @@ pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_run_in_sequence_order_and_one_that_panics_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), &LogOptions::default()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for n in 0..3u8 {
+            let seen = seen.clone();
+            let hook: OnDurable = Box::new(move |appended| {
+                seen.lock().unwrap().extend(appended.iter().map(|a| a.seq))
+            });
+            rt.block_on(log.append_then(vec![vec![n], vec![n]], hook))
+                .unwrap();
+        }
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+        let panics: OnDurable = Box::new(|_| panic!("a hook that panics, on purpose"));
+        let answer = rt.block_on(log.append_then(vec![b"durable".to_vec()], panics));
+        assert!(matches!(answer, Err(LogError::Poisoned(_))), "{answer:?}");
+        let after = log.append_blocking(vec![b"refused".to_vec()]);
+        assert!(matches!(after, Err(LogError::Poisoned(_))), "{after:?}");
+    }
 
     #[test]
     fn a_poisoned_segment_lock_fails_replay_instead_of_replaying_nothing() {

@@ -11,13 +11,15 @@
 //! ([`OnDurable`], from [`Log::append_then`](super::Log::append_then)) one
 //! after the other in sequence order, each before its appender is answered:
 //! that is how the service applies records in exactly log order, whatever
-//! order the appenders' tasks wake in. A refused batch never runs its hook.
+//! order the appenders' tasks wake in. A refused batch never runs its hook;
+//! a hook that panics stops the writer as a failed fsync does.
 //!
 //! A failed write is cut back (`ftruncate` to the length before it, made
 //! durable with an fsync) before the next append, so a later batch never
 //! lands behind garbage. A failed fsync is fatal: the thread answers every
 //! later request with [`LogError::Poisoned`].
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -217,12 +219,7 @@ impl Writer {
                 self.active.next_seq += pending.frames;
                 self.publish_len();
                 for waiting in pending.waiting {
-                    // Before the answer, and before any later batch's hook:
-                    // the service applies the records here, in log order.
-                    if let Some(hook) = waiting.on_durable {
-                        hook(&waiting.appended);
-                    }
-                    let _ = waiting.reply.send(Ok(waiting.appended));
+                    self.run_hook_then_answer(waiting);
                 }
             }
             Err(e) => {
@@ -254,6 +251,34 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Runs a durable batch's hook, then answers its appender. Called in
+    /// sequence order: the service applies the records in the hook, so it
+    /// runs before the answer and before any later batch's hook.
+    ///
+    /// A hook that panics may have done half its work (half a batch
+    /// applied), so nothing may follow it: the writer stops as after a
+    /// failed fsync, and this batch and every later one are refused (this
+    /// one is durable; a restart replays it).
+    fn run_hook_then_answer(&mut self, waiting: Waiting) {
+        if let Some(why) = &self.poisoned {
+            let _ = waiting.reply.send(Err(LogError::Poisoned(why.clone())));
+            return;
+        }
+        if let Some(hook) = waiting.on_durable {
+            let appended = &waiting.appended;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| hook(appended))).is_err() {
+                let why = "a hook run after a durable write panicked; no more writes are accepted \
+                           until a restart"
+                    .to_string();
+                tracing::error!(error = %why, "log write hook failed");
+                let _ = waiting.reply.send(Err(LogError::Poisoned(why.clone())));
+                self.poisoned = Some(why);
+                return;
+            }
+        }
+        let _ = waiting.reply.send(Ok(waiting.appended));
     }
 
     fn write_durably(&mut self, buf: &[u8]) -> Result<(), LogError> {
