@@ -202,7 +202,7 @@ fn ram(rt: &tokio::runtime::Runtime) {
                     })
                 })
                 .collect();
-            service.append(&records).await.expect("append");
+            service.append(records).await.expect("append");
         }
     });
     // Measure the replay in a fresh process, so the writer's freed memory

@@ -72,14 +72,16 @@ async fn write_events(dir: &Path, url: &str, times: impl Iterator<Item = UnixMic
             ..fixtures::event(EventId::new_v4(), url, at)
         }));
         if batch.len() == 1000 {
-            service.append(&batch).await.expect("append");
             n += batch.len() as u64;
-            batch.clear();
+            service
+                .append(std::mem::take(&mut batch))
+                .await
+                .expect("append");
         }
     }
     if !batch.is_empty() {
-        service.append(&batch).await.expect("append");
         n += batch.len() as u64;
+        service.append(batch).await.expect("append");
     }
     n
 }

@@ -478,7 +478,7 @@ impl ApiState {
             // cancels it holds are let go only once it is done.
             let service = service.clone();
             let appended = tokio::spawn(async move {
-                let appended = service.append(&records).await;
+                let appended = service.append(records).await;
                 drop(held);
                 appended
             })

@@ -140,7 +140,7 @@ fn fixture(segment_bytes: u64) -> Fixture {
     }]);
     let mut records = 0;
     for b in &batches {
-        rt.block_on(service.append(b)).unwrap();
+        rt.block_on(service.append(b.as_slice())).unwrap();
         records += b.len() as u64;
     }
     drop(service);

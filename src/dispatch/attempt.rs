@@ -15,6 +15,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -111,7 +112,7 @@ impl Inner {
         }
         if expired(created.schedule_at, &created.retry_conf, now) {
             service
-                .append(&[Record::EventExpired {
+                .append([Record::EventExpired {
                     event_id: id,
                     at: now,
                 }])
@@ -132,7 +133,7 @@ impl Inner {
         }
         let attempt_id = AttemptId::new_v4();
         service
-            .append(&[Record::AttemptStarted {
+            .append([Record::AttemptStarted {
                 event_id: id,
                 attempt_id,
                 at: now,
@@ -193,9 +194,10 @@ impl Inner {
         // stays `locked` until a restart. A full disk may free up, so keep
         // trying; a fatal error (failed fsync) will not, so give up then
         // and let the restart count the attempt as interrupted.
-        let records = [record];
+        // Shared, not copied, with each try's apply hook.
+        let records: Arc<[Record]> = Arc::new([record]);
         loop {
-            match service.append(&records).await {
+            match service.append(records.clone()).await {
                 Ok(_) => break,
                 Err(ServiceError::Log(e)) if e.is_fatal() => return Err(ServiceError::Log(e)),
                 Err(e) => {
@@ -256,7 +258,7 @@ impl Inner {
         let at = self.service.clock.now();
         let recorded = self
             .service
-            .append(&[Record::AttemptInterrupted {
+            .append([Record::AttemptInterrupted {
                 event_id: id,
                 attempt_id,
                 at,

@@ -229,14 +229,15 @@ impl Dispatcher {
                 })
                 .collect()
         };
-        if !records.is_empty() {
-            service.append(&records).await?;
+        let count = records.len();
+        if count > 0 {
+            service.append(records).await?;
             tracing::warn!(
-                events = records.len(),
+                events = count,
                 "attempts were in flight when the server last stopped; they will be sent again"
             );
         }
-        Ok(records.len())
+        Ok(count)
     }
 
     /// Runs the loop until `shutdown` is true.

@@ -151,6 +151,19 @@ pub struct Appended {
     pub loc: Loc,
 }
 
+/// Work for the writer thread once a batch is durable, given where each of
+/// its records went: [`Log::append_then`] runs it before it answers the
+/// appender. Hooks run one at a time on the writer thread, in sequence order
+/// (a batch's hook after every earlier batch's), and never for a batch the
+/// log refused. The log never looks inside: the service applies its records
+/// to the projections here, so that they are applied in log order without
+/// the log knowing about events. A hook must be short and must not wait
+/// for an append: the thread that makes appends durable runs it. A hook
+/// that panics may have done half its work, so the writer then stops as
+/// after a failed fsync ([`LogError::Poisoned`] for that batch, durable,
+/// and every later one).
+pub type OnDurable = Box<dyn FnOnce(&[Appended]) + Send>;
+
 /// One record read back during replay.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry<'a> {
@@ -362,12 +375,29 @@ impl Log {
     /// The batch is all-or-nothing: after a crash either all of it is in
     /// the log or none of it is.
     pub async fn append(&self, batch: Vec<Vec<u8>>) -> Result<Vec<Appended>, LogError> {
-        self.submit(batch)?.await.map_err(|_| LogError::Closed)?
+        self.submit(batch, None)?
+            .await
+            .map_err(|_| LogError::Closed)?
+    }
+
+    /// [`Log::append`], and once the batch is durable the writer thread runs
+    /// `on_durable` with where its records went, before it answers (see
+    /// [`OnDurable`]). The hook runs once the batch is in the writer's queue
+    /// and durable, even if this future is dropped meanwhile; it is dropped
+    /// unrun if the batch is refused.
+    pub async fn append_then(
+        &self,
+        batch: Vec<Vec<u8>>,
+        on_durable: OnDurable,
+    ) -> Result<Vec<Appended>, LogError> {
+        self.submit(batch, Some(on_durable))?
+            .await
+            .map_err(|_| LogError::Closed)?
     }
 
     /// [`Log::append`] for callers outside an async runtime.
     pub fn append_blocking(&self, batch: Vec<Vec<u8>>) -> Result<Vec<Appended>, LogError> {
-        self.submit(batch)?
+        self.submit(batch, None)?
             .blocking_recv()
             .map_err(|_| LogError::Closed)?
     }
@@ -375,6 +405,7 @@ impl Log {
     fn submit(
         &self,
         batch: Vec<Vec<u8>>,
+        on_durable: Option<OnDurable>,
     ) -> Result<oneshot::Receiver<Result<Vec<Appended>, LogError>>, LogError> {
         if let Some(bad) = batch.iter().find(|p| p.is_empty() || p.len() > MAX_PAYLOAD) {
             return Err(LogError::BadPayload { len: bad.len() });
@@ -382,6 +413,9 @@ impl Log {
         let (reply, rx) = oneshot::channel();
         if batch.is_empty() {
             // Nothing to write; answer at once.
+            if let Some(hook) = on_durable {
+                hook(&[]);
+            }
             let _ = reply.send(Ok(Vec::new()));
             return Ok(rx);
         }
@@ -391,7 +425,11 @@ impl Log {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .ok_or(LogError::Closed)?
-            .send(writer::Request { batch, reply })
+            .send(writer::Request {
+                batch,
+                on_durable,
+                reply,
+            })
             .map_err(|_| LogError::Closed)?;
         Ok(rx)
     }
@@ -528,6 +566,30 @@ pub fn truncate_segment(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_run_in_sequence_order_and_one_that_panics_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), &LogOptions::default()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for n in 0..3u8 {
+            let seen = seen.clone();
+            let hook: OnDurable = Box::new(move |appended| {
+                seen.lock().unwrap().extend(appended.iter().map(|a| a.seq))
+            });
+            rt.block_on(log.append_then(vec![vec![n], vec![n]], hook))
+                .unwrap();
+        }
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5, 6]);
+        let panics: OnDurable = Box::new(|_| panic!("a hook that panics, on purpose"));
+        let answer = rt.block_on(log.append_then(vec![b"durable".to_vec()], panics));
+        assert!(matches!(answer, Err(LogError::Poisoned(_))), "{answer:?}");
+        let after = log.append_blocking(vec![b"refused".to_vec()]);
+        assert!(matches!(after, Err(LogError::Poisoned(_))), "{after:?}");
+    }
 
     #[test]
     fn a_poisoned_segment_lock_fails_replay_instead_of_replaying_nothing() {

@@ -7,11 +7,19 @@
 //! appender. While it waits on the disk, new requests
 //! queue, so the busier the log the more appenders share one fsync.
 //!
+//! Once a write is durable the thread runs each of its batches' hooks
+//! ([`OnDurable`], from [`Log::append_then`](super::Log::append_then)) one
+//! after the other in sequence order, each before its appender is answered:
+//! that is how the service applies records in exactly log order, whatever
+//! order the appenders' tasks wake in. A refused batch never runs its hook;
+//! a hook that panics stops the writer as a failed fsync does.
+//!
 //! A failed write is cut back (`ftruncate` to the length before it, made
 //! durable with an fsync) before the next append, so a later batch never
 //! lands behind garbage. A failed fsync is fatal: the thread answers every
 //! later request with [`LogError::Poisoned`].
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -20,7 +28,7 @@ use tokio::sync::oneshot;
 
 use super::frame::{self, FRAME_HEADER_LEN};
 use super::fs::{FileSystem, SegmentIo};
-use super::{Appended, Loc, LogError, ReadSegment, Shared, segment};
+use super::{Appended, Loc, LogError, OnDurable, ReadSegment, Shared, segment};
 
 /// Stop gathering a group once it holds this many bytes, so one fsync does
 /// not wait behind an unbounded write.
@@ -29,9 +37,11 @@ const GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Where an appender waits for its answer.
 pub(super) type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
 
-/// One appender's batch and where to send the answer.
+/// One appender's batch, what to run once it is durable, and where to send
+/// the answer.
 pub(super) struct Request {
     pub batch: Vec<Vec<u8>>,
+    pub on_durable: Option<OnDurable>,
     pub reply: Reply,
 }
 
@@ -90,8 +100,16 @@ struct Writer {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
-    waiting: Vec<(Reply, Vec<Appended>)>,
+    waiting: Vec<Waiting>,
     frames: u64,
+}
+
+/// An appender whose frames are pending: its answer, its hook, and where
+/// to send them.
+struct Waiting {
+    reply: Reply,
+    appended: Vec<Appended>,
+    on_durable: Option<OnDurable>,
 }
 
 impl Writer {
@@ -181,10 +199,15 @@ impl Writer {
             frame::encode_frame(&mut pending.buf, seq, payload, flags);
             pending.frames += 1;
         }
-        pending.waiting.push((req.reply, appended));
+        pending.waiting.push(Waiting {
+            reply: req.reply,
+            appended,
+            on_durable: req.on_durable,
+        });
     }
 
-    /// Writes and fsyncs what is pending, then answers its appenders.
+    /// Writes and fsyncs what is pending, then runs each batch's hook and
+    /// answers its appender, in sequence order.
     fn flush(&mut self, pending: Pending) {
         if pending.waiting.is_empty() {
             return;
@@ -195,8 +218,8 @@ impl Writer {
                 self.active.len += pending.buf.len() as u64;
                 self.active.next_seq += pending.frames;
                 self.publish_len();
-                for (reply, appended) in pending.waiting {
-                    let _ = reply.send(Ok(appended));
+                for waiting in pending.waiting {
+                    self.run_hook_then_answer(waiting);
                 }
             }
             Err(e) => {
@@ -211,8 +234,10 @@ impl Writer {
                 // The others of the group get the same kind of error: after
                 // a failed fsync their records may be on disk too, so a
                 // plain (non-fatal) error would tell them too much.
+                // Their hooks are dropped unrun: nothing of a refused group
+                // is applied.
                 let mut first = Some(e);
-                for (reply, _) in pending.waiting {
+                for Waiting { reply, .. } in pending.waiting {
                     let err = first.take().unwrap_or_else(|| {
                         let path = &self.active.path;
                         let source = std::io::Error::other(msg.clone());
@@ -226,6 +251,34 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Runs a durable batch's hook, then answers its appender. Called in
+    /// sequence order: the service applies the records in the hook, so it
+    /// runs before the answer and before any later batch's hook.
+    ///
+    /// A hook that panics may have done half its work (half a batch
+    /// applied), so nothing may follow it: the writer stops as after a
+    /// failed fsync, and this batch and every later one are refused (this
+    /// one is durable; a restart replays it).
+    fn run_hook_then_answer(&mut self, waiting: Waiting) {
+        if let Some(why) = &self.poisoned {
+            let _ = waiting.reply.send(Err(LogError::Poisoned(why.clone())));
+            return;
+        }
+        if let Some(hook) = waiting.on_durable {
+            let appended = &waiting.appended;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| hook(appended))).is_err() {
+                let why = "a hook run after a durable write panicked; no more writes are accepted \
+                           until a restart"
+                    .to_string();
+                tracing::error!(error = %why, "log write hook failed");
+                let _ = waiting.reply.send(Err(LogError::Poisoned(why.clone())));
+                self.poisoned = Some(why);
+                return;
+            }
+        }
+        let _ = waiting.reply.send(Ok(waiting.appended));
     }
 
     fn write_durably(&mut self, buf: &[u8]) -> Result<(), LogError> {

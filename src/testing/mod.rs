@@ -5,11 +5,10 @@
 //! ([`Receiver`]), the one bounded wait ([`eventually`]), times, a seeded
 //! generator, raw connections for the connection limits ([`conn`]), a
 //! fault-injecting file system ([`faultfs`]) and a second hold on fsyncs
-//! ([`gate`]), the fuzz targets' checks
-//! ([`fuzz`]) and appends queued behind it
-//! ([`append`]), the decoded records of a data directory's log
-//! ([`records_in`], [`record_counts`]) and the benches'
-//! knobs ([`bench`]).
+//! ([`gate`]), the fuzz targets' checks ([`fuzz`]), appends queued behind
+//! it ([`append`]), a hold on one appender's wake-up ([`wake`]), the
+//! decoded records of a data directory's log ([`records_in`],
+//! [`record_counts`]) and the benches' knobs ([`bench`]).
 //!
 //! Compiled only with the `testing` feature, which the tests and benches
 //! switch on through chime's self dev-dependency; it is never in a release
@@ -37,6 +36,7 @@ mod rng;
 mod server;
 mod time;
 mod wait;
+pub mod wake;
 
 pub use child::{ChildServer, chime_binary, log_verify, serve_to_exit};
 pub use client::{

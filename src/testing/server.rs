@@ -74,7 +74,10 @@ impl TestServer {
                 Arc::new(crate::clock::SystemClock),
             )
             .expect("open the log");
-            service.append(records).await.expect("append the records");
+            service
+                .append(records.to_vec())
+                .await
+                .expect("append the records");
         }
         let mut config = ServeConfig::new(dir.path());
         configure(&mut config);
