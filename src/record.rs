@@ -107,6 +107,17 @@ pub enum Record {
     /// The event was deleted (`delete_scheduled_event`): it disappears from
     /// every API view and is never sent.
     EventCancelled { event_id: EventId, at: UnixMicros },
+    /// Retention (`--retain-finished`): every event that finished
+    /// (delivered, error, dead) before `finished_before` leaves every API
+    /// view, with its invocation logs. A record, not a clock read during
+    /// replay, so that replay stays deterministic. Last in the enum:
+    /// postcard numbers variants by position, so existing logs keep
+    /// decoding.
+    EventsRetired {
+        /// An event finished at exactly this time stays.
+        finished_before: UnixMicros,
+        at: UnixMicros,
+    },
 }
 
 /// How many interrupted attempts an event survives before it gives up, by
@@ -194,16 +205,18 @@ pub enum InvocationResponse {
 }
 
 impl Record {
-    /// The event this record is about.
-    pub fn event_id(&self) -> EventId {
+    /// The event this record is about; `None` for a record about many
+    /// ([`Record::EventsRetired`]).
+    pub fn event_id(&self) -> Option<EventId> {
         match self {
-            Record::EventCreated(e) => e.event_id,
+            Record::EventCreated(e) => Some(e.event_id),
             Record::AttemptStarted { event_id, .. }
             | Record::AttemptSucceeded { event_id, .. }
             | Record::AttemptFailed { event_id, .. }
             | Record::AttemptInterrupted { event_id, .. }
             | Record::EventExpired { event_id, .. }
-            | Record::EventCancelled { event_id, .. } => *event_id,
+            | Record::EventCancelled { event_id, .. } => Some(*event_id),
+            Record::EventsRetired { .. } => None,
         }
     }
 
@@ -217,6 +230,7 @@ impl Record {
             Record::AttemptInterrupted { .. } => RecordKind::AttemptInterrupted,
             Record::EventExpired { .. } => RecordKind::EventExpired,
             Record::EventCancelled { .. } => RecordKind::EventCancelled,
+            Record::EventsRetired { .. } => RecordKind::EventsRetired,
         }
     }
 
@@ -229,7 +243,8 @@ impl Record {
             | Record::AttemptFailed { at, .. }
             | Record::AttemptInterrupted { at, .. }
             | Record::EventExpired { at, .. }
-            | Record::EventCancelled { at, .. } => *at,
+            | Record::EventCancelled { at, .. }
+            | Record::EventsRetired { at, .. } => *at,
         }
     }
 
@@ -266,11 +281,12 @@ pub enum RecordKind {
     AttemptInterrupted,
     EventExpired,
     EventCancelled,
+    EventsRetired,
 }
 
 impl RecordKind {
     /// Every kind, in a stable order.
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::EventCreated,
         RecordKind::AttemptStarted,
         RecordKind::AttemptSucceeded,
@@ -278,6 +294,7 @@ impl RecordKind {
         RecordKind::AttemptInterrupted,
         RecordKind::EventExpired,
         RecordKind::EventCancelled,
+        RecordKind::EventsRetired,
     ];
 
     /// The kind's name as the CLI prints and parses it (`event_created`, ...).
@@ -290,6 +307,7 @@ impl RecordKind {
             RecordKind::AttemptInterrupted => "attempt_interrupted",
             RecordKind::EventExpired => "event_expired",
             RecordKind::EventCancelled => "event_cancelled",
+            RecordKind::EventsRetired => "events_retired",
         }
     }
 

@@ -71,7 +71,7 @@ pub fn dump(
                 return Ok(());
             }
         };
-        if args.event.is_some_and(|id| id != record.event_id())
+        if args.event.is_some_and(|id| Some(id) != record.event_id())
             || !(args.kind.is_empty() || args.kind.contains(&record.kind()))
         {
             return Ok(());
@@ -110,7 +110,11 @@ fn text_line(seq: u64, seq_width: usize, record: &Record) -> String {
         "{seq:>seq_width$}  {:.6}  {:<kind_width$}  {}",
         record.at().to_timestamp(),
         record.kind().as_str(),
-        record.event_id(),
+        // A record about many events (a retirement) has a dash, as wide as
+        // an id so that the columns still line up.
+        record
+            .event_id()
+            .map_or_else(|| format!("{:<36}", "-"), |id| id.to_string()),
     );
     let summary = summary(record);
     if !summary.is_empty() {
@@ -177,6 +181,11 @@ fn summary(record: &Record) -> String {
             );
         }
         Record::EventExpired { .. } | Record::EventCancelled { .. } => {}
+        Record::EventsRetired {
+            finished_before, ..
+        } => {
+            let _ = write!(s, "finished_before={}", finished_before.to_rfc3339());
+        }
     }
     s
 }
@@ -226,7 +235,9 @@ struct JsonRecord<'a> {
     offset: u32,
     at: String,
     kind: &'static str,
-    event_id: EventId,
+    /// Absent for a record about many events (a retirement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<EventId>,
     #[serde(flatten)]
     details: JsonDetails<'a>,
 }
@@ -256,6 +267,9 @@ enum JsonDetails<'a> {
         attempt_id: uuid::Uuid,
         give_up: bool,
         reason: &'a str,
+    },
+    Retired {
+        finished_before: String,
     },
     Nothing {},
 }
@@ -319,6 +333,11 @@ impl<'a> JsonDetails<'a> {
                 reason,
             },
             Record::EventExpired { .. } | Record::EventCancelled { .. } => JsonDetails::Nothing {},
+            Record::EventsRetired {
+                finished_before, ..
+            } => JsonDetails::Retired {
+                finished_before: finished_before.to_rfc3339(),
+            },
         }
     }
 }
