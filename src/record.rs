@@ -386,6 +386,27 @@ mod tests {
         assert!(matches!(Record::decode(&[]), Err(RecordError::Empty)));
     }
 
+    /// The retirement is the eighth variant (index 7), added last so that
+    /// logs written before it keep decoding: its bytes by postcard's rules
+    /// (variant varint, then two zig-zag varints).
+    #[test]
+    fn events_retired_is_variant_7_and_names_no_event() {
+        let r = Record::EventsRetired {
+            finished_before: UnixMicros(-1),
+            at: UnixMicros(64),
+        };
+        assert_eq!(r.encode().unwrap(), vec![SCHEMA_VERSION, 7, 1, 128, 1]);
+        assert_eq!(Record::decode(&[SCHEMA_VERSION, 7, 1, 128, 1]).unwrap(), r);
+        assert_eq!(r.event_id(), None);
+        assert_eq!(r.at(), UnixMicros(64));
+        assert_eq!(r.kind().as_str(), "events_retired");
+        assert_eq!(
+            RecordKind::parse("events_retired"),
+            Some(RecordKind::EventsRetired)
+        );
+        assert_eq!(*RecordKind::ALL.last().unwrap(), RecordKind::EventsRetired);
+    }
+
     #[test]
     fn times_format_as_utc_with_z() {
         assert_eq!(UnixMicros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
