@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use chime::clock::ManualClock;
 use chime::record::{Record, RecordKind, UnixMicros};
 use chime::server::ServeConfig;
-use chime::testing::{ApiClient, Receiver, TestServer, eventually, records_in};
+use chime::testing::{ApiClient, Receiver, TestServer, chime_binary, eventually, records_in};
 
 const SECOND: i64 = 1_000_000;
 const DAY: i64 = 86_400 * SECOND;
@@ -164,6 +164,28 @@ async fn finished_events_leave_every_view_after_retention_and_stay_gone_after_re
     check_views(&server.api, &shown, &gone).await;
     assert_eq!(retirements(dir.path()).len(), 1);
     server.stop().await;
+
+    // `chime log stats` counts them, `dump` shows the record.
+    let log = |args: &[&str]| {
+        let out = std::process::Command::new(chime_binary())
+            .arg("log")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("chime log runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let stats: Value = serde_json::from_str(&log(&["stats", "--json"])).expect("json");
+    assert_eq!(stats["events"]["retired"], 3, "{stats}");
+    assert_eq!(stats["events"]["total"], 2, "{stats}");
+    assert_eq!(stats["records"]["by_kind"]["events_retired"], 1, "{stats}");
+    let dump = log(&["dump", "--kind", "events_retired"]);
+    assert!(
+        dump.contains(&format!("finished_before={}", at(T0 + SECOND))),
+        "{dump}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

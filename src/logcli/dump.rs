@@ -491,4 +491,37 @@ mod tests {
             assert_eq!(v["event_id"], id.to_string());
         }
     }
+
+    /// A retirement names no event: a dash where the id goes, as wide as
+    /// one so the columns line up, and no `event_id` in JSON.
+    #[test]
+    fn a_retirement_shows_its_cut_off_and_no_event() {
+        let r = Record::EventsRetired {
+            finished_before: UnixMicros(1_500_000),
+            at: UnixMicros(2_000_000),
+        };
+        let expired = Record::EventExpired {
+            event_id: uuid::Uuid::from_u128(1),
+            at: UnixMicros(2_000_000),
+        };
+        let line = text_line(7, 1, &r);
+        assert!(
+            line.ends_with("events_retired       -                                     finished_before=1970-01-01T00:00:01.5Z"),
+            "{line}"
+        );
+        let summary_at = |l: &str| l.find("finished_before").unwrap_or(l.len());
+        assert_eq!(summary_at(&line), text_line(7, 1, &expired).len() + 2);
+        let entry = Entry {
+            seq: 7,
+            loc: crate::log::Loc {
+                segment: 0,
+                offset: 32,
+            },
+            payload: &[],
+        };
+        let v: serde_json::Value = serde_json::from_str(&json_line(&entry, "x.seg", &r)).unwrap();
+        assert_eq!(v["kind"], "events_retired");
+        assert!(v.get("event_id").is_none(), "{v}");
+        assert_eq!(v["finished_before"], "1970-01-01T00:00:01.5Z");
+    }
 }
