@@ -1,10 +1,11 @@
 //! API benchmark: creates/s over HTTP (single creates at 64 connections,
 //! bulk requests of 1,000), RAM per pending event with 1,000,000
-//! pending, and the server's memory around 8 concurrent unlimited listings
+//! pending, RAM per retained finished (delivered) event with 1,000,000 of
+//! them, and the server's memory around 8 concurrent unlimited listings
 //! of 200,000 events.
 //!
 //! Run: `cargo bench --bench api` (a filter picks cases: `create`, `bulk`,
-//! `ram`, `listing`). `CHIME_BENCH_SECS` sets the time per case (default 5),
+//! `ram` (both RAM cases), `ram-finished`, `listing`). `CHIME_BENCH_SECS` sets the time per case (default 5),
 //! `CHIME_BENCH_DIR` the disk (default `target/bench-tmp`). Figures go into
 //! docs/performance.md.
 
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chime::clock::Clock;
 use chime::clock::SystemClock;
-use chime::record::{EventCreated, EventId, Record, UnixMicros, fixtures};
+use chime::record::{AttemptId, EventCreated, EventId, Record, UnixMicros, fixtures};
 use chime::service::Service;
 use serde_json::json;
 
@@ -205,6 +207,50 @@ fn ram(rt: &tokio::runtime::Runtime) {
             service.append(records).await.expect("append");
         }
     });
+    measure_ram(&dir, "pending", &[]);
+}
+
+/// RAM per retained finished event: 1,000,000 events, each created,
+/// started and delivered (one invocation log entry), finished now, so that
+/// retention (left on, at its default) keeps them all.
+fn ram_finished(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let log_dir = dir.path().join("log");
+    rt.block_on(async {
+        let (service, _) =
+            Service::open(&log_dir, &Default::default(), Arc::new(SystemClock)).expect("open");
+        let now = SystemClock.now();
+        for chunk in 0..RAM_EVENTS / 1000 {
+            let mut records = Vec::with_capacity(3_000);
+            for k in 0..1000 {
+                let i = chunk * 1000 + k;
+                let (event_id, attempt_id) = (EventId::new_v4(), AttemptId::new_v4());
+                records.push(Record::EventCreated(EventCreated {
+                    payload: format!(r#"{{"user":{i},"email":"bob@ross.com"}}"#),
+                    ..fixtures::event(event_id, "http://127.0.0.1:9/never", now)
+                }));
+                records.push(Record::AttemptStarted {
+                    event_id,
+                    attempt_id,
+                    at: now,
+                });
+                records.push(Record::AttemptSucceeded {
+                    event_id,
+                    attempt_id,
+                    at: now,
+                    invocation: fixtures::invocation(Some(200)),
+                });
+            }
+            service.append(records).await.expect("append");
+        }
+    });
+    measure_ram(&dir, "finished", &[]);
+}
+
+/// Prints the RAM per event of the events in `dir`'s log: replayed in a
+/// fresh process of this bench, and in `chime serve` over an empty server.
+fn measure_ram(dir: &tempfile::TempDir, what: &str, serve_flags: &[&str]) {
+    let log_dir = dir.path().join("log");
     // Measure the replay in a fresh process, so the writer's freed memory
     // does not count.
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
@@ -221,10 +267,10 @@ fn ram(rt: &tokio::runtime::Runtime) {
     // And the service itself: `chime serve` over these events against
     // `chime serve` over an empty data dir.
     let empty = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    let base = bench::serve(empty.path(), &[]).rss_anon_bytes();
-    let full = bench::serve(dir.path(), &[]).rss_anon_bytes();
+    let base = bench::serve(empty.path(), serve_flags).rss_anon_bytes();
+    let full = bench::serve(dir.path(), serve_flags).rss_anon_bytes();
     println!(
-        "ram     chime serve with {RAM_EVENTS} pending events: {:.0} B/event anonymous RSS over an empty server ({} MiB vs {} MiB)",
+        "ram     chime serve with {RAM_EVENTS} {what} events: {:.0} B/event anonymous RSS over an empty server ({} MiB vs {} MiB)",
         full.saturating_sub(base) as f64 / RAM_EVENTS as f64,
         full / (1024 * 1024),
         base / (1024 * 1024)
@@ -324,11 +370,12 @@ fn replay_rss(log_dir: &Path) {
     let (service, startup) =
         Service::open(log_dir, &Default::default(), Arc::new(SystemClock)).expect("open");
     let elapsed = start.elapsed().as_secs_f64();
-    let pending = service.projection().len() as u64;
+    let events = service.projection().len() as u64;
+    let [scheduled, locked, delivered, error, dead] = service.projection().counts();
     let after = rss_anon_bytes();
     println!(
-        "ram     {pending} pending events: {:.0} B/event anonymous RSS ({} MiB), replay of {} records in {elapsed:.2}s",
-        (after - before) as f64 / pending as f64,
+        "ram     {events} events ({scheduled} scheduled, {locked} locked, {delivered} delivered, {error} error, {dead} dead): {:.0} B/event anonymous RSS ({} MiB), replay of {} records in {elapsed:.2}s",
+        (after - before) as f64 / events.max(1) as f64,
         (after - before) / (1024 * 1024),
         startup.replayed
     );
@@ -350,6 +397,9 @@ fn main() {
     }
     if want("ram") {
         ram(&rt);
+    }
+    if want("ram-finished") {
+        ram_finished(&rt);
     }
     if want("listing") {
         listing(&rt);

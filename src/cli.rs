@@ -14,6 +14,7 @@ use crate::dispatch::{
 };
 use crate::log::{DEFAULT_SEGMENT_BYTES, LogOptions, MIN_SEGMENT_BYTES};
 use crate::record::MAX_INTERRUPTED_ATTEMPTS;
+use crate::retention::DEFAULT_RETAIN_FINISHED;
 use crate::server::{
     ConnLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_HEADER_TIMEOUT, ServeConfig,
@@ -153,6 +154,36 @@ pub struct ServeArgs {
     /// receivers that check it.
     #[arg(long, value_name = "S", env = "CHIME_USER_AGENT", value_parser = parse_user_agent)]
     pub user_agent: Option<String>,
+    /// How long a delivered, error or dead event (and its invocation logs)
+    /// stays in every API view after it finished; `0` keeps them forever.
+    #[arg(long, value_name = "DURATION", env = "CHIME_RETAIN_FINISHED",
+          default_value_t = Retention(Some(DEFAULT_RETAIN_FINISHED)))]
+    pub retain_finished: Retention,
+}
+
+/// `--retain-finished`: a duration as the other duration flags read it, or
+/// `0`, which keeps finished events forever (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+impl std::str::FromStr for Retention {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, DurationError> {
+        if text == "0" {
+            return Ok(Retention(None));
+        }
+        parse_duration(text).map(|d| Retention(Some(d)))
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(d) => f.write_str(&format_duration(d)),
+            None => f.write_str("0"),
+        }
+    }
 }
 
 /// A `--user-agent` value: one HTTP accepts in a header (no control
@@ -285,6 +316,8 @@ impl ServeArgs {
             env_policy: crate::webhook::EnvPolicy {
                 allow: self.webhook_env_allow,
             },
+            retain_finished: self.retain_finished.0,
+            retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
         }
     }
 }
@@ -359,6 +392,34 @@ mod tests {
         let capped = serve_config(&["--max-in-flight", "4"]).dispatch;
         assert_eq!(capped.max_in_flight_per_host, 4);
         assert!(Cli::try_parse_from(["chime", "serve", "--max-in-flight-per-host", "0"]).is_err());
+    }
+
+    #[test]
+    fn retain_finished_defaults_to_30_days_and_0_keeps_forever() {
+        assert_eq!(
+            serve_config(&[]).retain_finished,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            serve_config(&["--retain-finished", "7d"]).retain_finished,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            serve_config(&["--retain-finished", "90m"]).retain_finished,
+            Some(Duration::from_secs(90 * 60))
+        );
+        assert_eq!(
+            serve_config(&["--retain-finished", "0"]).retain_finished,
+            None
+        );
+        for bad in ["", "0s", "7", "-1d", "1.5d"] {
+            assert!(
+                Cli::try_parse_from(["chime", "serve", "--retain-finished", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(Retention(None).to_string(), "0");
+        assert_eq!(Retention(Some(DEFAULT_RETAIN_FINISHED)).to_string(), "30d");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - `projection`: pure state machine over records: statuses, the
 //!   dispatch queue, invocation logs. No IO, no clock.
 //! - `service`: the log plus its projections; the one append-then-apply path.
+//! - `retention`: the task that retires finished events after
+//!   `--retain-finished`, by appending a record; reads the clock.
 //! - `hasura`: Hasura's metadata API: parsing, validation, rendering. No IO.
 //! - `webhook`: webhook URL templates, the body and the request to send,
 //!   shared by validation at create and by delivery.
@@ -70,6 +72,7 @@ internal_modules! {
     dispatch;
     hasura;
     projection;
+    retention;
     service;
     webhook;
 }

@@ -23,10 +23,22 @@
 //!   per event, in the set of its status, which serves [`Projection::list`]
 //!   and, for `scheduled` events on their first attempt, is the dispatch
 //!   queue;
-//! - for the few events waiting for a retry, the in-flight attempts, the
-//!   invocations and the cancelled ids: separate, sparse maps.
+//! - for each finished (delivered, error, dead) event, one entry
+//!   `(finished_at, id)` in the retirement queue, which
+//!   [`Record::EventsRetired`] pops from the front: retiring costs
+//!   O(retired), whatever the number of events;
+//! - for the few events waiting for a retry, the in-flight attempts and the
+//!   invocations: separate, sparse maps.
+//!
+//! A cancelled or retired event leaves no trace: nothing here grows with
+//! history, only with the events in view. Records about such an event
+//! that come later (the outcome of an attempt that was in flight at the
+//! cancel) find no event and are ignored. An id is never created twice
+//! (the API makes every id a random v4 UUID), so there is no need to
+//! remember gone ids to refuse a re-create: a create of an id not in view
+//! is applied like any other.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::iter::Peekable;
 use std::ops::Bound;
 
@@ -49,6 +61,12 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether the event is done for good (delivered, error or dead): no
+    /// record changes it any more, and retention retires it in time.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Delivered | Status::Error | Status::Dead)
+    }
+
     pub const ALL: [Status; 5] = [
         Status::Scheduled,
         Status::Locked,
@@ -161,11 +179,18 @@ fn sets_of(status: Status) -> &'static [usize] {
 /// bytes (checked by a test). `next_retry_at` is stored as a value plus a
 /// flag rather than an `Option`, which would take 16 bytes instead of 8 + 1;
 /// `interrupted` is a `u16` (it saturates) so that everything fits in 32.
+///
+/// A finished event's finish time (the `at` of the record that finished it,
+/// which retention goes by) is not stored twice: a delivered or error event
+/// finished with an invocation (success, final failure, give-up), its last;
+/// a dead one keeps it in `retry_at`, which a dead event has no other use
+/// for (see [`Projection::finished_at`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
     loc: Loc,
     schedule_at: UnixMicros,
-    /// Meaningful only when `has_retry`.
+    /// The next retry's time, meaningful only when `has_retry`; for a `dead`
+    /// event, when it expired.
     retry_at: UnixMicros,
     tries: u32,
     interrupted: u16,
@@ -220,15 +245,17 @@ pub struct Projection {
     /// The in-flight attempt of each `locked` event. Separate from the slots
     /// because few events are locked at once and an id takes 16 bytes.
     in_flight: HashMap<EventId, AttemptId>,
-    /// Ids of cancelled events, so that records about them that come later
-    /// (an outcome of an attempt that was in flight, a re-create) are
-    /// ignored rather than bringing them back.
-    cancelled: HashSet<EventId>,
+    /// `(finished_at, id)` of every finished event in view, earliest
+    /// first: what [`Record::EventsRetired`] takes from the front.
+    finished: BTreeSet<Key>,
     /// Every invocation in view, by the order it was applied in.
     invocations: BTreeMap<u64, InvocationRef>,
-    /// The keys in `invocations` of each event that has any, oldest first;
-    /// lets an event's log be paged, and cancel remove it.
-    invocations_by_event: HashMap<EventId, Vec<u64>>,
+    /// `(event, key in invocations)` of every invocation: an event's keys,
+    /// oldest first, are a range; lets its log be paged, and cancel and
+    /// retirement remove it. A set of pairs rather than a map of vectors:
+    /// most events have one invocation, and a hash map entry plus a heap
+    /// vector for it cost over 100 bytes where a pair costs about 35.
+    invocations_by_event: BTreeSet<(EventId, u64)>,
     /// The next key for `invocations`; counts every invocation ever applied,
     /// so keys never repeat even after cancels remove some.
     next_invocation: u64,
@@ -246,10 +273,25 @@ impl Projection {
     /// record that was valid when it was written (e.g. an outcome that lost a
     /// race with a cancel).
     pub fn apply(&mut self, loc: Loc, record: &Record) -> Applied {
-        let id = record.event_id();
-        if self.cancelled.contains(&id) {
-            return Applied::Ignored("event was cancelled");
+        let Some(id) = record.event_id() else {
+            return match record {
+                Record::EventsRetired {
+                    finished_before, ..
+                } => self.retire(*finished_before),
+                _ => Applied::Ignored("record names no event"),
+            };
+        };
+        let was_finished = self.slots.get(&id).is_some_and(|s| s.status.is_finished());
+        let applied = self.apply_to(id, loc, record);
+        if !was_finished && self.slots.get(&id).is_some_and(|s| s.status.is_finished()) {
+            // The record that finished the event stamps its finish time.
+            self.finished.insert((record.at(), id));
         }
+        applied
+    }
+
+    /// [`Projection::apply`] of a record about the event `id`.
+    fn apply_to(&mut self, id: EventId, loc: Loc, record: &Record) -> Applied {
         match record {
             Record::EventCreated(created) => {
                 if self.slots.contains_key(&id) {
@@ -307,8 +349,9 @@ impl Projection {
                 give_up,
                 ..
             } => self.interrupt(id, *attempt_id, loc, *at, *give_up),
-            Record::EventExpired { .. } => self.expire(id),
+            Record::EventExpired { at, .. } => self.expire(id, *at),
             Record::EventCancelled { .. } => self.cancel(id),
+            Record::EventsRetired { .. } => Applied::Ignored("record names no event"),
         }
     }
 
@@ -414,7 +457,7 @@ impl Projection {
     }
 
     /// `EventExpired`: too late to send; ends as `dead` with no try used.
-    fn expire(&mut self, id: EventId) -> Applied {
+    fn expire(&mut self, id: EventId, at: UnixMicros) -> Applied {
         let Some(&old) = self.slots.get(&id) else {
             return Applied::Ignored("unknown event");
         };
@@ -423,8 +466,9 @@ impl Projection {
         }
         let mut new = old;
         new.status = Status::Dead;
-        // A dead event has no next retry.
+        // A dead event has no next retry; `retry_at` keeps when it died.
         new.clear_retry();
+        new.retry_at = at;
         self.in_flight.remove(&id);
         self.replace(id, &old, new);
         Applied::Changed
@@ -433,16 +477,76 @@ impl Projection {
     /// `EventCancelled`: the event and its invocations leave every view, in
     /// whatever status it was.
     fn cancel(&mut self, id: EventId) -> Applied {
+        if let Some(finished_at) = self.finished_at(id) {
+            self.finished.remove(&(finished_at, id));
+        }
+        if self.remove(id) {
+            Applied::Changed
+        } else {
+            Applied::Ignored("unknown event")
+        }
+    }
+
+    /// `EventsRetired`: every event finished before `finished_before` leaves
+    /// every view, with its invocations; O(retired) steps.
+    fn retire(&mut self, finished_before: UnixMicros) -> Applied {
+        let mut retired = 0usize;
+        while let Some(&(finished_at, id)) = self.finished.first() {
+            if finished_at >= finished_before {
+                break;
+            }
+            self.finished.pop_first();
+            self.remove(id);
+            retired += 1;
+        }
+        if retired == 0 {
+            Applied::Ignored("no event finished before then")
+        } else {
+            Applied::Changed
+        }
+    }
+
+    /// Takes the event and its invocations out of every index but the
+    /// retirement queue; whether it was in view.
+    fn remove(&mut self, id: EventId) -> bool {
         let Some(old) = self.slots.remove(&id) else {
-            return Applied::Ignored("unknown event");
+            return false;
         };
         self.unindex(id, &old);
         self.in_flight.remove(&id);
-        for key in self.invocations_by_event.remove(&id).unwrap_or_default() {
-            self.invocations.remove(&key);
+        let keys: Vec<(EventId, u64)> = self.invocations_of(id).copied().collect();
+        for pair in keys {
+            self.invocations_by_event.remove(&pair);
+            self.invocations.remove(&pair.1);
         }
-        self.cancelled.insert(id);
-        Applied::Changed
+        true
+    }
+
+    /// When a finished event finished (the `at` of the record that
+    /// finished it); `None` for one not finished or not in view. See
+    /// [`Slot`] for where the time is kept.
+    pub fn finished_at(&self, id: EventId) -> Option<UnixMicros> {
+        let slot = self.slots.get(&id)?;
+        match slot.status {
+            Status::Scheduled | Status::Locked => None,
+            Status::Dead => Some(slot.retry_at),
+            // Finishing added the event's last invocation.
+            Status::Delivered | Status::Error => {
+                let &(_, key) = self.invocations_of(id).next_back()?;
+                self.invocations.get(&key).map(|inv| inv.at)
+            }
+        }
+    }
+
+    /// The `(id, key)` of the invocations of `id`, oldest first.
+    fn invocations_of(&self, id: EventId) -> std::collections::btree_set::Range<'_, (EventId, u64)> {
+        self.invocations_by_event.range((id, 0)..=(id, u64::MAX))
+    }
+
+    /// The earliest finish time of the finished events in view: retention
+    /// has something to retire once this is older than its cut-off.
+    pub fn oldest_finished(&self) -> Option<UnixMicros> {
+        self.finished.first().map(|&(at, _)| at)
     }
 
     fn add_invocation(
@@ -463,10 +567,7 @@ impl Projection {
                 at,
             },
         );
-        self.invocations_by_event
-            .entry(event_id)
-            .or_default()
-            .push(key);
+        self.invocations_by_event.insert((event_id, key));
         Applied::Changed
     }
 
@@ -491,7 +592,7 @@ impl Projection {
         }
     }
 
-    /// The event, or `None` if it is unknown or cancelled.
+    /// The event, or `None` if it is unknown, cancelled or retired.
     pub fn event(&self, id: EventId) -> Option<EventView> {
         self.slots.get(&id).map(|slot| slot.view(id))
     }
@@ -551,7 +652,7 @@ impl Projection {
     pub fn invocation_count(&self, event: Option<EventId>) -> usize {
         match event {
             None => self.invocations.len(),
-            Some(id) => self.invocations_by_event.get(&id).map_or(0, Vec::len),
+            Some(id) => self.invocations_of(id).count(),
         }
     }
 
@@ -943,10 +1044,6 @@ impl InvocationPager {
             }) => *descending,
             Some(_) => return self.scan_page(projection, want),
         };
-        let all: &[u64] = match self.event {
-            None => &[],
-            Some(id) => projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice),
-        };
         let mut keys: Box<dyn Iterator<Item = u64>> = match (self.event, descending) {
             (None, true) => {
                 let end = self.last.map_or(Bound::Unbounded, Bound::Excluded);
@@ -957,14 +1054,29 @@ impl InvocationPager {
                 Box::new(projection.invocations.range((start, Bound::Unbounded)).map(|(&k, _)| k))
             }
             // An event's keys are oldest first, so ascending: the cursor is
-            // found by halving.
-            (Some(_), true) => {
-                let upto = self.last.map_or(all.len(), |last| all.partition_point(|&k| k < last));
-                Box::new(all[..upto].iter().rev().copied())
+            // a bound of its range.
+            (Some(id), true) => {
+                let end = self.last.map_or(Bound::Included((id, u64::MAX)), |last| {
+                    Bound::Excluded((id, last))
+                });
+                Box::new(
+                    projection
+                        .invocations_by_event
+                        .range((Bound::Included((id, 0)), end))
+                        .rev()
+                        .map(|&(_, k)| k),
+                )
             }
-            (Some(_), false) => {
-                let from = self.last.map_or(0, |last| all.partition_point(|&k| k <= last));
-                Box::new(all[from..].iter().copied())
+            (Some(id), false) => {
+                let start = self.last.map_or(Bound::Included((id, 0)), |last| {
+                    Bound::Excluded((id, last))
+                });
+                Box::new(
+                    projection
+                        .invocations_by_event
+                        .range((start, Bound::Included((id, u64::MAX))))
+                        .map(|&(_, k)| k),
+                )
             }
         };
         let skipped = keys.by_ref().take(self.window.skip).count();
@@ -998,10 +1110,9 @@ impl InvocationPager {
                 least_after(keys, self.scan_after, self.window.skip, want)
             }
             Some(id) => {
-                let all = projection.invocations_by_event.get(&id).map_or(&[][..], Vec::as_slice);
-                let keys = all
-                    .iter()
-                    .filter_map(|k| projection.invocations.get(k).map(|inv| key_of(*k, inv)));
+                let keys = projection
+                    .invocations_of(id)
+                    .filter_map(|&(_, k)| projection.invocations.get(&k).map(|inv| key_of(k, inv)));
                 least_after(keys, self.scan_after, self.window.skip, want)
             }
         };
@@ -1231,6 +1342,7 @@ mod tests {
         f.ignored(interrupted(ev(9), att(1), 1, true));
         f.ignored(expired(ev(9), 1));
         f.ignored(cancelled(ev(9), 1));
+        f.ignored(retired(1));
         assert!(f.p.is_empty());
         assert_eq!(f.p.event(ev(9)), None);
         assert_eq!(f.p.invocation_count(None), 0);
@@ -1522,16 +1634,168 @@ mod tests {
         f.ignored(started(ev(1), att(4), 17));
         f.ignored(expired(ev(1), 17));
         f.ignored(cancelled(ev(1), 17));
-        f.ignored(created(ev(1), 10));
         assert_eq!(f.p.event(ev(1)), None);
         assert_eq!(f.p.invocation_count(None), 1);
 
-        // A delivered event can be cancelled too: it leaves every view.
+        // A delivered event can be cancelled too: it leaves every view,
+        // and the retirement queue.
+        assert_eq!(f.p.oldest_finished(), Some(t(21)));
         f.ok(cancelled(ev(2), 30));
         assert!(f.p.is_empty());
         assert_eq!(f.p.counts(), [0; 5]);
         assert_eq!(f.p.invocation_count(None), 0);
         assert_eq!(f.p.invocations(None, 0, None), vec![]);
+        assert_eq!(f.p.oldest_finished(), None);
+        assert_eq!(held(&f.p), 0);
+    }
+
+    /// Entries in every map and set of the projection: what it holds in RAM,
+    /// counted.
+    fn held(p: &Projection) -> usize {
+        p.slots.len()
+            + p.sets.iter().map(BTreeSet::len).sum::<usize>()
+            + p.retry_queue.len()
+            + p.in_flight.len()
+            + p.finished.len()
+            + p.invocations.len()
+            + p.invocations_by_event.len()
+    }
+
+    /// Cancelled events leave nothing behind (there used to be a set of
+    /// every id ever cancelled, growing forever), whatever state they were
+    /// cancelled in, and the records that come after a cancel are still
+    /// ignored.
+    #[test]
+    fn cancelled_events_leave_nothing_behind() {
+        let mut f = Feed::default();
+        for n in 0..1_000u128 {
+            f.ok(created(ev(n), 10));
+            match n % 4 {
+                0 => {}
+                1 => {
+                    f.ok(started(ev(n), att(n), 10));
+                }
+                2 => {
+                    f.ok(started(ev(n), att(n), 10));
+                    f.ok(failed(ev(n), att(n), 11, Some(20)));
+                }
+                _ => {
+                    f.ok(started(ev(n), att(n), 10));
+                    f.ok(succeeded(ev(n), att(n), 11));
+                }
+            }
+            f.ok(cancelled(ev(n), 12));
+            // An attempt that was in flight at the cancel ends later.
+            f.ignored(succeeded(ev(n), att(n), 13));
+            f.ignored(started(ev(n), att(n + 1), 13));
+        }
+        assert!(f.p.is_empty());
+        assert_eq!(held(&f.p), 0);
+    }
+
+    fn retired(finished_before: i64) -> Record {
+        Record::EventsRetired {
+            finished_before: t(finished_before),
+            at: t(finished_before + 1_000),
+        }
+    }
+
+    /// ev(1) delivered at 20, ev(2) error at 30 (after a retry), ev(3)
+    /// dead at 40 (after a failed try), ev(4) error by giving up at 50,
+    /// ev(5) scheduled, ev(6) locked.
+    fn finished_mix() -> Feed {
+        let mut f = Feed::default();
+        for n in 1..=6u128 {
+            f.ok(created(ev(n), 10 * n as i64));
+        }
+        f.ok(started(ev(1), att(1), 19));
+        f.ok(succeeded(ev(1), att(1), 20));
+        f.ok(started(ev(2), att(2), 21));
+        f.ok(failed(ev(2), att(2), 22, Some(25)));
+        f.ok(started(ev(2), att(3), 25));
+        f.ok(failed(ev(2), att(3), 30, None));
+        f.ok(started(ev(3), att(4), 31));
+        f.ok(failed(ev(3), att(4), 32, Some(60)));
+        f.ok(expired(ev(3), 40));
+        f.ok(started(ev(4), att(5), 41));
+        f.ok(interrupted(ev(4), att(5), 50, true));
+        f.ok(started(ev(6), att(6), 51));
+        f
+    }
+
+    #[test]
+    fn finish_times_are_the_finishing_records_times() {
+        let f = finished_mix();
+        let at = |n| f.p.finished_at(ev(n));
+        assert_eq!(
+            [at(1), at(2), at(3), at(4), at(5), at(6)],
+            [Some(t(20)), Some(t(30)), Some(t(40)), Some(t(50)), None, None]
+        );
+        assert_eq!(f.p.oldest_finished(), Some(t(20)));
+        // The error event still shows its last retry's time (Hasura).
+        assert_eq!(f.view(ev(2)).next_retry_at, Some(t(25)));
+        assert_eq!(f.view(ev(3)).next_retry_at, None);
+    }
+
+    #[test]
+    fn retiring_takes_events_finished_before_the_cut_off_out_of_every_view() {
+        let mut f = finished_mix();
+        assert_eq!(f.p.counts(), [1, 1, 1, 2, 1]);
+        assert_eq!(f.p.invocation_count(None), 5);
+        // Nothing finished before 20: the record changes nothing.
+        f.ignored(retired(20));
+        assert_eq!(f.p.len(), 6);
+        // Finished at 20 and 30 go; 40 (the cut-off itself) stays.
+        f.ok(retired(40));
+        assert_eq!(f.p.event(ev(1)), None);
+        assert_eq!(f.p.event(ev(2)), None);
+        assert_eq!(f.view(ev(3)).status, Status::Dead);
+        assert_eq!(f.p.counts(), [1, 1, 0, 1, 1]);
+        assert_eq!(f.p.count(&[]), 4);
+        assert_eq!(ids(f.p.list(&[], 0, None)), vec![3, 4, 5, 6]);
+        assert_eq!(f.p.invocation_count(Some(ev(1))), 0);
+        assert_eq!(f.p.invocation_count(Some(ev(2))), 0);
+        assert_eq!(f.p.invocations(Some(ev(2)), 0, None), vec![]);
+        let left: Vec<_> = f.p.invocations(None, 0, None).iter().map(|i| i.event_id).collect();
+        assert_eq!(left, vec![ev(4), ev(3)]);
+        assert_eq!(f.p.oldest_finished(), Some(t(40)));
+        // A far cut-off takes every finished event, never a pending one.
+        f.ok(retired(i64::MAX - 1_000));
+        assert_eq!(ids(f.p.list(&[], 0, None)), vec![5, 6]);
+        assert_eq!(f.p.invocation_count(None), 0);
+        assert_eq!(f.p.oldest_finished(), None);
+        assert_eq!(f.p.next_due(), Some((t(50), ev(5))));
+        assert_eq!(f.p.locked(), vec![ev(6)]);
+        // What is left is what two pending events hold.
+        assert_eq!(held(&f.p), 2 + 2 + 1);
+        // A record about a retired event is ignored, as for a cancelled one.
+        f.ignored(started(ev(1), att(9), 100));
+        f.ignored(cancelled(ev(2), 100));
+    }
+
+    #[test]
+    fn retiring_then_finishing_more_keeps_the_queue_in_order() {
+        let mut f = finished_mix();
+        f.ok(retired(35));
+        f.ok(started(ev(5), att(7), 60));
+        f.ok(succeeded(ev(5), att(7), 61));
+        f.ok(expired(ev(6), 62));
+        f.ok(retired(62));
+        assert_eq!(ids(f.p.list(&[], 0, None)), vec![6]);
+        assert_eq!(f.p.finished_at(ev(6)), Some(t(62)));
+        // Replaying the same records gives the same state.
+        let mut again = finished_mix();
+        for r in [
+            retired(35),
+            started(ev(5), att(7), 60),
+            succeeded(ev(5), att(7), 61),
+            expired(ev(6), 62),
+            retired(62),
+        ] {
+            again.apply(r);
+        }
+        assert_eq!(again.p.list(&[], 0, None), f.p.list(&[], 0, None));
+        assert_eq!(again.p.invocations(None, 0, None), f.p.invocations(None, 0, None));
     }
 
     #[test]
@@ -1786,6 +2050,56 @@ mod tests {
         assert!(per_event <= 200, "{per_event} bytes per event");
     }
 
+    /// Rough RSS check of the memory for finished events (issue 14's
+    /// budget: 120 bytes per retained finished event, at 1,000,000 of them
+    /// here, each delivered
+    /// with one invocation log entry: created, started, succeeded). Run
+    /// alone: `cargo test --lib projection::tests::memory_per_finished_event
+    /// -- --ignored --nocapture --exact` (RSS is per process).
+    #[test]
+    #[ignore = "slow; measures the whole process's RSS"]
+    fn memory_per_finished_event() {
+        fn rss_anon_bytes() -> usize {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+                .unwrap_or(0)
+                * 1024
+        }
+        const N: u32 = 1_000_000;
+        let Record::EventCreated(template) = created(ev(0), 0) else {
+            unreachable!()
+        };
+        let before = rss_anon_bytes();
+        let mut p = Projection::new();
+        for n in 0..N {
+            let id = EventId::new_v4();
+            let mut e = template.clone();
+            e.event_id = id;
+            e.schedule_at = t(1_700_000_000_000_000 + i64::from(n % 10_000) * 1_000_000);
+            let at = |k: u32| Loc {
+                segment: n / 30_000,
+                offset: (n % 30_000) * 3 + k,
+            };
+            let attempt = AttemptId::new_v4();
+            p.apply(at(0), &Record::EventCreated(e));
+            p.apply(at(1), &started(id, attempt, 1));
+            p.apply(at(2), &succeeded(id, attempt, 1_700_000_000_000_000 + i64::from(n)));
+        }
+        let after = rss_anon_bytes();
+        assert_eq!(p.count(&[Status::Delivered]), N as usize);
+        assert_eq!(p.invocation_count(None), N as usize);
+        let per_event = (after - before) / N as usize;
+        println!("RSS growth per finished event: {per_event} bytes");
+        // Issue 14's budget is 120 bytes; today's layout takes about 340
+        // (measured 2026-12-02: a hash map slot, its status set entry, the
+        // retirement queue entry, the invocation and its per-event pair),
+        // so this only guards against growing further.
+        assert!(per_event <= 400, "{per_event} bytes per event");
+    }
+
     mod model {
         //! A naive reference model: a Vec of events scanned for every query,
         //! written without the projection's indexes so the two can be
@@ -1803,7 +2117,8 @@ mod tests {
             pub interrupted: u32,
             pub next_retry_at: Option<UnixMicros>,
             pub in_flight: Option<AttemptId>,
-            pub cancelled: bool,
+            /// The `at` of the record that finished it.
+            pub finished_at: Option<UnixMicros>,
         }
 
         #[derive(Default, Debug)]
@@ -1817,9 +2132,44 @@ mod tests {
                 self.events.iter_mut().find(|e| e.id == id)
             }
 
+            /// Takes the event out, with its invocations.
+            fn forget(&mut self, id: EventId) {
+                self.events.retain(|e| e.id != id);
+                self.invocations.retain(|i| i.event_id != id);
+            }
+
             /// Returns whether the record changed anything.
             pub fn apply(&mut self, loc: Loc, record: &Record) -> bool {
-                let id = record.event_id();
+                let Some(id) = record.event_id() else {
+                    let Record::EventsRetired {
+                        finished_before, ..
+                    } = record
+                    else {
+                        return false;
+                    };
+                    let gone: Vec<EventId> = self
+                        .events
+                        .iter()
+                        .filter(|e| e.finished_at.is_some_and(|at| at < *finished_before))
+                        .map(|e| e.id)
+                        .collect();
+                    for &id in &gone {
+                        self.forget(id);
+                    }
+                    return !gone.is_empty();
+                };
+                let changed = self.apply_to(id, loc, record);
+                if changed
+                    && let Some(e) = self.find(id)
+                    && e.finished_at.is_none()
+                    && matches!(e.status, Status::Delivered | Status::Error | Status::Dead)
+                {
+                    e.finished_at = Some(record.at());
+                }
+                changed
+            }
+
+            fn apply_to(&mut self, id: EventId, loc: Loc, record: &Record) -> bool {
                 if let Record::EventCreated(c) = record {
                     if self.events.iter().any(|e| e.id == id) {
                         return false;
@@ -1833,16 +2183,13 @@ mod tests {
                         interrupted: 0,
                         next_retry_at: None,
                         in_flight: None,
-                        cancelled: false,
+                        finished_at: None,
                     });
                     return true;
                 }
                 let Some(e) = self.find(id) else {
                     return false;
                 };
-                if e.cancelled {
-                    return false;
-                }
                 let mut invocation = None;
                 match record {
                     Record::EventCreated(_) => unreachable!(),
@@ -1922,9 +2269,10 @@ mod tests {
                         e.in_flight = None;
                     }
                     Record::EventCancelled { .. } => {
-                        e.cancelled = true;
-                        e.in_flight = None;
+                        self.forget(id);
+                        return true;
                     }
+                    Record::EventsRetired { .. } => return false,
                 }
                 if let Some((attempt_id, at)) = invocation {
                     self.invocations.push(InvocationRef {
@@ -1938,7 +2286,15 @@ mod tests {
             }
 
             fn live(&self) -> impl Iterator<Item = &MEvent> {
-                self.events.iter().filter(|e| !e.cancelled)
+                self.events.iter()
+            }
+
+            pub fn oldest_finished(&self) -> Option<UnixMicros> {
+                self.live().filter_map(|e| e.finished_at).min()
+            }
+
+            pub fn finished_at(&self, id: EventId) -> Option<UnixMicros> {
+                self.live().find(|e| e.id == id).and_then(|e| e.finished_at)
             }
 
             fn view(e: &MEvent) -> EventView {
@@ -2049,6 +2405,7 @@ mod tests {
                     .prop_map(|(e, a, at, g)| interrupted(e, a, at, g)),
                 1 => e.clone().prop_map(|e| expired(e, 0)),
                 1 => e.prop_map(|e| cancelled(e, 0)),
+                1 => (0..60i64).prop_map(retired),
             ]
         }
 
@@ -2079,6 +2436,7 @@ mod tests {
                 );
             }
             assert_eq!(p.next_due(), m.next_due());
+            assert_eq!(p.oldest_finished(), m.oldest_finished());
             for now in [-1, 0, 5, 11, 100] {
                 for max in [0, 1, 3, usize::MAX] {
                     assert_eq!(p.due(t(now), max), m.due(t(now), max));
@@ -2094,6 +2452,7 @@ mod tests {
             for n in 0..EVENTS {
                 let id = ev(n);
                 assert_eq!(p.event(id), m.event(id));
+                assert_eq!(p.finished_at(id), m.finished_at(id));
                 assert_eq!(
                     p.invocations(Some(id), 0, None),
                     m.invocations(Some(id), 0, None)

@@ -161,6 +161,17 @@ pub enum Record {
     /// The event was deleted (`delete_scheduled_event`): it disappears from
     /// every API view and is never sent.
     EventCancelled { event_id: EventId, at: UnixMicros },
+    /// Retention (`--retain-finished`): every event that finished
+    /// (delivered, error, dead) before `finished_before` leaves every API
+    /// view, with its invocation logs. A record, not a clock read during
+    /// replay, so that replay stays deterministic. Last in the enum:
+    /// postcard numbers variants by position, so existing logs keep
+    /// decoding.
+    EventsRetired {
+        /// An event finished at exactly this time stays.
+        finished_before: UnixMicros,
+        at: UnixMicros,
+    },
 }
 
 /// How many interrupted attempts an event survives before it gives up, by
@@ -248,16 +259,18 @@ pub enum InvocationResponse {
 }
 
 impl Record {
-    /// The event this record is about.
-    pub fn event_id(&self) -> EventId {
+    /// The event this record is about; `None` for a record about many
+    /// ([`Record::EventsRetired`]).
+    pub fn event_id(&self) -> Option<EventId> {
         match self {
-            Record::EventCreated(e) => e.event_id,
+            Record::EventCreated(e) => Some(e.event_id),
             Record::AttemptStarted { event_id, .. }
             | Record::AttemptSucceeded { event_id, .. }
             | Record::AttemptFailed { event_id, .. }
             | Record::AttemptInterrupted { event_id, .. }
             | Record::EventExpired { event_id, .. }
-            | Record::EventCancelled { event_id, .. } => *event_id,
+            | Record::EventCancelled { event_id, .. } => Some(*event_id),
+            Record::EventsRetired { .. } => None,
         }
     }
 
@@ -271,6 +284,7 @@ impl Record {
             Record::AttemptInterrupted { .. } => RecordKind::AttemptInterrupted,
             Record::EventExpired { .. } => RecordKind::EventExpired,
             Record::EventCancelled { .. } => RecordKind::EventCancelled,
+            Record::EventsRetired { .. } => RecordKind::EventsRetired,
         }
     }
 
@@ -283,7 +297,8 @@ impl Record {
             | Record::AttemptFailed { at, .. }
             | Record::AttemptInterrupted { at, .. }
             | Record::EventExpired { at, .. }
-            | Record::EventCancelled { at, .. } => *at,
+            | Record::EventCancelled { at, .. }
+            | Record::EventsRetired { at, .. } => *at,
         }
     }
 
@@ -321,11 +336,12 @@ pub enum RecordKind {
     AttemptInterrupted,
     EventExpired,
     EventCancelled,
+    EventsRetired,
 }
 
 impl RecordKind {
     /// Every kind, in a stable order.
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::EventCreated,
         RecordKind::AttemptStarted,
         RecordKind::AttemptSucceeded,
@@ -333,6 +349,7 @@ impl RecordKind {
         RecordKind::AttemptInterrupted,
         RecordKind::EventExpired,
         RecordKind::EventCancelled,
+        RecordKind::EventsRetired,
     ];
 
     /// The kind's name as the CLI prints and parses it (`event_created`, ...).
@@ -345,6 +362,7 @@ impl RecordKind {
             RecordKind::AttemptInterrupted => "attempt_interrupted",
             RecordKind::EventExpired => "event_expired",
             RecordKind::EventCancelled => "event_cancelled",
+            RecordKind::EventsRetired => "events_retired",
         }
     }
 
@@ -425,6 +443,27 @@ mod tests {
         assert!(matches!(Record::decode(&[]), Err(RecordError::Empty)));
     }
 
+    /// The retirement is the eighth variant (index 7), added last so that
+    /// logs written before it keep decoding: its bytes by postcard's rules
+    /// (variant varint, then two zig-zag varints).
+    #[test]
+    fn events_retired_is_variant_7_and_names_no_event() {
+        let r = Record::EventsRetired {
+            finished_before: UnixMicros(-1),
+            at: UnixMicros(64),
+        };
+        assert_eq!(r.encode().unwrap(), vec![SCHEMA_VERSION, 7, 1, 128, 1]);
+        assert_eq!(Record::decode(&[SCHEMA_VERSION, 7, 1, 128, 1]).unwrap(), r);
+        assert_eq!(r.event_id(), None);
+        assert_eq!(r.at(), UnixMicros(64));
+        assert_eq!(r.kind().as_str(), "events_retired");
+        assert_eq!(
+            RecordKind::parse("events_retired"),
+            Some(RecordKind::EventsRetired)
+        );
+        assert_eq!(*RecordKind::ALL.last().unwrap(), RecordKind::EventsRetired);
+    }
+
     #[test]
     fn times_format_as_utc_with_z() {
         assert_eq!(UnixMicros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
@@ -478,6 +517,9 @@ mod tests {
         let mut bytes = expired.encode().unwrap();
         bytes[0] = 1;
         assert_eq!(Record::decode(&bytes).unwrap(), expired);
+        // Kinds that came after schema 1 are refused in a schema 1 record.
+        assert!(Record::decode(&[1, 7, 1, 0x80, 0x01]).is_err());
+        assert!(Record::decode(&[2, 7, 1, 0x80, 0x01]).is_ok());
         // The v1 form of a create is not a v2 one, and the other way round.
         let mut as_v2 = v1.clone();
         as_v2[0] = SCHEMA_VERSION;

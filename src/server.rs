@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -65,6 +66,12 @@ pub struct ServeConfig {
     /// Which environment variables templates may read, at create and at
     /// delivery (`--webhook-env-allow`).
     pub env_policy: crate::webhook::EnvPolicy,
+    /// How long finished events stay in view (`--retain-finished`); `None`
+    /// keeps them forever.
+    pub retain_finished: Option<Duration>,
+    /// How often retention looks for events to retire: a constant for
+    /// `serve`, shorter in tests.
+    pub retire_every: Duration,
 }
 
 impl ServeConfig {
@@ -84,6 +91,8 @@ impl ServeConfig {
             admin_secret_on_command_line: false,
             conn: ConnLimits::default(),
             env_policy: crate::webhook::EnvPolicy::default(),
+            retain_finished: Some(crate::retention::DEFAULT_RETAIN_FINISHED),
+            retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
         }
     }
 
@@ -229,6 +238,12 @@ impl Server {
             .with_cancels(self.cancels.clone());
         dispatcher.recover_interrupted().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let retiring = tokio::spawn(crate::retention::run(
+            self.service.clone(),
+            self.config.retain_finished,
+            self.config.retire_every,
+            stop_rx.clone(),
+        ));
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
         let hosts = match (
             &self.config.admin_secret,
@@ -303,6 +318,11 @@ impl Server {
         }
         if let Err(e) = dispatching.await {
             tracing::error!(error = %e, "dispatcher task failed");
+        }
+        // Before the log is closed (when the server drops): a pass in the
+        // middle of its append finishes it.
+        if let Err(e) = retiring.await {
+            tracing::error!(error = %e, "retention task failed");
         }
         tracing::info!("stopped");
         Ok(())

@@ -27,7 +27,7 @@ use serde_json::json;
 fn records_of(data_dir: &std::path::Path, id: EventId) -> Vec<(u64, Record)> {
     records_in(data_dir)
         .into_iter()
-        .filter(|(_, r)| r.event_id() == id)
+        .filter(|(_, r)| r.event_id() == Some(id))
         .collect()
 }
 

@@ -37,7 +37,11 @@ fn v2_datadir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-datadir")
 }
 
-/// The record kinds schema 1 had: every kind but those added since.
+/// The record kinds there were when the v1 fixture was written: kinds
+/// added since come at the end of `Record` (docs/log-format.md), each
+/// checked by hand-built bytes after the fixture's records
+/// ([`a_retirement_by_hand_reads_after_the_v1_records`]) and in the v2
+/// fixture.
 const V1_KINDS: usize = 7;
 
 /// The fixture's segment size: small, so its records span several segments.
@@ -197,9 +201,14 @@ fn v1_records() -> Vec<Vec<Record>> {
 }
 
 /// What the v2 fixture holds: the v1 list, with fractional `retry_conf`
-/// spans on the first event (which schema 1 could not hold).
+/// spans on the first event (which schema 1 could not hold), then a
+/// retirement (a kind schema 1 did not have).
 fn v2_records() -> Vec<Vec<Record>> {
     let mut batches = v1_records();
+    batches.push(vec![Record::EventsRetired {
+        finished_before: t(100),
+        at: t(5000),
+    }]);
     let Record::EventCreated(first) = &mut batches[0][0] else {
         unreachable!("the list starts with a create");
     };
@@ -225,6 +234,35 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+/// `EventsRetired`, added after the fixture: its bytes by postcard's rules
+/// (schema 2, variant 7, two zig-zag varints), appended to a copy of the fixture, read
+/// back after the fixture's records.
+#[test]
+fn a_retirement_by_hand_reads_after_the_v1_records() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&v1_datadir(), tmp.path());
+    let log_dir = chime::datadir::log_dir(tmp.path());
+    let (log, _) =
+        Log::open(&log_dir, &LogOptions::with_segment_bytes(V1_SEGMENT_BYTES)).expect("open");
+    // Schema 2 (the kind came with it; a schema 1 record of variant 7 is
+    // refused), variant 7, finished_before = -1 (zig-zag 1), at = 64
+    // (zig-zag 128: 0x80 0x01).
+    log.append_blocking(vec![vec![2, 7, 1, 0x80, 0x01]])
+        .expect("append");
+    drop(log);
+    let found = chime::testing::records_in(tmp.path());
+    let want: Vec<Record> = v1_records().into_iter().flatten().collect();
+    assert_eq!(found.len(), want.len() + 1);
+    assert_eq!(
+        found.last().map(|(_, r)| r.clone()),
+        Some(Record::EventsRetired {
+            finished_before: UnixMicros(-1),
+            at: UnixMicros(64),
+        })
+    );
+    assert_eq!(RecordKind::ALL[V1_KINDS], RecordKind::EventsRetired);
 }
 
 /// Writes `tests/fixtures/v2-datadir/` with today's build. Ignored: the

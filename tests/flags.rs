@@ -390,3 +390,27 @@ async fn user_agent_is_sent_on_every_call_and_logged() {
         "{logged}"
     );
 }
+
+/// `--retain-finished 1ms`: a delivered event is retired by the pass at the
+/// next start (a pass runs at start, then every minute); with the default
+/// (30d) it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_finished_1ms_retires_a_delivered_event_at_the_next_start() {
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildServer::spawn(dir.path(), &[]).await;
+    let id = child.api.create(due_now(&receiver.url("/kept"))).await;
+    child.api.wait_status(&id, "delivered").await;
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    let mut child = ChildServer::spawn(dir.path(), &[]).await;
+    assert_eq!(child.api.count().await, 1);
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    let child = ChildServer::spawn(dir.path(), &["--retain-finished", "1ms"]).await;
+    chime::testing::eventually("the delivered event is retired", || async {
+        (child.api.count().await == 0).then_some(())
+    })
+    .await;
+    assert!(child.api.invocations_of(&id).await.is_empty());
+}

@@ -137,6 +137,7 @@ fn due_from(record: &Record) -> Option<UnixMicros> {
         | Record::AttemptStarted { .. }
         | Record::AttemptSucceeded { .. }
         | Record::EventExpired { .. }
-        | Record::EventCancelled { .. } => None,
+        | Record::EventCancelled { .. }
+        | Record::EventsRetired { .. } => None,
     }
 }

@@ -160,7 +160,7 @@ pub fn render_invocation(inv: &InvocationRef, record: &Record) -> Option<Value> 
         ),
         _ => return None,
     };
-    if attempt_id != inv.attempt_id || record.event_id() != inv.event_id {
+    if attempt_id != inv.attempt_id || record.event_id() != Some(inv.event_id) {
         return None;
     }
     Some(json!({

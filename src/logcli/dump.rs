@@ -71,7 +71,7 @@ pub fn dump(
                 return Ok(());
             }
         };
-        if args.event.is_some_and(|id| id != record.event_id())
+        if args.event.is_some_and(|id| Some(id) != record.event_id())
             || !(args.kind.is_empty() || args.kind.contains(&record.kind()))
         {
             return Ok(());
@@ -110,7 +110,11 @@ fn text_line(seq: u64, seq_width: usize, record: &Record) -> String {
         "{seq:>seq_width$}  {:.6}  {:<kind_width$}  {}",
         record.at().to_timestamp(),
         record.kind().as_str(),
-        record.event_id(),
+        // A record about many events (a retirement) has a dash, as wide as
+        // an id so that the columns still line up.
+        record
+            .event_id()
+            .map_or_else(|| format!("{:<36}", "-"), |id| id.to_string()),
     );
     let summary = summary(record);
     if !summary.is_empty() {
@@ -177,6 +181,11 @@ fn summary(record: &Record) -> String {
             );
         }
         Record::EventExpired { .. } | Record::EventCancelled { .. } => {}
+        Record::EventsRetired {
+            finished_before, ..
+        } => {
+            let _ = write!(s, "finished_before={}", finished_before.to_rfc3339());
+        }
     }
     s
 }
@@ -226,7 +235,9 @@ struct JsonRecord<'a> {
     offset: u32,
     at: String,
     kind: &'static str,
-    event_id: EventId,
+    /// Absent for a record about many events (a retirement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<EventId>,
     #[serde(flatten)]
     details: JsonDetails<'a>,
 }
@@ -256,6 +267,9 @@ enum JsonDetails<'a> {
         attempt_id: uuid::Uuid,
         give_up: bool,
         reason: &'a str,
+    },
+    Retired {
+        finished_before: String,
     },
     Nothing {},
 }
@@ -319,6 +333,11 @@ impl<'a> JsonDetails<'a> {
                 reason,
             },
             Record::EventExpired { .. } | Record::EventCancelled { .. } => JsonDetails::Nothing {},
+            Record::EventsRetired {
+                finished_before, ..
+            } => JsonDetails::Retired {
+                finished_before: finished_before.to_rfc3339(),
+            },
         }
     }
 }
@@ -471,5 +490,38 @@ mod tests {
             assert_eq!(v["kind"], r.kind().as_str());
             assert_eq!(v["event_id"], id.to_string());
         }
+    }
+
+    /// A retirement names no event: a dash where the id goes, as wide as
+    /// one so the columns line up, and no `event_id` in JSON.
+    #[test]
+    fn a_retirement_shows_its_cut_off_and_no_event() {
+        let r = Record::EventsRetired {
+            finished_before: UnixMicros(1_500_000),
+            at: UnixMicros(2_000_000),
+        };
+        let expired = Record::EventExpired {
+            event_id: uuid::Uuid::from_u128(1),
+            at: UnixMicros(2_000_000),
+        };
+        let line = text_line(7, 1, &r);
+        assert!(
+            line.ends_with("events_retired       -                                     finished_before=1970-01-01T00:00:01.5Z"),
+            "{line}"
+        );
+        let summary_at = |l: &str| l.find("finished_before").unwrap_or(l.len());
+        assert_eq!(summary_at(&line), text_line(7, 1, &expired).len() + 2);
+        let entry = Entry {
+            seq: 7,
+            loc: crate::log::Loc {
+                segment: 0,
+                offset: 32,
+            },
+            payload: &[],
+        };
+        let v: serde_json::Value = serde_json::from_str(&json_line(&entry, "x.seg", &r)).unwrap();
+        assert_eq!(v["kind"], "events_retired");
+        assert!(v.get("event_id").is_none(), "{v}");
+        assert_eq!(v["finished_before"], "1970-01-01T00:00:01.5Z");
     }
 }

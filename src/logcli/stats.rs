@@ -36,6 +36,7 @@ pub fn stats(
     let mut by_kind = [0u64; RecordKind::ALL.len()];
     let mut projection = Projection::new();
     let mut cancelled = 0u64;
+    let mut retired = 0u64;
     let mut ignored = 0u64;
     let mut span: Option<(UnixMicros, UnixMicros)> = None;
     let mut records = 0u64;
@@ -54,8 +55,13 @@ pub fn stats(
         }
         let at = record.at();
         span = Some(span.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
+        let before = projection.len();
         match projection.apply(entry.loc, &record) {
             Applied::Changed if kind == RecordKind::EventCancelled => cancelled += 1,
+            // A retirement's count is what it took out of view.
+            Applied::Changed if kind == RecordKind::EventsRetired => {
+                retired += before.saturating_sub(projection.len()) as u64;
+            }
             Applied::Changed => {}
             Applied::Ignored(_) => ignored += 1,
         }
@@ -86,6 +92,7 @@ pub fn stats(
                 .map(|(s, n)| (s.as_str(), n as u64))
                 .collect(),
             cancelled,
+            retired,
         },
         next_due: projection.next_due().map(|(at, event_id)| JsonDue {
             at: at.to_rfc3339(),
@@ -169,6 +176,8 @@ struct JsonEvents {
     total: u64,
     by_status: std::collections::BTreeMap<&'static str, u64>,
     cancelled: u64,
+    /// Finished events taken out of view by retention (`events_retired`).
+    retired: u64,
 }
 
 #[derive(Serialize)]
@@ -251,8 +260,8 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
     write_table(out, &kinds, &[false, true])?;
     writeln!(
         out,
-        "events      {} (and {} cancelled)",
-        s.events.total, s.events.cancelled
+        "events      {} (and {} cancelled, {} retired)",
+        s.events.total, s.events.cancelled, s.events.retired
     )?;
     let statuses: Vec<Vec<String>> = EventStatus::ALL
         .iter()

@@ -43,6 +43,18 @@ impl TestServer {
         Self::serve(server, secret).await
     }
 
+    /// [`TestServer::start`] with an injected clock (a
+    /// [`crate::clock::ManualClock`], say) for the API, the dispatcher and
+    /// retention.
+    pub async fn start_with_clock(
+        config: ServeConfig,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> TestServer {
+        let secret = config.admin_secret.clone();
+        let server = Server::open_with_clock(config, clock).expect("Server::open_with_clock");
+        Self::serve(server, secret).await
+    }
+
     /// A server with default settings over a fresh temporary data directory.
     pub async fn fresh() -> TestServer {
         Self::fresh_with(|_| {}).await
