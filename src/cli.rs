@@ -159,6 +159,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "CHIME_RETAIN_FINISHED",
           default_value_t = Retention(Some(DEFAULT_RETAIN_FINISHED)))]
     pub retain_finished: Retention,
+    /// Write a snapshot of the replayed state after this many records (and
+    /// at every clean stop), so that a restart replays at most about this
+    /// many.
+    #[arg(long, value_name = "N", env = "CHIME_SNAPSHOT_EVERY",
+          default_value_t = crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
 }
 
 /// `--retain-finished`: a duration as the other duration flags read it, or
@@ -318,6 +325,7 @@ impl ServeArgs {
             },
             retain_finished: self.retain_finished.0,
             retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
+            snapshot_every: self.snapshot_every,
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::log::Loc;
 use crate::record::{AttemptId, EventId, Record, UnixMicros};
 
 /// An event's status, with Hasura's names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Waiting for its time (or for its next retry).
     Scheduled,
@@ -108,7 +108,7 @@ pub struct EventView {
 }
 
 /// One invocation log entry: where its record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InvocationRef {
     pub attempt_id: AttemptId,
     pub event_id: EventId,
@@ -185,7 +185,7 @@ fn sets_of(status: Status) -> &'static [usize] {
 /// finished with an invocation (success, final failure, give-up), its last;
 /// a dead one keeps it in `retry_at`, which a dead event has no other use
 /// for (see [`Projection::finished_at`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Slot {
     loc: Loc,
     schedule_at: UnixMicros,
@@ -234,7 +234,7 @@ impl Slot {
 }
 
 /// The state of every event, derived from records. See the module docs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Projection {
     /// Every event in view (not cancelled).
     slots: HashMap<EventId, Slot>,

@@ -26,6 +26,7 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::dispatch::{DispatchConfig, DispatchError, Dispatcher};
 use crate::log::LogOptions;
 use crate::service::{Service, ServiceError, Startup};
+use crate::snapshot::SnapshotStore;
 use crate::tls::{TlsError, TlsListener};
 
 /// The address served on by default (`--listen`): loopback only, so that a
@@ -72,6 +73,9 @@ pub struct ServeConfig {
     /// How often retention looks for events to retire: a constant for
     /// `serve`, shorter in tests.
     pub retire_every: Duration,
+    /// A snapshot is written once this many records were applied since the
+    /// last one (`--snapshot-every`), and at every clean stop.
+    pub snapshot_every: u64,
 }
 
 impl ServeConfig {
@@ -93,6 +97,7 @@ impl ServeConfig {
             env_policy: crate::webhook::EnvPolicy::default(),
             retain_finished: Some(crate::retention::DEFAULT_RETAIN_FINISHED),
             retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
+            snapshot_every: crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 
@@ -157,6 +162,9 @@ pub struct Server {
     /// dispatcher, which lets such a cancel win over an attempt it is about
     /// to send.
     cancels: Arc<CancelsInFlight>,
+    /// `DATA/snapshots/`: restored from at open, written while running and
+    /// at a clean stop.
+    snapshots: SnapshotStore,
     /// Held for the lock it carries until the server is dropped.
     _data_dir: DataDir,
 }
@@ -185,10 +193,17 @@ impl Server {
     ) -> Result<Server, ServeError> {
         config.check()?;
         let data_dir = DataDir::lock_on(&*config.log.fs, &config.data_dir, true)?;
-        let (service, startup) = Service::open(&data_dir.log_dir(), &config.log, clock)?;
+        let snapshots = SnapshotStore::open(
+            config.log.fs.clone(),
+            &crate::snapshot::snapshot_dir(data_dir.root()),
+        )
+        .map_err(crate::service::ServiceError::from)?;
+        let (service, startup) =
+            Service::open_restoring(&data_dir.log_dir(), &config.log, clock, Some(&snapshots))?;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             segments = startup.recovery.segments,
+            snapshot_seq = %startup.snapshot_seq.map_or("none".to_owned(), |s| s.to_string()),
             records = startup.replayed,
             events = service.projection().len(),
             seconds = startup.replay_seconds,
@@ -199,6 +214,7 @@ impl Server {
             service: Arc::new(service),
             startup,
             cancels: Default::default(),
+            snapshots,
             _data_dir: data_dir,
         })
     }
@@ -242,6 +258,13 @@ impl Server {
             self.service.clone(),
             self.config.retain_finished,
             self.config.retire_every,
+            stop_rx.clone(),
+        ));
+        let snapshotting = tokio::spawn(crate::service::keep_snapshots(
+            self.service.clone(),
+            self.snapshots.clone(),
+            self.config.snapshot_every,
+            self.startup.snapshot_seq,
             stop_rx.clone(),
         ));
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
@@ -323,6 +346,13 @@ impl Server {
         // middle of its append finishes it.
         if let Err(e) = retiring.await {
             tracing::error!(error = %e, "retention task failed");
+        }
+        // Last, once nothing else appends: the snapshot of a clean stop
+        // holds every record, so the next start replays none.
+        match snapshotting.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the snapshot at stop"),
+            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+            Ok(Ok(())) => {}
         }
         tracing::info!("stopped");
         Ok(())

@@ -47,6 +47,7 @@ use crate::dispatch::Wakeup;
 use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery};
 use crate::projection::Projection;
 use crate::record::{Record, RecordError};
+use crate::snapshot::{SetAside, SnapshotError, SnapshotStore};
 
 /// How often replay reports its progress, at most: a long replay says it is
 /// alive, a short one says nothing.
@@ -67,13 +68,85 @@ pub enum ServiceError {
     Record { loc: Loc, source: RecordError },
     #[error("cannot encode record: {0}")]
     Encode(RecordError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot encode a snapshot: {0}")]
+    EncodeSnapshot(postcard::Error),
+    #[error("the snapshot writer failed: {0}")]
+    SnapshotTask(String),
+}
+
+/// The schema of a snapshot's body, written in front of it: a build that
+/// does not know it refuses the snapshot (it is set aside and the log is
+/// replayed), as a reader refuses a record schema it does not know.
+pub const SNAPSHOT_SCHEMA: u8 = 1;
+
+/// What a snapshot holds: the projections as of its sequence number, and
+/// the base sequence number of every segment then, because the
+/// projections' locations (`Loc`) name segments by ordinal: a snapshot is
+/// used only over a log whose first segments are still those.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotBody<P> {
+    segment_bases: Vec<u64>,
+    projection: P,
+}
+
+/// Encodes a snapshot's body: `[SNAPSHOT_SCHEMA] ++ postcard(SnapshotBody)`.
+fn encode_snapshot(segment_bases: Vec<u64>, projection: &Projection) -> Result<Vec<u8>, ServiceError> {
+    let mut out = vec![SNAPSHOT_SCHEMA];
+    postcard::to_io(
+        &SnapshotBody {
+            segment_bases,
+            projection,
+        },
+        &mut out,
+    )
+    .map_err(ServiceError::EncodeSnapshot)?;
+    Ok(out)
+}
+
+/// Decodes a snapshot's body taken at `seq` and checks it fits `log`
+/// (whose last record is `last_seq`); `Err` says why it cannot be used.
+pub fn decode_snapshot(
+    body: &[u8],
+    seq: u64,
+    log_bases: &[u64],
+    last_seq: Option<u64>,
+) -> Result<Projection, String> {
+    let (&schema, rest) = body.split_first().ok_or("an empty body")?;
+    if schema != SNAPSHOT_SCHEMA {
+        return Err(format!(
+            "snapshot schema {schema} is not known to this build (it reads {SNAPSHOT_SCHEMA})"
+        ));
+    }
+    let (decoded, trailing): (SnapshotBody<Projection>, _) =
+        postcard::take_from_bytes(rest).map_err(|e| format!("the body does not decode: {e}"))?;
+    if !trailing.is_empty() {
+        return Err(format!("{} bytes after the body", trailing.len()));
+    }
+    if last_seq.is_none_or(|last| last < seq) {
+        return Err(format!(
+            "it holds records up to {seq} but the log ends at {}",
+            last_seq.map_or("nothing".to_owned(), |l| l.to_string())
+        ));
+    }
+    if log_bases.get(..decoded.segment_bases.len()) != Some(&decoded.segment_bases[..]) {
+        return Err("the log's segments are not those it was taken over".to_owned());
+    }
+    Ok(decoded.projection)
 }
 
 /// What opening the service found.
 #[derive(Clone, Debug)]
 pub struct Startup {
     pub recovery: Recovery,
+    /// The sequence number of the snapshot restored, if one was.
+    pub snapshot_seq: Option<u64>,
+    /// Snapshots that failed their checks and were set aside.
+    pub snapshots_set_aside: Vec<SetAside>,
+    /// Records replayed (after the snapshot, if one was restored).
     pub replayed: u64,
+    /// Restoring and replaying, together.
     pub replay_seconds: f64,
 }
 
@@ -160,19 +233,49 @@ impl Service {
         opts: &LogOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<(Service, Startup), ServiceError> {
+        Self::open_restoring(log_dir, opts, clock, None)
+    }
+
+    /// [`Service::open`], restoring the newest usable snapshot of
+    /// `snapshots` first (one that fails a check is set aside, see
+    /// [`crate::snapshot`]) and replaying only the records after it.
+    pub fn open_restoring(
+        log_dir: &std::path::Path,
+        opts: &LogOptions,
+        clock: Arc<dyn Clock>,
+        snapshots: Option<&SnapshotStore>,
+    ) -> Result<(Service, Startup), ServiceError> {
         let (log, recovery) = Log::open(log_dir, opts)?;
         let started = Instant::now();
+        let bases = log.segment_bases()?;
+        let last_seq = bases
+            .first()
+            .filter(|_| recovery.records > 0)
+            .map(|first| first + recovery.records - 1);
+        let (restored, snapshots_set_aside) = match snapshots {
+            Some(store) => {
+                let found = store.restore(|seq, body| decode_snapshot(body, seq, &bases, last_seq))?;
+                (found.restored, found.set_aside)
+            }
+            None => (None, Vec::new()),
+        };
+        let snapshot_seq = restored.as_ref().map(|(seq, _)| *seq);
         let applier = Applier {
-            projection: Mutex::new(Projection::new()),
+            projection: Mutex::new(restored.map(|(_, p)| p).unwrap_or_default()),
             wakeup: Wakeup::default(),
-            last_seq: AtomicU64::new(NONE_APPLIED),
+            last_seq: AtomicU64::new(snapshot_seq.unwrap_or(NONE_APPLIED)),
             violations: AtomicU64::new(0),
+        };
+        // For the progress report only.
+        let to_replay = match (last_seq, snapshot_seq) {
+            (Some(last), Some(seq)) => last - seq,
+            _ => recovery.records,
         };
         let mut replayed = 0u64;
         let mut last_report = Instant::now();
         {
             let mut projection = applier.projection();
-            log.replay(|entry| {
+            log.replay_after(snapshot_seq.unwrap_or(0), |entry| {
                 let record =
                     Record::decode(entry.payload).map_err(|source| ServiceError::Record {
                         loc: entry.loc,
@@ -187,8 +290,8 @@ impl Service {
                     last_report = Instant::now();
                     tracing::info!(
                         replayed,
-                        of = recovery.records,
-                        percent = replayed * 100 / recovery.records.max(1),
+                        of = to_replay,
+                        percent = replayed * 100 / to_replay.max(1),
                         "replaying the log"
                     );
                 }
@@ -197,6 +300,8 @@ impl Service {
         }
         let startup = Startup {
             recovery,
+            snapshot_seq,
+            snapshots_set_aside,
             replayed,
             replay_seconds: started.elapsed().as_secs_f64(),
         };
@@ -210,6 +315,25 @@ impl Service {
             },
             startup,
         ))
+    }
+
+    /// Writes a snapshot of the projections as of the record applied last
+    /// into `store`, and returns its sequence number (`None`: nothing
+    /// applied yet, nothing written). The projections are encoded under
+    /// their lock (so the writer thread's next apply waits that long);
+    /// the file is written after it is released. Blocking IO: call it from
+    /// a blocking thread.
+    pub fn write_snapshot(&self, store: &SnapshotStore) -> Result<Option<u64>, ServiceError> {
+        let bases = self.log.segment_bases()?;
+        let (seq, body) = {
+            let projection = self.projection();
+            let Some(seq) = self.last_applied_seq() else {
+                return Ok(None);
+            };
+            (seq, encode_snapshot(bases, &projection)?)
+        };
+        store.write(seq, &body)?;
+        Ok(Some(seq))
     }
 
     /// Appends `records` as one all-or-nothing batch, waits until it is
@@ -276,5 +400,50 @@ impl Service {
     #[cfg(feature = "testing")]
     pub fn wake_hold(&self) -> &crate::testing::wake::WakeHold {
         &self.wake_hold
+    }
+}
+
+/// How often [`keep_snapshots`] looks at how many records were applied
+/// since its last snapshot.
+const SNAPSHOT_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// The snapshot task of `serve`: writes a snapshot of `service` into
+/// `store` whenever `every` records were applied since the last one (`last`
+/// is the one restored at open), and once more when `stop` turns true, if
+/// anything was applied since, so that a clean stop leaves nothing to
+/// replay. Run it to its end before the log closes. The encoding holds the
+/// projection's lock; the file is written on a blocking thread.
+pub async fn keep_snapshots(
+    service: Arc<Service>,
+    store: SnapshotStore,
+    every: u64,
+    mut last: Option<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let every = every.max(1);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(SNAPSHOT_LOOK_EVERY) => false,
+            _ = stop.wait_for(|stop| *stop) => true,
+        };
+        let applied = service.last_applied_seq();
+        let due = match (applied, last) {
+            (None, _) => false,
+            (Some(_), None) => stopping || applied.is_some_and(|a| a >= every),
+            (Some(a), Some(l)) => a > l && (stopping || a - l >= every),
+        };
+        if due {
+            let (service, store) = (service.clone(), store.clone());
+            let written = tokio::task::spawn_blocking(move || service.write_snapshot(&store))
+                .await
+                .map_err(|e| ServiceError::SnapshotTask(e.to_string()))??;
+            if let Some(seq) = written {
+                tracing::info!(snapshot_seq = seq, "snapshot written");
+                last = Some(seq);
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
     }
 }

@@ -29,6 +29,10 @@ pub const MAGIC: &[u8; 8] = b"CHIMESNP";
 pub const VERSION: u32 = 1;
 /// `magic version flags seq len body_crc header_crc`.
 pub const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4;
+/// Records applied between two snapshots while serving, by default
+/// (`--snapshot-every`): a restart replays at most about this many (under
+/// a second at the replay rates of docs/performance.md).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_000_000;
 /// How many valid snapshots are kept: the newest, and one before it in
 /// case the newest cannot be used by a later build.
 pub const KEEP: usize = 2;

@@ -39,7 +39,9 @@ pub use scan::{DirScan, PartialScan, ScannedSegment, StoppedScan};
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest
 /// segment, counting up) and the byte offset of its frame in that segment.
 /// Kept small because projections hold one per event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Loc {
     pub segment: u32,
     pub offset: u32,
@@ -507,6 +509,20 @@ impl Log {
             scan::visit_segment(map, i as u32, *base_seq, *len as usize, &mut newer)?;
         }
         Ok(())
+    }
+
+    /// The base sequence number of every segment, by ordinal (the
+    /// `segment` of a [`Loc`]): a snapshot keeps them, so that it is used
+    /// only over a log whose locations still mean what they meant.
+    pub fn segment_bases(&self) -> Result<Vec<u64>, LogError> {
+        Ok(self
+            .shared
+            .segments
+            .read()
+            .map_err(LogError::from)?
+            .iter()
+            .map(|s| s.base_seq)
+            .collect())
     }
 
     /// The number of segments.
