@@ -4,6 +4,7 @@
 //! ```text
 //! DATA/LOCK            held with an exclusive advisory lock while open
 //! DATA/log/*.seg       the log's segments
+//! DATA/snapshots/      snapshots of the replayed state (crate::snapshot)
 //! ```
 //!
 //! All of it is private to chime's user: the directory is created 0700 and

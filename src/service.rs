@@ -105,14 +105,9 @@ fn encode_snapshot(segment_bases: Vec<u64>, projection: &Projection) -> Result<V
     Ok(out)
 }
 
-/// Decodes a snapshot's body taken at `seq` and checks it fits `log`
-/// (whose last record is `last_seq`); `Err` says why it cannot be used.
-pub fn decode_snapshot(
-    body: &[u8],
-    seq: u64,
-    log_bases: &[u64],
-    last_seq: Option<u64>,
-) -> Result<Projection, String> {
+/// Decodes a snapshot's body: the base sequence numbers of the segments it
+/// was taken over, and the projections; `Err` says why it cannot be read.
+pub fn decode_snapshot_body(body: &[u8]) -> Result<(Vec<u64>, Projection), String> {
     let (&schema, rest) = body.split_first().ok_or("an empty body")?;
     if schema != SNAPSHOT_SCHEMA {
         return Err(format!(
@@ -124,16 +119,29 @@ pub fn decode_snapshot(
     if !trailing.is_empty() {
         return Err(format!("{} bytes after the body", trailing.len()));
     }
+    Ok((decoded.segment_bases, decoded.projection))
+}
+
+/// Decodes a snapshot's body taken at `seq` and checks it fits a log whose
+/// segments start at `log_bases` and whose last record is `last_seq`;
+/// `Err` says why it cannot be used.
+pub fn decode_snapshot(
+    body: &[u8],
+    seq: u64,
+    log_bases: &[u64],
+    last_seq: Option<u64>,
+) -> Result<Projection, String> {
+    let (bases, projection) = decode_snapshot_body(body)?;
     if last_seq.is_none_or(|last| last < seq) {
         return Err(format!(
             "it holds records up to {seq} but the log ends at {}",
             last_seq.map_or("nothing".to_owned(), |l| l.to_string())
         ));
     }
-    if log_bases.get(..decoded.segment_bases.len()) != Some(&decoded.segment_bases[..]) {
+    if log_bases.get(..bases.len()) != Some(&bases[..]) {
         return Err("the log's segments are not those it was taken over".to_owned());
     }
-    Ok(decoded.projection)
+    Ok(projection)
 }
 
 /// What opening the service found.

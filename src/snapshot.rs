@@ -188,6 +188,17 @@ impl SnapshotStore {
         Ok(found)
     }
 
+    /// The snapshots set aside (`<name>.snap.bad`, `.bad-N`), by name.
+    pub fn list_set_aside(&self) -> Result<Vec<PathBuf>, SnapshotError> {
+        let mut found: Vec<PathBuf> = self
+            .entries()?
+            .into_iter()
+            .filter(|p| name_of(p).is_some_and(|n| n.contains(".snap.bad")))
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     /// Checks the snapshot file at `path` and returns its sequence number
     /// and body; reads only.
     pub fn read(&self, file: &SnapshotFile) -> Result<(u64, Vec<u8>), Invalid> {

@@ -414,3 +414,47 @@ async fn retain_finished_1ms_retires_a_delivered_event_at_the_next_start() {
     .await;
     assert!(child.api.invocations_of(&id).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_every_5_writes_snapshots_while_serving() {
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = chime::snapshot::snapshot_dir(dir.path());
+    let list = || -> Vec<String> {
+        std::fs::read_dir(&snapshots)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".snap"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut child = ChildServer::spawn(dir.path(), &["--snapshot-every", "5"]).await;
+    for n in 0..6 {
+        child
+            .api
+            .create(json!({"webhook": receiver.url(&format!("/{n}")), "schedule_at": in_seconds(3600.0).to_string()}))
+            .await;
+    }
+    // Without the flag the first snapshot would come after a million
+    // records or at the stop; with it, while serving.
+    chime::testing::eventually("a snapshot while serving", || async {
+        (!list().is_empty()).then_some(())
+    })
+    .await;
+    child.kill();
+    child.wait_exit(WAIT).await.expect("killed");
+    let mut child = ChildServer::spawn(dir.path(), &[]).await;
+    assert_eq!(child.api.count().await, 6);
+    let stderr = child.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("log replayed"))
+        .unwrap_or_else(|| panic!("no startup line in {stderr}"));
+    assert!(
+        line.contains("snapshot_seq=5") || line.contains("snapshot_seq=6"),
+        "{line}"
+    );
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+}

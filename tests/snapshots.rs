@@ -258,3 +258,44 @@ async fn a_damaged_snapshot_or_one_past_the_logs_end_is_set_aside_and_the_log_re
     assert_eq!(reopened.startup.replayed, records);
     assert_eq!(*reopened.service().projection(), full);
 }
+
+/// `chime log verify` checks the newest snapshot against a replay of the
+/// log up to its seq, and `stats` lists the snapshots: a snapshot whose
+/// file and body are sound but whose state is not the log's (here the
+/// state at seq N filed as seq N-1) is damage, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_verify_checks_the_newest_snapshot_against_a_replay_and_stats_lists_them() {
+    let receiver = receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(ServeConfig::new(dir.path())).await;
+    a_mixed_history(&server, &receiver).await;
+    server.stop().await;
+    let newest = snapshot_files(dir.path()).pop().expect("a snapshot");
+
+    let (code, out) = chime::testing::log_verify(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "matches a replay of the log up to seq {}",
+            newest.seq
+        )),
+        "{out}"
+    );
+    let stats = std::process::Command::new(chime::testing::chime_binary())
+        .args(["log", "stats", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run chime log stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(stats["snapshots"][0]["seq"], json!(newest.seq), "{stats}");
+    assert_eq!(stats["snapshots_set_aside"], json!([]));
+
+    let store = SnapshotStore::open(Arc::new(chime::log::fs::StdFs), &snapshot_dir(dir.path()))
+        .expect("open");
+    let (_, body) = store.read(&newest).expect("valid");
+    std::fs::remove_file(&newest.path).expect("remove");
+    store.write(newest.seq - 1, &body).expect("write");
+    let (code, out) = chime::testing::log_verify(dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("differs from a replay of the log"), "{out}");
+}

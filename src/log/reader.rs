@@ -100,6 +100,15 @@ impl LogReader {
         self.scan.scan.segments.first().map(|s| s.file.base_seq)
     }
 
+    /// The base sequence number of every segment scanned, by ordinal (as
+    /// [`crate::log::Log::segment_bases`]).
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.segments_scanned()
+            .iter()
+            .map(|s| s.file.base_seq)
+            .collect()
+    }
+
     /// The last sequence number in a whole batch.
     pub fn last_seq(&self) -> Option<u64> {
         self.segments_scanned()

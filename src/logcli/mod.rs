@@ -101,6 +101,8 @@ pub enum LogCliError {
     DataDir(DataDirError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }

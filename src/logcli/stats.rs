@@ -69,6 +69,24 @@ pub fn stats(
     })
     .ok();
     let segments = segment_rows(&log);
+    let store = crate::snapshot::SnapshotStore::open_read_only(
+        std::sync::Arc::new(crate::log::fs::StdFs),
+        &crate::snapshot::snapshot_dir(&args.dir.data_dir),
+    );
+    let snapshots = store
+        .list()?
+        .into_iter()
+        .map(|f| SnapshotRow {
+            name: file_name(&f.path),
+            seq: f.seq,
+            bytes: f.bytes,
+        })
+        .collect();
+    let snapshots_set_aside = store
+        .list_set_aside()?
+        .iter()
+        .map(|p| file_name(p))
+        .collect();
     let stats = JsonStats {
         data_dir: &args.dir.data_dir,
         bytes: segments.iter().map(|s| s.bytes).sum(),
@@ -111,6 +129,8 @@ pub fn stats(
                 bytes: *bytes,
             })
             .collect(),
+        snapshots,
+        snapshots_set_aside,
     };
     if args.json {
         serde_json::to_writer(&mut *out, &stats).map_err(io::Error::from)?;
@@ -135,6 +155,17 @@ struct JsonStats<'a> {
     problems: Vec<String>,
     /// Torn tails recovery cut off and kept aside, outside the log.
     torn_copies: Vec<TornRow>,
+    /// `DATA/snapshots/*.snap`, oldest first (the newest is restored).
+    snapshots: Vec<SnapshotRow>,
+    /// Snapshots that failed a check and were set aside (`.snap.bad`).
+    snapshots_set_aside: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SnapshotRow {
+    name: String,
+    seq: u64,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -278,6 +309,20 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
     match &s.time_span {
         Some(t) => writeln!(out, "time span   {} .. {}", t.first, t.last)?,
         None => writeln!(out, "time span   - (no records)")?,
+    }
+    match s.snapshots.last() {
+        Some(newest) => writeln!(
+            out,
+            "snapshots   {} (newest {} at seq {}, {} bytes: a restart replays the records after it)",
+            s.snapshots.len(),
+            newest.name,
+            newest.seq,
+            newest.bytes
+        )?,
+        None => writeln!(out, "snapshots   0 (a restart replays the whole log)")?,
+    }
+    for name in &s.snapshots_set_aside {
+        writeln!(out, "set aside   {name} (a snapshot that failed its check)")?;
     }
     for p in &s.problems {
         writeln!(out, "damage      {p}")?;

@@ -8,7 +8,9 @@ use clap::Args;
 
 use super::report::{TORN_ADVICE, file_name, plural, problems, undecodable};
 use super::{DataDirArg, ExitStatus, LogCliError, read_log};
+use crate::projection::Projection;
 use crate::record::Record;
+use crate::snapshot::{SnapshotFile, SnapshotStore, snapshot_dir};
 
 /// Flags of `chime log verify`.
 #[derive(Clone, Debug, Args)]
@@ -99,12 +101,29 @@ pub fn verify(
     let total = log.records();
     let mut decoded = 0u64;
     let mut undecodable_count = 0u64;
+    // The newest snapshot is checked against a replay of the records it
+    // holds: the replay runs alongside the decoding, up to its seq.
+    let store = SnapshotStore::open_read_only(
+        std::sync::Arc::new(crate::log::fs::StdFs),
+        &snapshot_dir(&args.dir.data_dir),
+    );
+    let newest: Option<SnapshotFile> = store.list()?.pop();
+    let mut replay = newest.as_ref().map(|_| Projection::new());
     log.for_each(|entry| {
-        if let Err(e) = Record::decode(entry.payload) {
-            undecodable_count += 1;
-            // Enough to act on; the count says how many in all.
-            if undecodable_count <= 10 {
-                problems.push(undecodable(&log, &entry, &e));
+        match Record::decode(entry.payload) {
+            Err(e) => {
+                undecodable_count += 1;
+                // Enough to act on; the count says how many in all.
+                if undecodable_count <= 10 {
+                    problems.push(undecodable(&log, &entry, &e));
+                }
+            }
+            Ok(record) => {
+                if let (Some(p), Some(snap)) = (replay.as_mut(), &newest)
+                    && entry.seq <= snap.seq
+                {
+                    p.apply(entry.loc, &record);
+                }
             }
         }
         decoded += 1;
@@ -151,7 +170,25 @@ pub fn verify(
             file_name(path)
         )?;
     }
-    if problems.is_empty() {
+    let snapshot_ok = match (&newest, replay) {
+        (Some(snap), Some(replayed)) => check_snapshot(
+            &store,
+            snap,
+            &replayed,
+            &log.segment_bases(),
+            log.last_seq(),
+            out,
+        )?,
+        _ => true,
+    };
+    for set_aside in store.list_set_aside()? {
+        writeln!(
+            out,
+            "set-aside snapshot: {} (never read again; delete it once looked at)",
+            file_name(&set_aside)
+        )?;
+    }
+    if problems.is_empty() && snapshot_ok {
         writeln!(
             out,
             "ok: every frame's checksum matches, sequence numbers run without gaps, every record decodes"
@@ -170,6 +207,47 @@ pub fn verify(
         )?;
     }
     Ok(ExitStatus::Problem)
+}
+
+/// Checks the newest snapshot: its file, its body, that it fits the log,
+/// and that it equals `replayed` (the log's records up to its seq). Prints
+/// one line; returns whether it passed.
+fn check_snapshot(
+    store: &SnapshotStore,
+    snap: &SnapshotFile,
+    replayed: &Projection,
+    bases: &[u64],
+    last_seq: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<bool, LogCliError> {
+    let name = file_name(&snap.path);
+    let verdict = store
+        .read(snap)
+        .map_err(|e| e.to_string())
+        .and_then(|(seq, body)| crate::service::decode_snapshot(&body, seq, bases, last_seq))
+        .and_then(|projection| {
+            (projection == *replayed)
+                .then_some(())
+                .ok_or_else(|| "it differs from a replay of the log up to its seq".to_owned())
+        });
+    match verdict {
+        Ok(()) => {
+            writeln!(
+                out,
+                "snapshot: {name} ({} bytes) matches a replay of the log up to seq {}",
+                snap.bytes, snap.seq
+            )?;
+            Ok(true)
+        }
+        Err(why) => {
+            writeln!(out, "damaged: snapshot {name}: {why}")?;
+            writeln!(
+                out,
+                "  serve sets it aside at its next start (renamed to .bad, never deleted) and uses an older one or replays the log"
+            )?;
+            Ok(false)
+        }
+    }
 }
 
 #[cfg(test)]
