@@ -3,7 +3,8 @@
 //! the projection).
 //!
 //! Run: `cargo bench --bench replay` (`CHIME_BENCH_EVENTS` events, default
-//! 300,000; `CHIME_BENCH_DIR` chooses the disk). The log is written first
+//! 300,000 for `replay` and 1,000,000 for `restart`; `CHIME_BENCH_DIR`
+//! chooses the disk); `-- replay` or `-- restart` runs one case. The log is written first
 //! (not timed), then opened by `Service::open` in this process, which scans
 //! and checks every frame and then decodes and applies every record: the
 //! line prints the records, the time of open + replay, and records/s.
@@ -80,9 +81,74 @@ fn records_of(n: usize, at: i64) -> Vec<Record> {
 
 fn main() {
     let want = bench::cases();
-    if !want("replay") {
-        return;
+    if want("replay") {
+        replay();
     }
+    if want("restart") {
+        restart();
+    }
+}
+
+/// `chime serve` over 1,000,000 pending events (`CHIME_BENCH_EVENTS`
+/// overrides): the time from spawning it until it listens (it binds only
+/// once the state is rebuilt), first with a full replay of the log, then,
+/// after a SIGTERM that writes a snapshot, restoring that snapshot.
+fn restart() {
+    let n = std::env::var("CHIME_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000usize);
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    {
+        let (log, _) =
+            Log::open(&chime::datadir::log_dir(dir.path()), &LogOptions::default()).expect("open");
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let batch = chunk
+                .iter()
+                .map(|&i| records_of(i * 10, 1_900_000_000_000_000 + i as i64)[0].encode())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("encode");
+            log.append_blocking(batch).expect("append");
+        }
+    }
+    let start = |what: &str| {
+        let started = Instant::now();
+        let child = bench::serve(dir.path(), &[]);
+        let secs = started.elapsed().as_secs_f64();
+        println!("restart {n} pending events, {what}: listening after {secs:.2}s");
+        child
+    };
+    let rt = bench::runtime();
+    let mut child = start("full replay (no snapshot)");
+    child.terminate();
+    rt.block_on(child.wait_exit(std::time::Duration::from_secs(120)))
+        .expect("stops on SIGTERM");
+    let snapshots = chime::snapshot::snapshot_dir(dir.path());
+    let files: Vec<(String, u64)> = std::fs::read_dir(&snapshots)
+        .expect("the snapshot directory")
+        .map(|e| {
+            let e = e.expect("entry");
+            let len = e.metadata().expect("stat").len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    assert!(
+        files.iter().any(|(name, _)| name.ends_with(".snap")),
+        "no snapshot was written at the stop: {files:?}\n{}",
+        child.stderr()
+    );
+    let bytes: u64 = files.iter().map(|(_, len)| len).sum();
+    println!(
+        "restart snapshot written at the stop: {:.1} MiB",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    let mut child = start("restoring the snapshot");
+    child.terminate();
+    rt.block_on(child.wait_exit(std::time::Duration::from_secs(120)))
+        .expect("stops on SIGTERM");
+}
+
+fn replay() {
     let n = events();
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let log_dir = dir.path().join("log");

@@ -47,6 +47,9 @@ fn serve(args: chime::cli::ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::open(config)?;
         let listener = server.bind().await?;
+        // Before the listening line: a SIGTERM sent as soon as it is read
+        // must find the handlers installed.
+        let stop = stop_signal();
         // The machine-readable line (see `Listening`), flushed at once so a
         // parent reading a pipe sees it before the first request.
         let listening = server.listening(&listener)?;
@@ -55,7 +58,7 @@ fn serve(args: chime::cli::ServeArgs) -> anyhow::Result<()> {
             writeln!(stdout, "{listening}")?;
             stdout.flush()?;
         }
-        server.run(listener, stop_signal()).await?;
+        server.run(listener, stop).await?;
         Ok(())
     })
 }

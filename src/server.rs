@@ -359,19 +359,30 @@ impl Server {
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn stop_signal() {
+/// Resolves when SIGTERM or SIGINT arrives. The handlers are installed
+/// when this is called, not when the future is first polled: call it
+/// before telling anyone the server is up (the listening line), or a
+/// signal sent at once would take its default action and kill the process
+/// instead of stopping it gracefully. Call it inside the runtime.
+pub fn stop_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (term, int) => {
+                for e in [term.err(), int.err()].into_iter().flatten() {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
+                }
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

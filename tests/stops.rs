@@ -78,3 +78,54 @@ async fn sigterm_lets_a_call_finish_inside_the_grace_and_it_is_not_sent_again() 
 async fn sigint_lets_a_call_finish_inside_the_grace_and_it_is_not_sent_again() {
     a_call_inside_the_grace_is_delivered_once(Stop::Int).await;
 }
+
+/// A SIGTERM sent the moment the listening line is out is a graceful stop
+/// (exit 0, the stop's snapshot written), not the signal's default action:
+/// the handlers are installed before the line is printed. Over a large
+/// state, where the server has the most to do after that line, the window
+/// was widest (found by `benches/replay.rs -- restart`, where every such
+/// stop died by the signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_right_after_the_listening_line_is_a_graceful_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 100,000 events due in an hour, straight into the log (blocking
+    // appends, so off the runtime's worker).
+    tokio::task::block_in_place(|| {
+        let (log, _) = chime::log::Log::open(
+            &chime::datadir::log_dir(dir.path()),
+            &chime::log::LogOptions::default(),
+        )
+        .expect("open");
+        let at = chime::record::UnixMicros::from_timestamp(in_seconds(3600.0));
+        for chunk in 0..100u128 {
+            let batch = (0..1000u128)
+                .map(|i| {
+                    chime::record::Record::EventCreated(chime::record::fixtures::event(
+                        chime::record::EventId::from_u128(chunk * 1000 + i + 1),
+                        "http://127.0.0.1:9/hook",
+                        at,
+                    ))
+                    .encode()
+                    .expect("encode")
+                })
+                .collect();
+            log.append_blocking(batch).expect("append");
+        }
+    });
+    for round in 0..3 {
+        let mut child = ChildServer::start_with(dir.path(), &[], "info", Duration::from_secs(120));
+        child.terminate();
+        let status = child
+            .wait_exit(Duration::from_secs(60))
+            .await
+            .expect("stops");
+        assert!(
+            status.success(),
+            "round {round}: {status:?}\n{}",
+            child.stderr()
+        );
+        // Each round's stop writes no snapshot when nothing changed, so
+        // take it away: the next round replays the whole log again.
+        let _ = std::fs::remove_dir_all(chime::snapshot::snapshot_dir(dir.path()));
+    }
+}
