@@ -137,6 +137,17 @@ async fn a_mixed_history(server: &TestServer, receiver: &Receiver) {
     }
 }
 
+/// A data dir where a server ran [`a_mixed_history`] and stopped cleanly
+/// (so its stop wrote a snapshot).
+async fn stopped_after_a_mixed_history() -> tempfile::TempDir {
+    let receiver = receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(ServeConfig::new(dir.path())).await;
+    a_mixed_history(&server, &receiver).await;
+    server.stop().await;
+    dir
+}
+
 async fn receiver() -> Receiver {
     Receiver::routed(vec![("/fail", Reply::status(500))], Reply::ok()).await
 }
@@ -215,11 +226,7 @@ async fn snapshots_are_written_every_n_records_and_an_older_one_restores_with_th
 /// and the state is still exactly a full replay's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_or_one_past_the_logs_end_is_set_aside_and_the_log_replayed() {
-    let receiver = receiver().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServeConfig::new(dir.path())).await;
-    a_mixed_history(&server, &receiver).await;
-    server.stop().await;
+    let dir = stopped_after_a_mixed_history().await;
     let (full, records) = replayed(dir.path());
 
     let files = snapshot_files(dir.path());
@@ -265,11 +272,7 @@ async fn a_damaged_snapshot_or_one_past_the_logs_end_is_set_aside_and_the_log_re
 /// state at seq N filed as seq N-1) is damage, exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_verify_checks_the_newest_snapshot_against_a_replay_and_stats_lists_them() {
-    let receiver = receiver().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServeConfig::new(dir.path())).await;
-    a_mixed_history(&server, &receiver).await;
-    server.stop().await;
+    let dir = stopped_after_a_mixed_history().await;
     let newest = snapshot_files(dir.path()).pop().expect("a snapshot");
 
     let (code, out) = chime::testing::log_verify(dir.path());
