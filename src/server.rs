@@ -225,7 +225,8 @@ impl Server {
     }
 
     /// The API's cancels in flight, for tests that wait until a delete has
-    /// been planned.
+    /// been planned (only `chime::testing` calls it).
+    #[cfg(feature = "testing")]
     pub(crate) fn cancels(&self) -> &Arc<CancelsInFlight> {
         &self.cancels
     }

@@ -281,6 +281,91 @@ fn dump_json_is_one_parseable_object_per_line_with_payloads_as_json() {
     assert_eq!(failed["next_retry_at"], "2030-01-01T00:01:54Z");
 }
 
+/// Four segments of 1024 bytes: five creates; five more; the cancels of
+/// the first five and of three of the second five; five more creates
+/// (the active segment). Compaction's rule: a sealed segment with nothing live
+/// goes whole, one less than half live loses its garbage, the rest stays.
+#[test]
+fn stats_counts_garbage_and_what_compaction_would_reclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (service, _) = Service::open(
+        &dir.path().join("log"),
+        &LogOptions::with_segment_bytes(1024),
+        Arc::new(ManualClock::new(t(0))),
+    )
+    .unwrap();
+    let creates = |from: u128, to: u128| -> Vec<Record> {
+        (from..to).map(|n| created(n, 100 + n as i64)).collect()
+    };
+    let cancels: Vec<Record> = (0..8)
+        .map(|n| Record::EventCancelled {
+            event_id: id(n),
+            at: t(50),
+        })
+        .collect();
+    for batch in [
+        creates(0, 5),
+        creates(5, 10),
+        cancels.clone(),
+        creates(10, 15),
+    ] {
+        rt.block_on(service.append(batch.as_slice())).unwrap();
+    }
+    drop(service);
+
+    let o = chime(&["log", "stats", "--json"], dir.path());
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let segs = v["segments"].as_array().unwrap();
+    let field = |i: usize, k: &str| segs[i][k].as_u64().unwrap();
+    assert_eq!(
+        (0..segs.len())
+            .map(|i| field(i, "records"))
+            .collect::<Vec<_>>(),
+        [5, 5, 8, 5],
+        "one batch per segment: {v}"
+    );
+    let frame = |r: &Record| 16 + r.encode().unwrap().len() as u64;
+    let bytes_of = |rs: &[Record]| rs.iter().map(frame).sum::<u64>();
+    // The first segment: all five cancelled, the whole file goes.
+    assert_eq!(field(0, "garbage_records"), 5);
+    assert_eq!(field(0, "garbage_bytes"), bytes_of(&creates(0, 5)));
+    assert_eq!(field(0, "reclaimable_bytes"), field(0, "bytes"));
+    // The second: three of five cancelled, less than half live.
+    assert_eq!(field(1, "garbage_records"), 3);
+    assert_eq!(field(1, "garbage_bytes"), bytes_of(&creates(5, 8)));
+    assert_eq!(field(1, "reclaimable_bytes"), bytes_of(&creates(5, 8)));
+    // The cancels name events no longer in view: garbage, all of them.
+    assert_eq!(field(2, "garbage_records"), 8);
+    assert_eq!(field(2, "reclaimable_bytes"), field(2, "bytes"));
+    // The active segment is never compacted.
+    assert_eq!(field(3, "garbage_records"), 0);
+    assert_eq!(field(3, "reclaimable_bytes"), 0);
+    assert_eq!(v["records"]["garbage"]["records"], 16);
+    assert_eq!(
+        v["records"]["garbage"]["bytes"],
+        bytes_of(&creates(0, 8)) + bytes_of(&cancels)
+    );
+    assert_eq!(
+        v["reclaimable_bytes"],
+        field(0, "bytes") + bytes_of(&creates(5, 8)) + field(2, "bytes")
+    );
+
+    let o = chime(&["log", "stats"], dir.path());
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    let line = format!(
+        "garbage     16 records, {} bytes (of cancelled or retired events); \
+         compaction would reclaim {} bytes",
+        v["records"]["garbage"]["bytes"], v["reclaimable_bytes"]
+    );
+    assert!(out.contains(&line), "{out}");
+}
+
 #[test]
 fn stats_counts_segments_records_and_events() {
     let f = fixture(1024);
@@ -321,6 +406,23 @@ fn stats_counts_segments_records_and_events() {
     assert_eq!(v["time_span"]["first"], "2030-01-01T00:00:00Z");
     assert_eq!(v["time_span"]["last"], "2030-01-01T00:08:21Z");
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    // Event 6 was cancelled: its create and its cancel are garbage.
+    let frame = |r: &Record| 16 + r.encode().unwrap().len() as u64;
+    let cancel = Record::EventCancelled {
+        event_id: id(6),
+        at: t(501),
+    };
+    assert_eq!(v["records"]["garbage"]["records"], 2);
+    assert_eq!(
+        v["records"]["garbage"]["bytes"],
+        frame(&created(6, 206)) + frame(&cancel)
+    );
+    assert_eq!(
+        segs.iter()
+            .map(|s| s["garbage_records"].as_u64().unwrap())
+            .sum::<u64>(),
+        2
+    );
 
     let o = chime(&["log", "stats"], f.data());
     assert_exit(&o, 0);

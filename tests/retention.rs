@@ -181,6 +181,10 @@ async fn finished_events_leave_every_view_after_retention_and_stay_gone_after_re
     assert_eq!(stats["events"]["retired"], 3, "{stats}");
     assert_eq!(stats["events"]["total"], 2, "{stats}");
     assert_eq!(stats["records"]["by_kind"]["events_retired"], 1, "{stats}");
+    // The retired events' records are garbage: created, started and the
+    // outcome of the delivered and the error one, created and expired of
+    // the dead one. The retirement record itself is not.
+    assert_eq!(stats["records"]["garbage"]["records"], 3 + 3 + 2, "{stats}");
     let dump = log(&["dump", "--kind", "events_retired"]);
     assert!(
         dump.contains(&format!("finished_before={}", at(T0 + SECOND))),

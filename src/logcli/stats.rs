@@ -1,5 +1,7 @@
 //! `chime log stats`: segments, records by kind, events by status, the
-//! next due time and the time span, as a table or one JSON object.
+//! next due time and the time span, as a table or one JSON object; and the
+//! garbage: records of events no longer in view, with the bytes
+//! compaction's rule would reclaim (docs/log-format.md, "Garbage").
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -10,6 +12,7 @@ use serde::Serialize;
 
 use super::report::{TORN_ADVICE, file_name, problems, undecodable, warn};
 use super::{DataDirArg, ExitStatus, LogCliError, read_log};
+use crate::log::frame::FRAME_HEADER_LEN;
 use crate::log::reader::{LogReader, Unreadable};
 use crate::projection::{Applied, Projection, Status as EventStatus};
 use crate::record::{EventId, Record, RecordKind, UnixMicros};
@@ -68,7 +71,8 @@ pub fn stats(
         Ok(())
     })
     .ok();
-    let segments = segment_rows(&log);
+    let garbage = count_garbage(&log, &projection);
+    let segments = segment_rows(&log, &garbage);
     let store = crate::snapshot::SnapshotStore::open_read_only(
         std::sync::Arc::new(crate::log::fs::StdFs),
         &crate::snapshot::snapshot_dir(&args.dir.data_dir),
@@ -90,6 +94,7 @@ pub fn stats(
     let stats = JsonStats {
         data_dir: &args.dir.data_dir,
         bytes: segments.iter().map(|s| s.bytes).sum(),
+        reclaimable_bytes: segments.iter().map(|s| s.reclaimable_bytes).sum(),
         segments,
         records: JsonRecords {
             total: records,
@@ -101,6 +106,10 @@ pub fn stats(
                 .map(|(k, n)| (k.as_str(), n))
                 .collect(),
             ignored,
+            garbage: JsonGarbage {
+                records: garbage.iter().map(|g| g.records).sum(),
+                bytes: garbage.iter().map(|g| g.bytes).sum(),
+            },
         },
         events: JsonEvents {
             total: projection.len() as u64,
@@ -146,6 +155,9 @@ pub fn stats(
 struct JsonStats<'a> {
     data_dir: &'a Path,
     bytes: u64,
+    /// What compaction's rule would take off the disk (docs/log-format.md,
+    /// "Garbage"): the sum of the segments' `reclaimable_bytes`.
+    reclaimable_bytes: u64,
     segments: Vec<SegmentRow>,
     records: JsonRecords,
     events: JsonEvents,
@@ -188,6 +200,14 @@ struct SegmentRow {
     damaged_at: Option<u64>,
     /// Set when the segment could not be read at all.
     unreadable: Option<String>,
+    /// Its records of events no longer in view, and their frames' bytes.
+    garbage_records: u64,
+    garbage_bytes: u64,
+    /// What compaction would take off this segment: the whole file when
+    /// nothing in it is live, its garbage frames when less than half of its
+    /// frame bytes are live, else nothing. Always 0 for the active segment
+    /// and for a damaged one.
+    reclaimable_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -199,6 +219,64 @@ struct JsonRecords {
     /// Records the projection ignored (e.g. an outcome that lost a race with
     /// a cancel): harmless, counted for the curious.
     ignored: u64,
+    /// Records of events no longer in view (cancelled, or retired), which
+    /// no view and no replay needs.
+    garbage: JsonGarbage,
+}
+
+#[derive(Serialize)]
+struct JsonGarbage {
+    records: u64,
+    /// Their frames' bytes (16 + payload each).
+    bytes: u64,
+}
+
+/// The records of one segment, live and garbage.
+#[derive(Clone, Copy, Debug, Default)]
+struct SegmentGarbage {
+    records: u64,
+    bytes: u64,
+    live_bytes: u64,
+}
+
+/// A second pass over the log, once the projection holds its final state:
+/// a record is garbage when it names an event that is no longer in view
+/// (cancelled or retired). Records that name no event (`events_retired`)
+/// and records that cannot be decoded count as live: a replay may need the
+/// first, and nothing is known of the second. By segment ordinal.
+fn count_garbage(log: &LogReader, projection: &Projection) -> Vec<SegmentGarbage> {
+    let mut by_segment = vec![SegmentGarbage::default(); log.segments().len()];
+    log.for_each(|entry| {
+        let bytes = (FRAME_HEADER_LEN + entry.payload.len()) as u64;
+        let Some(seg) = by_segment.get_mut(entry.loc.segment as usize) else {
+            return Ok::<(), ()>(());
+        };
+        let gone = Record::decode(entry.payload)
+            .ok()
+            .and_then(|r| r.event_id())
+            .is_some_and(|id| projection.event(id).is_none());
+        if gone {
+            seg.records += 1;
+            seg.bytes += bytes;
+        } else {
+            seg.live_bytes += bytes;
+        }
+        Ok(())
+    })
+    .ok();
+    by_segment
+}
+
+/// What compaction would reclaim of a sealed, undamaged segment of
+/// `file_bytes` (see [`SegmentRow::reclaimable_bytes`]).
+fn reclaimable(file_bytes: u64, g: &SegmentGarbage) -> u64 {
+    if g.live_bytes == 0 {
+        file_bytes
+    } else if g.live_bytes * 2 < g.live_bytes + g.bytes {
+        g.bytes
+    } else {
+        0
+    }
 }
 
 #[derive(Serialize)]
@@ -223,21 +301,35 @@ struct JsonSpan {
     last: String,
 }
 
-fn segment_rows(log: &LogReader) -> Vec<SegmentRow> {
+fn segment_rows(log: &LogReader, garbage: &[SegmentGarbage]) -> Vec<SegmentRow> {
     log.segments()
         .into_iter()
-        .map(|s| SegmentRow {
-            name: file_name(&s.path),
-            bytes: s.bytes,
-            records: s.records,
-            first_seq: s.first_seq,
-            last_seq: s.last_seq,
-            state: if s.active { "active" } else { "sealed" },
-            damaged_at: s.damaged_at,
-            unreadable: s.unreadable.map(|u| match u {
-                Unreadable::Damaged(reason) => reason,
-                Unreadable::NotChecked => "not checked: an earlier segment cannot be read".into(),
-            }),
+        .enumerate()
+        .map(|(i, s)| {
+            let g = garbage.get(i).copied().unwrap_or_default();
+            let sound = s.damaged_at.is_none() && s.unreadable.is_none();
+            SegmentRow {
+                name: file_name(&s.path),
+                bytes: s.bytes,
+                records: s.records,
+                first_seq: s.first_seq,
+                last_seq: s.last_seq,
+                state: if s.active { "active" } else { "sealed" },
+                damaged_at: s.damaged_at,
+                unreadable: s.unreadable.map(|u| match u {
+                    Unreadable::Damaged(reason) => reason,
+                    Unreadable::NotChecked => {
+                        "not checked: an earlier segment cannot be read".into()
+                    }
+                }),
+                garbage_records: g.records,
+                garbage_bytes: g.bytes,
+                reclaimable_bytes: if s.active || !sound {
+                    0
+                } else {
+                    reclaimable(s.bytes, &g)
+                },
+            }
         })
         .collect()
 }
@@ -252,6 +344,7 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
         "first".into(),
         "last".into(),
         "records".into(),
+        "garbage".into(),
         "state".into(),
     ]];
     for seg in &s.segments {
@@ -268,10 +361,11 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
             opt(seg.first_seq),
             opt(seg.last_seq),
             seg.records.to_string(),
+            seg.garbage_records.to_string(),
             state,
         ]);
     }
-    write_table(out, &table, &[false, true, true, true, true, false])?;
+    write_table(out, &table, &[false, true, true, true, true, true, false])?;
     let r = &s.records;
     write!(out, "records     {}", r.total)?;
     if let (Some(first), Some(last)) = (r.first_seq, r.last_seq) {
@@ -289,6 +383,12 @@ fn write_stats_table(out: &mut dyn Write, s: &JsonStats<'_>) -> io::Result<()> {
         })
         .collect();
     write_table(out, &kinds, &[false, true])?;
+    writeln!(
+        out,
+        "garbage     {} records, {} bytes (of cancelled or retired events); \
+         compaction would reclaim {} bytes",
+        r.garbage.records, r.garbage.bytes, s.reclaimable_bytes
+    )?;
     writeln!(
         out,
         "events      {} (and {} cancelled, {} retired)",
