@@ -437,7 +437,7 @@ pub async fn keep_snapshots(
         let applied = service.last_applied_seq();
         let due = match (applied, last) {
             (None, _) => false,
-            (Some(_), None) => stopping || applied.is_some_and(|a| a >= every),
+            (Some(a), None) => stopping || a >= every,
             (Some(a), Some(l)) => a > l && (stopping || a - l >= every),
         };
         if due {
