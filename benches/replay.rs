@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench --bench replay` (`CHIME_BENCH_EVENTS` events, default
 //! 300,000 for `replay` and 1,000,000 for `restart`; `CHIME_BENCH_DIR`
-//! chooses the disk); `-- replay` or `-- restart` runs one case. The log is written first
+//! chooses the disk); `-- replay`, `-- restart` or `-- snapshot` runs one
+//! case (`snapshot`: appends while snapshots are written, see [`snapshot`]). The log is written first
 //! (not timed), then opened by `Service::open` in this process, which scans
 //! and checks every frame and then decodes and applies every record: the
 //! line prints the records, the time of open + replay, and records/s.
@@ -87,6 +88,111 @@ fn main() {
     if want("restart") {
         restart();
     }
+    if want("snapshot") {
+        snapshot();
+    }
+}
+
+/// Appends while a snapshot is written: a snapshot's encoding holds the
+/// projection's lock, and the log's writer thread takes that lock to apply
+/// each durable batch, so every append waits for the encoding to end.
+/// Over 1,000,000 pending events (`CHIME_BENCH_EVENTS` overrides), one
+/// appender appends one-record batches back to back for about 6 s while
+/// three snapshots are written 1.5 s apart; the line gives the snapshots'
+/// times and the appends' latency, those that overlapped a snapshot apart
+/// from the rest.
+fn snapshot() {
+    let n = std::env::var("CHIME_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000usize);
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let log_dir = chime::datadir::log_dir(dir.path());
+    {
+        let (log, _) = Log::open(&log_dir, &LogOptions::default()).expect("open");
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let batch = chunk
+                .iter()
+                .map(|&i| records_of(i * 10, 1_900_000_000_000_000 + i as i64)[0].encode())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("encode");
+            log.append_blocking(batch).expect("append");
+        }
+    }
+    let (service, _) =
+        Service::open(&log_dir, &LogOptions::default(), Arc::new(SystemClock)).expect("open");
+    let service = Arc::new(service);
+    let store = chime::snapshot::SnapshotStore::open(
+        Arc::new(chime::log::fs::StdFs),
+        &chime::snapshot::snapshot_dir(dir.path()),
+    )
+    .expect("snapshot store");
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (service, writing, done) = (service.clone(), writing.clone(), done.clone());
+        std::thread::spawn(move || {
+            let rt = bench::runtime();
+            let (mut during, mut outside) = (Vec::new(), Vec::new());
+            let mut k = 0u128;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                k += 1;
+                // A cancel of an unknown event: applied as ignored, so
+                // the projection does not grow while it is measured.
+                let record = Record::EventCancelled {
+                    event_id: EventId::from_u128(u128::MAX - k),
+                    at: UnixMicros(1_900_000_000_000_000),
+                };
+                let overlapped_before = writing.load(std::sync::atomic::Ordering::Relaxed);
+                let started = Instant::now();
+                rt.block_on(service.append([record])).expect("append");
+                let took = started.elapsed().as_secs_f64() * 1e3;
+                if overlapped_before || writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    during.push(took);
+                } else {
+                    outside.push(took);
+                }
+            }
+            (during, outside)
+        })
+    };
+    let mut writes = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        writing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        service.write_snapshot(&store).expect("snapshot");
+        writes.push(started.elapsed().as_secs_f64() * 1e3);
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut during, mut outside) = appender.join().expect("appender");
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "snapshot {n} pending events: written in {} ms",
+        writes
+            .iter()
+            .map(|w| format!("{w:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "snapshot appends while a snapshot was written: {} (p50 {:.2} ms, max {:.1} ms); \
+         the others: {} (p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms)",
+        during.len(),
+        pct(&mut during, 0.5),
+        pct(&mut during, 1.0),
+        outside.len(),
+        pct(&mut outside, 0.5),
+        pct(&mut outside, 0.99),
+        pct(&mut outside, 1.0),
+    );
 }
 
 /// `chime serve` over 1,000,000 pending events (`CHIME_BENCH_EVENTS`
