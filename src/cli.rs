@@ -166,6 +166,40 @@ pub struct ServeArgs {
           default_value_t = crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// How the server's log lines on stderr are written: `text` for people,
+    /// `json` for log shippers (one object per line: timestamp, level,
+    /// target, and fields with the message).
+    #[arg(long, value_name = "FORMAT", env = "CHIME_LOG_FORMAT",
+          value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up the process's `tracing` output on stderr in `format`, at the
+/// level `RUST_LOG` asks for (`info` when it is unset or does not parse).
+/// Text gets colours only on a terminal; JSON never does.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// `--retain-finished`: a duration as the other duration flags read it, or

@@ -16,22 +16,27 @@ use chime::server::{Server, stop_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    chime::cli::init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Log { .. } => chime::cli::LogFormat::Text,
+    });
     match cli.command {
-        Command::Serve(args) => match serve(*args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chime serve: {e:#}");
-                ExitCode::from(2)
+        Command::Serve(args) => {
+            let json = args.log_format == chime::cli::LogFormat::Json;
+            match serve(*args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // A log shipper reads every line as JSON: the reason a
+                    // start failed too.
+                    if json {
+                        tracing::error!(error = %format!("{e:#}"), "chime serve failed");
+                    } else {
+                        eprintln!("chime serve: {e:#}");
+                    }
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
         Command::Log { command } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut err = std::io::stderr();

@@ -458,3 +458,52 @@ async fn snapshot_every_5_writes_snapshots_while_serving() {
     child.terminate();
     child.wait_exit(WAIT).await.expect("stops on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_every_stderr_line_as_one_json_object() {
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildServer::spawn(dir.path(), &["--log-format", "json"]).await;
+    let id = child.api.create(due_now(&receiver.url("/json"))).await;
+    child.api.wait_status(&id, "delivered").await;
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    let parse = |stderr: &str| -> Vec<Value> {
+        stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let lines = parse(&child.stderr());
+    for l in &lines {
+        assert!(l["timestamp"].is_string(), "{l}");
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .contains(&l["level"].as_str().unwrap_or("")),
+            "{l}"
+        );
+        assert!(
+            l["target"].as_str().is_some_and(|t| t.starts_with("chime")),
+            "{l}"
+        );
+        assert!(l["fields"]["message"].is_string(), "{l}");
+    }
+    let message = |m: &str| lines.iter().find(|l| l["fields"]["message"] == m);
+    let replayed = message("log replayed").expect("the startup line");
+    assert_eq!(replayed["fields"]["records"], 0, "fields keep their types");
+    assert!(message("stopped").is_some(), "{lines:?}");
+    // Without the flag the same lines are text.
+    let mut child = ChildServer::spawn(dir.path(), &[]).await;
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    let text = child.stderr();
+    assert!(text.contains("INFO chime::server: log replayed"), "{text}");
+    // A start that fails says why in JSON too.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let (status, stderr) = serve_to_exit(&file, &["--log-format", "json"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let last = parse(&stderr).pop().expect("a line");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(last["fields"]["error"].is_string(), "{last}");
+}
