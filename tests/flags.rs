@@ -507,3 +507,53 @@ async fn log_format_json_writes_every_stderr_line_as_one_json_object() {
     assert_eq!(last["level"], "ERROR", "{last}");
     assert!(last["fields"]["error"].is_string(), "{last}");
 }
+
+/// Every flag reads `CHIME_<FLAG>` as well (`cli.rs`'s
+/// `every_serve_flag_reads_its_chime_variable` walks them all); here a
+/// server is started with no flag at all, configured only by variables,
+/// and each variable shows its effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_configured_only_through_the_environment() {
+    let receiver = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = "a-secret-long-enough-not-to-be-warned-about-0123456789";
+    let data_var = data.to_str().unwrap().to_owned();
+    let mut child = tokio::task::spawn_blocking(move || {
+        ChildServer::start_env_only(&[
+            ("CHIME_DATA_DIR", &data_var),
+            ("CHIME_LISTEN", "127.0.0.1:0"),
+            ("CHIME_ADMIN_SECRET", secret),
+            ("CHIME_MAX_BODY_BYTES", "400"),
+            ("CHIME_LOG_FORMAT", "json"),
+        ])
+    })
+    .await
+    .unwrap();
+    let list = json!({"type": "get_scheduled_events", "args": {"type": "one_off"}}).to_string();
+    // CHIME_ADMIN_SECRET: refused without it, served with it.
+    let (status, answer) = child.api.post_raw("/v1/metadata", list.clone()).await;
+    assert_eq!(status, 401, "{answer}");
+    child.api.secret = Some(secret.to_owned());
+    assert_eq!(child.api.post_raw("/v1/metadata", list).await.0, 200);
+    let id = child.api.create(due_now(&receiver.url("/env"))).await;
+    child.api.wait_status(&id, "delivered").await;
+    // CHIME_MAX_BODY_BYTES.
+    let long = json!({"type": "get_scheduled_events", "args": {"type": "one_off"}, "pad": "x".repeat(400)});
+    assert_eq!(
+        child.api.post_raw("/v1/metadata", long.to_string()).await.0,
+        413
+    );
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    // CHIME_DATA_DIR: the log is there.
+    assert!(chime::datadir::log_dir(&data).is_dir());
+    // CHIME_LOG_FORMAT: every line is JSON.
+    let stderr = child.stderr();
+    assert!(!stderr.is_empty());
+    for line in stderr.lines() {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+}

@@ -269,6 +269,28 @@ impl ChildServer {
                 .env_remove("no_proxy")
                 .envs(env.iter().copied()),
         };
+        Self::run(command, ready_within)
+    }
+
+    /// `chime serve` with no flag at all, configured only by `vars`
+    /// (`CHIME_DATA_DIR`, `CHIME_LISTEN`, …; `RUST_LOG=info`, loopback
+    /// excluded from proxies, as [`ChildServer::start`]), waiting at most
+    /// [`WAIT`] for its [`Listening`] line.
+    pub fn start_env_only(vars: &[(&str, &str)]) -> ChildServer {
+        let mut command = Command::new(chime_binary());
+        command
+            .arg("serve")
+            .envs(vars.iter().copied())
+            .env("RUST_LOG", "info")
+            .env("NO_PROXY", LOOPBACK_NO_PROXY)
+            .env("no_proxy", LOOPBACK_NO_PROXY);
+        Self::run(command, WAIT)
+    }
+
+    /// Spawns `command` (a `chime serve` with its arguments and
+    /// environment), drains its pipes, and waits at most `ready_within`
+    /// for its [`Listening`] line.
+    fn run(mut command: Command, ready_within: Duration) -> ChildServer {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
