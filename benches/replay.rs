@@ -93,6 +93,28 @@ fn main() {
     }
 }
 
+/// A data dir whose log holds the creates of 1,000,000 pending events
+/// (`CHIME_BENCH_EVENTS` overrides), in batches of 1,000; and that number.
+fn pending_data_dir() -> (usize, tempfile::TempDir) {
+    let n = std::env::var("CHIME_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000usize);
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let (log, _) =
+        Log::open(&chime::datadir::log_dir(dir.path()), &LogOptions::default()).expect("open");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|&i| records_of(i * 10, 1_900_000_000_000_000 + i as i64)[0].encode())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("encode");
+        log.append_blocking(batch).expect("append");
+    }
+    log.close();
+    (n, dir)
+}
+
 /// Appends while a snapshot is written: a snapshot's encoding holds the
 /// projection's lock, and the log's writer thread takes that lock to apply
 /// each durable batch, so every append waits for the encoding to end.
@@ -102,23 +124,8 @@ fn main() {
 /// times and the appends' latency, those that overlapped a snapshot apart
 /// from the rest.
 fn snapshot() {
-    let n = std::env::var("CHIME_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000usize);
-    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let (n, dir) = pending_data_dir();
     let log_dir = chime::datadir::log_dir(dir.path());
-    {
-        let (log, _) = Log::open(&log_dir, &LogOptions::default()).expect("open");
-        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-            let batch = chunk
-                .iter()
-                .map(|&i| records_of(i * 10, 1_900_000_000_000_000 + i as i64)[0].encode())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("encode");
-            log.append_blocking(batch).expect("append");
-        }
-    }
     let (service, _) =
         Service::open(&log_dir, &LogOptions::default(), Arc::new(SystemClock)).expect("open");
     let service = Arc::new(service);
@@ -200,23 +207,7 @@ fn snapshot() {
 /// once the state is rebuilt), first with a full replay of the log, then,
 /// after a SIGTERM that writes a snapshot, restoring that snapshot.
 fn restart() {
-    let n = std::env::var("CHIME_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000usize);
-    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    {
-        let (log, _) =
-            Log::open(&chime::datadir::log_dir(dir.path()), &LogOptions::default()).expect("open");
-        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-            let batch = chunk
-                .iter()
-                .map(|&i| records_of(i * 10, 1_900_000_000_000_000 + i as i64)[0].encode())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("encode");
-            log.append_blocking(batch).expect("append");
-        }
-    }
+    let (n, dir) = pending_data_dir();
     let start = |what: &str| {
         let started = Instant::now();
         let child = bench::serve(dir.path(), &[]);

@@ -69,10 +69,9 @@ impl Fixture {
     }
 }
 
-/// Writes a log through the service: ten events in single and bulk
-/// batches, then attempts, a retry, an interrupt, an expiry and a cancel.
-/// With small `segment_bytes` the log spans several segments.
-fn fixture(segment_bytes: u64) -> Fixture {
+/// A new data dir, a runtime to append with, and a service on the data
+/// dir's log with `segment_bytes` and a clock at `t(0)`.
+fn open_service(segment_bytes: u64) -> (tempfile::TempDir, tokio::runtime::Runtime, Service) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,6 +83,14 @@ fn fixture(segment_bytes: u64) -> Fixture {
         Arc::new(ManualClock::new(t(0))),
     )
     .unwrap();
+    (dir, rt, service)
+}
+
+/// Writes a log through the service: ten events in single and bulk
+/// batches, then attempts, a retry, an interrupt, an expiry and a cancel.
+/// With small `segment_bytes` the log spans several segments.
+fn fixture(segment_bytes: u64) -> Fixture {
+    let (dir, rt, service) = open_service(segment_bytes);
     let mut batches: Vec<Vec<Record>> = vec![];
     for n in 0..4 {
         batches.push(vec![created(n, 100 + n as i64)]);
@@ -287,17 +294,7 @@ fn dump_json_is_one_parseable_object_per_line_with_payloads_as_json() {
 /// goes whole, one less than half live loses its garbage, the rest stays.
 #[test]
 fn stats_counts_garbage_and_what_compaction_would_reclaim() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (service, _) = Service::open(
-        &dir.path().join("log"),
-        &LogOptions::with_segment_bytes(1024),
-        Arc::new(ManualClock::new(t(0))),
-    )
-    .unwrap();
+    let (dir, rt, service) = open_service(1024);
     let creates = |from: u128, to: u128| -> Vec<Record> {
         (from..to).map(|n| created(n, 100 + n as i64)).collect()
     };
