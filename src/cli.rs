@@ -172,6 +172,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FORMAT", env = "CHIME_LOG_FORMAT",
           value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// A Standard Webhooks signing secret, `whsec_<base64 key>`: every
+    /// webhook call is then signed (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`). Repeat it (or separate the variable's values
+    /// with commas) to sign with each key during a rotation. Prefer the
+    /// variable: a command line is visible to other users of the machine.
+    #[arg(
+        long,
+        value_name = "whsec_KEY",
+        env = "CHIME_SIGNING_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub signing_secret: Vec<crate::signing::SigningSecret>,
 }
 
 /// `--log-format`.
@@ -341,6 +354,7 @@ impl ServeArgs {
                 max_in_flight_per_host: self.max_in_flight_per_host.min(self.max_in_flight)
                     as usize,
                 user_agent: self.user_agent.unwrap_or_else(crate::webhook::user_agent),
+                signing: crate::signing::SigningKeys::new(&self.signing_secret),
             },
             tls: self.tls_cert.zip(self.tls_key),
             allow_origins: self.allow_origin,

@@ -63,6 +63,7 @@ pub mod log;
 pub mod logcli;
 pub mod record;
 pub mod server;
+pub mod signing;
 pub mod snapshot;
 pub mod tls;
 

@@ -146,7 +146,7 @@ impl Inner {
         // A panic in the call (a hostile event in the log, a bug) must not
         // leave the event `locked` until a restart: it is a failed attempt
         // like any other, with the panic's message and the normal retry.
-        let called = CatchUnwind(Box::pin(self.webhooks.call(&created))).await;
+        let called = CatchUnwind(Box::pin(self.webhooks.call(&created, service.clock.now()))).await;
         let (invocation, retry_after) = match called {
             Ok(Ok(called)) => called,
             Ok(Err(local)) => return self.interrupt_for_local_failure(id, attempt_id, local).await,

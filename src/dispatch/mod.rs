@@ -101,6 +101,9 @@ pub struct DispatchConfig {
     /// The `User-Agent` every webhook call carries (`--user-agent`;
     /// `chime/<version>` by default).
     pub user_agent: String,
+    /// The keys that sign every call (`--signing-secret`); none by
+    /// default, and then calls carry no signature headers.
+    pub signing: crate::signing::SigningKeys,
 }
 
 impl Default for DispatchConfig {
@@ -115,6 +118,7 @@ impl Default for DispatchConfig {
             max_webhook_timeout: DEFAULT_MAX_WEBHOOK_TIMEOUT,
             max_in_flight_per_host: DEFAULT_MAX_IN_FLIGHT_PER_HOST as usize,
             user_agent: crate::webhook::user_agent(),
+            signing: crate::signing::SigningKeys::default(),
         }
     }
 }
