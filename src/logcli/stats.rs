@@ -272,7 +272,7 @@ fn count_garbage(log: &LogReader, projection: &Projection) -> Vec<SegmentGarbage
 fn reclaimable(file_bytes: u64, g: &SegmentGarbage) -> u64 {
     if g.live_bytes == 0 {
         file_bytes
-    } else if g.live_bytes * 2 < g.live_bytes + g.bytes {
+    } else if g.live_bytes < g.bytes {
         g.bytes
     } else {
         0
