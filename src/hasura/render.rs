@@ -247,8 +247,83 @@ fn render_pairs(pairs: &[(String, String)]) -> Vec<Value> {
 
 /// Stored JSON text as a value. Text that does not parse (which chime never
 /// writes) is shown as a string rather than hidden.
+///
+/// Read by [`PlainValue`], not by `Value`'s own `Deserialize`: with
+/// serde_json's `raw_value` feature (which chime needs) that one takes an
+/// object whose first key is `$serde_json::private::RawValue` for serde's
+/// raw-value marker and refuses it, though the text is plain JSON a client
+/// sent (found by the `api_request` fuzz target); such a payload was then
+/// shown as a string.
 pub(super) fn json_or_text(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserialize::deserialize(&mut de)
+        .and_then(|PlainValue(v)| de.end().map(|()| v))
+        .unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// A JSON value read with no key treated specially (see [`json_or_text`]).
+/// Otherwise as `Value` reads one: numbers as i64, u64 or f64, and of a key
+/// given twice the last.
+struct PlainValue(Value);
+
+impl<'de> serde::Deserialize<'de> for PlainValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PlainVisitor).map(PlainValue)
+    }
+}
+
+struct PlainVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PlainVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(PlainValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some((key, PlainValue(v))) = map.next_entry::<String, PlainValue>()? {
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The listings' answers built whole, as chime answered before it streamed

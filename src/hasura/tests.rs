@@ -1475,3 +1475,22 @@ fn header_value_templates_are_checked_at_create() {
         ("validation-failed", "$.args.headers[0].value")
     );
 }
+
+/// A payload whose object has serde_json's raw-value marker as a key is
+/// plain JSON: shown as the object, not as a string (`Value`'s own reader
+/// refuses it; the `api_request` fuzz target found it).
+#[test]
+fn a_payload_with_serde_jsons_marker_key_is_shown_as_its_object() {
+    let text = r#"{"$serde_json::private::RawValue":120,"b":[1,-2,"x",null,true,1.5,{"$serde_json::private::RawValue":"y"}],"b":2}"#;
+    assert_eq!(
+        json_or_text(text),
+        json!({"$serde_json::private::RawValue": 120, "b": 2})
+    );
+    let nested = r#"[{"$serde_json::private::RawValue":"y"},18446744073709551615,-1e3]"#;
+    assert_eq!(
+        json_or_text(nested),
+        json!([{"$serde_json::private::RawValue": "y"}, u64::MAX, -1000.0])
+    );
+    assert_eq!(json_or_text("{} x"), json!("{} x"));
+    assert_eq!(json_or_text("{"), json!("{"));
+}
