@@ -404,7 +404,6 @@ fn sign(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,4 +484,3 @@ mod tests {
         assert_eq!(route(&cgi, "http://hooks.example/"), None, "httpoxy");
     }
 }
-
