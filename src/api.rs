@@ -732,6 +732,10 @@ struct Listing {
     /// What `count` counts, when asked for (`get_rows_count`).
     count: Option<Count>,
     stage: Stage,
+    /// The log's epoch when the page was read: its locations are read as
+    /// of it ([`Service::read_as_of`]), since a compaction may move records
+    /// while a slow client takes the page.
+    epoch: u64,
 }
 
 enum Rows {
@@ -766,6 +770,7 @@ impl Listing {
             rows,
             count,
             stage: Stage::Start,
+            epoch: 0,
         }
     }
 
@@ -776,7 +781,9 @@ impl Listing {
             match self.stage {
                 Stage::Start => {
                     let count = {
-                        let projection = self.service.projection();
+                        let (projection, epoch) =
+                            self.service.projection_and_epoch().map_err(internal)?;
+                        self.epoch = epoch;
                         self.rows.next_page(&projection);
                         self.count.as_ref().map(|count| match count {
                             Count::Events(statuses) => projection.count(statuses),
@@ -792,7 +799,9 @@ impl Listing {
                             out.extend_from_slice(hasura::LISTING_TAIL);
                             self.stage = Stage::Done;
                         } else {
-                            let projection = self.service.projection();
+                            let (projection, epoch) =
+                                self.service.projection_and_epoch().map_err(internal)?;
+                            self.epoch = epoch;
                             self.rows.next_page(&projection);
                         }
                         continue;
@@ -801,7 +810,7 @@ impl Listing {
                     if any {
                         out.push(hasura::ROW_SEPARATOR);
                     }
-                    if self.rows.render_next(&self.service, out)? {
+                    if self.rows.render_next(&self.service, self.epoch, out)? {
                         self.stage = Stage::Rows { any: true };
                     } else {
                         out.truncate(mark);
@@ -848,16 +857,30 @@ impl Rows {
         }
     }
 
-    /// Reads the page's next row from the log and appends its JSON to
-    /// `out`; false when it renders to nothing (a record that is not the
-    /// invocation its reference names).
-    fn render_next(&mut self, service: &Service, out: &mut Vec<u8>) -> Result<bool, ApiError> {
+    /// Reads the page's next row from the log (its locations looked up at
+    /// `epoch`) and appends its JSON to `out`; false when it renders to
+    /// nothing (a record that is not the invocation its reference names,
+    /// or one that left every view since the page was read).
+    fn render_next(
+        &mut self,
+        service: &Service,
+        epoch: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ApiError> {
         let value = match self {
             Rows::Events { page, .. } => {
                 let Some(view) = page.pop_front() else {
                     return Ok(false);
                 };
-                match service.read(view.loc).map_err(internal)? {
+                let record = match service.read_as_of(view.loc, epoch).map_err(internal)? {
+                    Some(record) => record,
+                    // Moved more than once, or gone, since the page was read.
+                    None => match service.read_created(view.id).map_err(internal)? {
+                        Some(created) => Record::EventCreated(created),
+                        None => return Ok(false),
+                    },
+                };
+                match record {
                     Record::EventCreated(created) => hasura::render_event(&created, &view),
                     other => {
                         return Err(internal(format!(
@@ -872,7 +895,13 @@ impl Rows {
                 let Some(r) = page.pop_front() else {
                     return Ok(false);
                 };
-                let record = service.read(r.loc).map_err(internal)?;
+                let record = match service.read_as_of(r.loc, epoch).map_err(internal)? {
+                    Some(record) => record,
+                    None => match service.read_invocation(&r).map_err(internal)? {
+                        Some(record) => record,
+                        None => return Ok(false),
+                    },
+                };
                 match hasura::render_invocation(&r, &record) {
                     Some(value) => value,
                     None => return Ok(false),

@@ -157,8 +157,15 @@ pub struct ServeArgs {
     /// How long a delivered, error or dead event (and its invocation logs)
     /// stays in every API view after it finished; `0` keeps them forever.
     #[arg(long, value_name = "DURATION", env = "CHIME_RETAIN_FINISHED",
-          default_value_t = Retention(Some(DEFAULT_RETAIN_FINISHED)))]
-    pub retain_finished: Retention,
+          default_value_t = DurationOrNever(Some(DEFAULT_RETAIN_FINISHED)))]
+    pub retain_finished: DurationOrNever,
+    /// How often the log is compacted in the background: segments holding
+    /// only records of cancelled or retired events are deleted, and the
+    /// live records of mostly such segments carried into a smaller one;
+    /// `0` never compacts (`chime log compact` still does, offline).
+    #[arg(long, value_name = "DURATION", env = "CHIME_COMPACTION_INTERVAL",
+          default_value_t = DurationOrNever(Some(crate::compaction::DEFAULT_COMPACTION_INTERVAL)))]
+    pub compaction_interval: DurationOrNever,
     /// Write a snapshot of the replayed state after this many records (and
     /// at every clean stop), so that a restart replays at most about this
     /// many.
@@ -215,23 +222,24 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// `--retain-finished`: a duration as the other duration flags read it, or
-/// `0`, which keeps finished events forever (`None`).
+/// `--retain-finished` and `--compaction-interval`: a duration as the other
+/// duration flags read it, or `0` for never (`None`): keep finished events
+/// forever, never compact in the background.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retention(pub Option<Duration>);
+pub struct DurationOrNever(pub Option<Duration>);
 
-impl std::str::FromStr for Retention {
+impl std::str::FromStr for DurationOrNever {
     type Err = DurationError;
 
     fn from_str(text: &str) -> Result<Self, DurationError> {
         if text == "0" {
-            return Ok(Retention(None));
+            return Ok(DurationOrNever(None));
         }
-        parse_duration(text).map(|d| Retention(Some(d)))
+        parse_duration(text).map(|d| DurationOrNever(Some(d)))
     }
 }
 
-impl std::fmt::Display for Retention {
+impl std::fmt::Display for DurationOrNever {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(d) => f.write_str(&format_duration(d)),
@@ -374,6 +382,7 @@ impl ServeArgs {
             retain_finished: self.retain_finished.0,
             retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
             snapshot_every: self.snapshot_every,
+            compaction_interval: self.compaction_interval.0,
         }
     }
 }
@@ -474,8 +483,8 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(Retention(None).to_string(), "0");
-        assert_eq!(Retention(Some(DEFAULT_RETAIN_FINISHED)).to_string(), "30d");
+        assert_eq!(DurationOrNever(None).to_string(), "0");
+        assert_eq!(DurationOrNever(Some(DEFAULT_RETAIN_FINISHED)).to_string(), "30d");
     }
 
     #[test]

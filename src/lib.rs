@@ -69,6 +69,7 @@ pub mod tls;
 
 internal_modules! {
     api;
+    compaction;
     console;
     dispatch;
     hasura;

@@ -256,9 +256,17 @@ pub struct Projection {
     /// most events have one invocation, and a hash map entry plus a heap
     /// vector for it cost over 100 bytes where a pair costs about 35.
     invocations_by_event: BTreeSet<(EventId, u64)>,
-    /// The next key for `invocations`; counts every invocation ever applied,
-    /// so keys never repeat even after cancels remove some.
-    next_invocation: u64,
+    /// The sequence number and cut-off of the last `EventsRetired` applied:
+    /// an earlier one whose cut-off is no later is garbage, since this one
+    /// retires all it did ([`Projection::is_live`]).
+    newest_retirement: Option<(u64, UnixMicros)>,
+}
+
+/// Where a record is in the log: its number and its location.
+#[derive(Clone, Copy, Debug)]
+struct Pos {
+    seq: u64,
+    loc: Loc,
 }
 
 impl Projection {
@@ -267,22 +275,25 @@ impl Projection {
         Self::default()
     }
 
-    /// Applies one record, found at `loc` in the log. Records must be applied
-    /// in log order. A record that does not fit the current state changes
+    /// Applies one record, number `seq`, found at `loc` in the log. Records
+    /// must be applied in log order. A record that does not fit the current state changes
     /// nothing and returns [`Applied::Ignored`]: replay must never fail on a
     /// record that was valid when it was written (e.g. an outcome that lost a
     /// race with a cancel).
-    pub fn apply(&mut self, loc: Loc, record: &Record) -> Applied {
+    pub fn apply(&mut self, seq: u64, loc: Loc, record: &Record) -> Applied {
         let Some(id) = record.event_id() else {
             return match record {
                 Record::EventsRetired {
                     finished_before, ..
-                } => self.retire(*finished_before),
+                } => {
+                    self.newest_retirement = Some((seq, *finished_before));
+                    self.retire(*finished_before)
+                }
                 _ => Applied::Ignored("record names no event"),
             };
         };
         let was_finished = self.slots.get(&id).is_some_and(|s| s.status.is_finished());
-        let applied = self.apply_to(id, loc, record);
+        let applied = self.apply_to(id, Pos { seq, loc }, record);
         if !was_finished && self.slots.get(&id).is_some_and(|s| s.status.is_finished()) {
             // The record that finished the event stamps its finish time.
             self.finished.insert((record.at(), id));
@@ -291,14 +302,14 @@ impl Projection {
     }
 
     /// [`Projection::apply`] of a record about the event `id`.
-    fn apply_to(&mut self, id: EventId, loc: Loc, record: &Record) -> Applied {
+    fn apply_to(&mut self, id: EventId, pos: Pos, record: &Record) -> Applied {
         match record {
             Record::EventCreated(created) => {
                 if self.slots.contains_key(&id) {
                     return Applied::Ignored("duplicate event id");
                 }
                 let slot = Slot {
-                    loc,
+                    loc: pos.loc,
                     schedule_at: created.schedule_at,
                     retry_at: UnixMicros(0),
                     tries: 0,
@@ -318,7 +329,7 @@ impl Projection {
                     slot.clear_retry();
                 })
                 .map_or_else(Applied::Ignored, |()| {
-                    self.add_invocation(id, *attempt_id, loc, *at)
+                    self.add_invocation(id, *attempt_id, pos, *at)
                 }),
             Record::AttemptFailed {
                 attempt_id,
@@ -341,14 +352,14 @@ impl Projection {
                     }
                 })
                 .map_or_else(Applied::Ignored, |()| {
-                    self.add_invocation(id, *attempt_id, loc, *at)
+                    self.add_invocation(id, *attempt_id, pos, *at)
                 }),
             Record::AttemptInterrupted {
                 attempt_id,
                 at,
                 give_up,
                 ..
-            } => self.interrupt(id, *attempt_id, loc, *at, *give_up),
+            } => self.interrupt(id, *attempt_id, pos, *at, *give_up),
             Record::EventExpired { at, .. } => self.expire(id, *at),
             Record::EventCancelled { .. } => self.cancel(id),
             Record::EventsRetired { .. } => Applied::Ignored("record names no event"),
@@ -419,7 +430,7 @@ impl Projection {
         &mut self,
         id: EventId,
         attempt_id: AttemptId,
-        loc: Loc,
+        pos: Pos,
         at: UnixMicros,
         give_up: bool,
     ) -> Applied {
@@ -450,7 +461,7 @@ impl Projection {
         if give_up {
             // The give-up is the event's last word: it must show in the
             // invocation log, or the failure would be invisible (Hasura #9311).
-            self.add_invocation(id, attempt_id, loc, at)
+            self.add_invocation(id, attempt_id, pos, at)
         } else {
             Applied::Changed
         }
@@ -549,21 +560,80 @@ impl Projection {
         self.finished.first().map(|&(at, _)| at)
     }
 
+    /// Whether a replay needs the record number `seq`: a record about an
+    /// event is garbage once the event left every view (cancelled or
+    /// retired: it never comes back), an `EventsRetired` once a later one
+    /// retires at least what it did. Compaction drops what is not live, and
+    /// a replay of what it keeps rebuilds this projection, locations aside.
+    pub fn is_live(&self, seq: u64, record: &Record) -> bool {
+        match record.event_id() {
+            Some(id) => self.in_view(id),
+            None => match record {
+                Record::EventsRetired {
+                    finished_before, ..
+                } => self.retirement_is_live(seq, *finished_before),
+                _ => true,
+            },
+        }
+    }
+
+    /// Whether the event `id` is in view: its records are live.
+    pub fn in_view(&self, id: EventId) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// Whether the `EventsRetired` number `seq` with cut-off
+    /// `finished_before` is live (see [`Projection::is_live`]).
+    pub fn retirement_is_live(&self, seq: u64, finished_before: UnixMicros) -> bool {
+        !self
+            .newest_retirement
+            .is_some_and(|(newest, cut)| newest > seq && cut >= finished_before)
+    }
+
+    /// The invocation of the attempt `attempt_id` at the event `id`.
+    pub fn invocation(&self, id: EventId, attempt_id: AttemptId) -> Option<InvocationRef> {
+        self.invocations_of(id)
+            .filter_map(|&(_, key)| self.invocations.get(&key))
+            .find(|inv| inv.attempt_id == attempt_id)
+            .copied()
+    }
+
+    /// Every location the projection holds.
+    pub fn locs(&self) -> impl Iterator<Item = Loc> + '_ {
+        self.slots
+            .values()
+            .map(|s| s.loc)
+            .chain(self.invocations.values().map(|i| i.loc))
+    }
+
+    /// Replaces every location `l` the projection holds by `f(l)`: after a
+    /// compaction moved records. `f` must keep the order of locations,
+    /// which the listings' creation order goes by.
+    pub fn remap_locs(&mut self, f: &dyn Fn(Loc) -> Loc) {
+        for slot in self.slots.values_mut() {
+            slot.loc = f(slot.loc);
+        }
+        for inv in self.invocations.values_mut() {
+            inv.loc = f(inv.loc);
+        }
+    }
+
     fn add_invocation(
         &mut self,
         event_id: EventId,
         attempt_id: AttemptId,
-        loc: Loc,
+        pos: Pos,
         at: UnixMicros,
     ) -> Applied {
-        let key = self.next_invocation;
-        self.next_invocation += 1;
+        // The record's sequence number: unique, in log order, and the same
+        // after a compaction, which moves records but keeps their numbers.
+        let key = pos.seq;
         self.invocations.insert(
             key,
             InvocationRef {
                 attempt_id,
                 event_id,
-                loc,
+                loc: pos.loc,
                 at,
             },
         );
@@ -1278,7 +1348,7 @@ mod tests {
         fn apply(&mut self, r: Record) -> (Applied, Loc) {
             let loc = Self::loc(self.next);
             self.next += 1;
-            (self.p.apply(loc, &r), loc)
+            (self.p.apply(u64::from(self.next), loc, &r), loc)
         }
 
         fn ok(&mut self, r: Record) -> Loc {
@@ -2036,6 +2106,7 @@ mod tests {
             e.event_id = EventId::new_v4();
             e.schedule_at = t(1_700_000_000_000_000 + i64::from(n % 10_000) * 1_000_000);
             p.apply(
+                u64::from(n) + 1,
                 Loc {
                     segment: n / 100_000,
                     offset: n,
@@ -2084,9 +2155,14 @@ mod tests {
                 offset: (n % 30_000) * 3 + k,
             };
             let attempt = AttemptId::new_v4();
-            p.apply(at(0), &Record::EventCreated(e));
-            p.apply(at(1), &started(id, attempt, 1));
-            p.apply(at(2), &succeeded(id, attempt, 1_700_000_000_000_000 + i64::from(n)));
+            let seq = |k: u32| u64::from(n) * 3 + u64::from(k) + 1;
+            p.apply(seq(0), at(0), &Record::EventCreated(e));
+            p.apply(seq(1), at(1), &started(id, attempt, 1));
+            p.apply(
+                seq(2),
+                at(2),
+                &succeeded(id, attempt, 1_700_000_000_000_000 + i64::from(n)),
+            );
         }
         let after = rss_anon_bytes();
         assert_eq!(p.count(&[Status::Delivered]), N as usize);
@@ -2483,7 +2559,7 @@ mod tests {
                 let mut m = Model::default();
                 for (n, r) in records.iter().enumerate() {
                     let loc = Loc { segment: 0, offset: u32::try_from(n).unwrap() };
-                    let changed = p.apply(loc, r).is_changed();
+                    let changed = p.apply(n as u64 + 1, loc, r).is_changed();
                     prop_assert_eq!(changed, m.apply(loc, r), "{:?}", r);
                     check(&p, &m, offset, limit);
                 }

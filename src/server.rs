@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// A snapshot is written once this many records were applied since the
     /// last one (`--snapshot-every`), and at every clean stop.
     pub snapshot_every: u64,
+    /// How often the log is compacted (`--compaction-interval`); `None`:
+    /// never in the background.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -98,6 +101,7 @@ impl ServeConfig {
             retain_finished: Some(crate::retention::DEFAULT_RETAIN_FINISHED),
             retire_every: crate::retention::DEFAULT_RETIRE_EVERY,
             snapshot_every: crate::snapshot::DEFAULT_SNAPSHOT_EVERY,
+            compaction_interval: Some(crate::compaction::DEFAULT_COMPACTION_INTERVAL),
         }
     }
 
@@ -268,6 +272,14 @@ impl Server {
             self.startup.snapshot_seq,
             stop_rx.clone(),
         ));
+        let compacting = self.config.compaction_interval.map(|every| {
+            tokio::spawn(crate::compaction::keep_compacting(
+                self.service.clone(),
+                self.snapshots.clone(),
+                every,
+                stop_rx.clone(),
+            ))
+        });
         let dispatching = tokio::spawn(dispatcher.run(stop_rx));
         let hosts = match (
             &self.config.admin_secret,
@@ -347,6 +359,13 @@ impl Server {
         // middle of its append finishes it.
         if let Err(e) = retiring.await {
             tracing::error!(error = %e, "retention task failed");
+        }
+        // A compaction under way finishes first, so that the snapshot of a
+        // clean stop is taken over the segments it installed.
+        if let Some(compacting) = compacting
+            && let Err(e) = compacting.await
+        {
+            tracing::error!(error = %e, "compaction task failed");
         }
         // Last, once nothing else appends: the snapshot of a clean stop
         // holds every record, so the next start replays none.

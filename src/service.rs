@@ -44,9 +44,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::dispatch::Wakeup;
-use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery};
-use crate::projection::Projection;
-use crate::record::{Record, RecordError};
+use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery, SegmentId};
+use crate::projection::{InvocationRef, Projection};
+use crate::record::{EventCreated, EventId, Record, RecordError};
 use crate::snapshot::{SetAside, SnapshotError, SnapshotStore};
 
 /// How often replay reports its progress, at most: a long replay says it is
@@ -68,6 +68,11 @@ pub enum ServiceError {
     Record { loc: Loc, source: RecordError },
     #[error("cannot encode record: {0}")]
     Encode(RecordError),
+    #[error("an event's location (segment {} offset {}) holds a {kind} record", .loc.segment, .loc.offset)]
+    NotCreation {
+        loc: Loc,
+        kind: crate::record::RecordKind,
+    },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("cannot encode a snapshot: {0}")]
@@ -79,24 +84,30 @@ pub enum ServiceError {
 /// The schema of a snapshot's body, written in front of it: a build that
 /// does not know it refuses the snapshot (it is set aside and the log is
 /// replayed), as a reader refuses a record schema it does not know.
-pub const SNAPSHOT_SCHEMA: u8 = 1;
+/// Schema 2: segments as [`SegmentId`]s (with compaction generations and
+/// tombstones), invocations keyed by sequence number.
+pub const SNAPSHOT_SCHEMA: u8 = 2;
 
 /// What a snapshot holds: the projections as of its sequence number, and
-/// the base sequence number of every segment then, because the
-/// projections' locations (`Loc`) name segments by ordinal: a snapshot is
-/// used only over a log whose first segments are still those.
+/// every segment by ordinal then (`None`: a tombstone a compaction left),
+/// because the projections' locations (`Loc`) name segments by ordinal: a
+/// snapshot is used only over a log whose first segments are still those,
+/// with the same contents.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotBody<P> {
-    segment_bases: Vec<u64>,
+    segments: Vec<Option<SegmentId>>,
     projection: P,
 }
 
 /// Encodes a snapshot's body: `[SNAPSHOT_SCHEMA] ++ postcard(SnapshotBody)`.
-fn encode_snapshot(segment_bases: Vec<u64>, projection: &Projection) -> Result<Vec<u8>, ServiceError> {
+fn encode_snapshot(
+    segments: Vec<Option<SegmentId>>,
+    projection: &Projection,
+) -> Result<Vec<u8>, ServiceError> {
     let mut out = vec![SNAPSHOT_SCHEMA];
     postcard::to_io(
         &SnapshotBody {
-            segment_bases,
+            segments,
             projection,
         },
         &mut out,
@@ -105,9 +116,9 @@ fn encode_snapshot(segment_bases: Vec<u64>, projection: &Projection) -> Result<V
     Ok(out)
 }
 
-/// Decodes a snapshot's body: the base sequence numbers of the segments it
-/// was taken over, and the projections; `Err` says why it cannot be read.
-pub fn decode_snapshot_body(body: &[u8]) -> Result<(Vec<u64>, Projection), String> {
+/// Decodes a snapshot's body: the segments it was taken over, and the
+/// projections; `Err` says why it cannot be read.
+pub fn decode_snapshot_body(body: &[u8]) -> Result<(Vec<Option<SegmentId>>, Projection), String> {
     let (&schema, rest) = body.split_first().ok_or("an empty body")?;
     if schema != SNAPSHOT_SCHEMA {
         return Err(format!(
@@ -119,27 +130,62 @@ pub fn decode_snapshot_body(body: &[u8]) -> Result<(Vec<u64>, Projection), Strin
     if !trailing.is_empty() {
         return Err(format!("{} bytes after the body", trailing.len()));
     }
-    Ok((decoded.segment_bases, decoded.projection))
+    Ok((decoded.segments, decoded.projection))
 }
 
 /// Decodes a snapshot's body taken at `seq` and checks it fits a log whose
-/// segments start at `log_bases` and whose last record is `last_seq`;
-/// `Err` says why it cannot be used.
+/// segments are `log_segments` (by ordinal) and which has reached sequence
+/// number `covered_through`; `Err` says why it cannot be used. The
+/// snapshot's segments must be the log's first ones, tombstones aside, and
+/// its locations are renumbered to the log's ordinals.
 pub fn decode_snapshot(
     body: &[u8],
     seq: u64,
-    log_bases: &[u64],
-    last_seq: Option<u64>,
+    log_segments: &[Option<SegmentId>],
+    covered_through: Option<u64>,
 ) -> Result<Projection, String> {
-    let (bases, projection) = decode_snapshot_body(body)?;
-    if last_seq.is_none_or(|last| last < seq) {
+    let (segments, mut projection) = decode_snapshot_body(body)?;
+    if covered_through.is_none_or(|last| last < seq) {
         return Err(format!(
             "it holds records up to {seq} but the log ends at {}",
-            last_seq.map_or("nothing".to_owned(), |l| l.to_string())
+            covered_through.map_or("nothing".to_owned(), |l| l.to_string())
         ));
     }
-    if log_bases.get(..bases.len()) != Some(&bases[..]) {
-        return Err("the log's segments are not those it was taken over".to_owned());
+    // The log's ordinal of each of the snapshot's ordinals.
+    let mut log_present = log_segments
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i as u32, s)));
+    let mut ordinal_map: Vec<Option<u32>> = Vec::with_capacity(segments.len());
+    for id in &segments {
+        match id {
+            None => ordinal_map.push(None),
+            Some(id) => match log_present.next() {
+                Some((ordinal, log_id)) if log_id == *id => ordinal_map.push(Some(ordinal)),
+                _ => return Err("the log's segments are not those it was taken over".to_owned()),
+            },
+        }
+    }
+    let identity = ordinal_map
+        .iter()
+        .enumerate()
+        .all(|(i, o)| o.is_none_or(|o| o as usize == i));
+    let fits = |loc: Loc| {
+        ordinal_map
+            .get(loc.segment as usize)
+            .copied()
+            .flatten()
+            .is_some()
+    };
+    if !projection.locs().all(fits) {
+        return Err("it points into a segment it does not list".to_owned());
+    }
+    if !identity {
+        projection.remap_locs(&|loc| Loc {
+            // Checked above: every location's ordinal maps.
+            segment: ordinal_map[loc.segment as usize].unwrap_or(loc.segment),
+            offset: loc.offset,
+        });
     }
     Ok(projection)
 }
@@ -208,7 +254,7 @@ impl Applier {
             let mut projection = self.projection();
             for (record, a) in records.iter().zip(appended) {
                 self.check_order(a.seq);
-                projection.apply(a.loc, record);
+                projection.apply(a.seq, a.loc, record);
             }
         }
         // After applying, never before: the dispatcher looks at the
@@ -255,14 +301,13 @@ impl Service {
     ) -> Result<(Service, Startup), ServiceError> {
         let (log, recovery) = Log::open(log_dir, opts)?;
         let started = Instant::now();
-        let bases = log.segment_bases()?;
-        let last_seq = bases
-            .first()
-            .filter(|_| recovery.records > 0)
-            .map(|first| first + recovery.records - 1);
+        let segments = log.segment_ids()?;
+        // Past the last record when a compaction dropped the records after it.
+        let last_seq = recovery.next_seq.checked_sub(1).filter(|&s| s > 0);
         let (restored, snapshots_set_aside) = match snapshots {
             Some(store) => {
-                let found = store.restore(|seq, body| decode_snapshot(body, seq, &bases, last_seq))?;
+                let found =
+                    store.restore(|seq, body| decode_snapshot(body, seq, &segments, last_seq))?;
                 (found.restored, found.set_aside)
             }
             None => (None, Vec::new()),
@@ -290,7 +335,7 @@ impl Service {
                         source,
                     })?;
                 applier.check_order(entry.seq);
-                projection.apply(entry.loc, &record);
+                projection.apply(entry.seq, entry.loc, &record);
                 replayed += 1;
                 if replayed.is_multiple_of(REPLAY_PROGRESS_RECORDS)
                     && last_report.elapsed() >= REPLAY_PROGRESS_EVERY
@@ -332,13 +377,15 @@ impl Service {
     /// the file is written after it is released. Blocking IO: call it from
     /// a blocking thread.
     pub fn write_snapshot(&self, store: &SnapshotStore) -> Result<Option<u64>, ServiceError> {
-        let bases = self.log.segment_bases()?;
         let (seq, body) = {
             let projection = self.projection();
             let Some(seq) = self.last_applied_seq() else {
                 return Ok(None);
             };
-            (seq, encode_snapshot(bases, &projection)?)
+            // Read under the projection's lock, which a compaction holds
+            // while it installs: the locations and the segments agree.
+            let segments = self.log.segment_ids()?;
+            (seq, encode_snapshot(segments, &projection)?)
         };
         store.write(seq, &body)?;
         Ok(Some(seq))
@@ -373,10 +420,66 @@ impl Service {
         Ok(appended)
     }
 
-    /// Reads back the record at `loc`.
+    /// Reads back the record at `loc`, which must have been looked up in
+    /// the projection since the last compaction was installed (else use
+    /// [`Service::read_as_of`]).
     pub fn read(&self, loc: Loc) -> Result<Record, ServiceError> {
         let bytes = self.log.read(loc)?;
         Record::decode(&bytes).map_err(|source| ServiceError::Record { loc, source })
+    }
+
+    /// Reads back the record at `loc`, looked up in the projection when the
+    /// log's epoch was `epoch` ([`Service::projection_and_epoch`]), wherever
+    /// a compaction since has moved it. `Ok(None)`: a compaction dropped
+    /// it (it had left every view) or more than one moved records since;
+    /// look it up again.
+    pub fn read_as_of(&self, loc: Loc, epoch: u64) -> Result<Option<Record>, ServiceError> {
+        match self.log.read_as_of(loc, epoch) {
+            Ok(bytes) => Record::decode(&bytes)
+                .map(Some)
+                .map_err(|source| ServiceError::Record { loc, source }),
+            Err(LogError::NoRecord(_) | LogError::Moved(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The `EventCreated` record of the event `id`, if it is in view: looked
+    /// up and read under the projection's lock, so no compaction moves it
+    /// in between.
+    pub fn read_created(&self, id: EventId) -> Result<Option<EventCreated>, ServiceError> {
+        let projection = self.projection();
+        let Some(view) = projection.event(id) else {
+            return Ok(None);
+        };
+        match self.read(view.loc)? {
+            Record::EventCreated(created) => Ok(Some(created)),
+            other => Err(ServiceError::NotCreation {
+                loc: view.loc,
+                kind: other.kind(),
+            }),
+        }
+    }
+
+    /// The outcome record of the invocation `r` names, if it is still in
+    /// view: looked up and read under the projection's lock, as
+    /// [`Service::read_created`].
+    pub fn read_invocation(&self, r: &InvocationRef) -> Result<Option<Record>, ServiceError> {
+        let projection = self.projection();
+        match projection.invocation(r.event_id, r.attempt_id) {
+            Some(now) => self.read(now.loc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The projections, locked, and the log's epoch (how many compactions
+    /// were installed): what [`Service::read_as_of`] needs to read a
+    /// location looked up now, after the guard is dropped.
+    pub fn projection_and_epoch(&self) -> Result<(MutexGuard<'_, Projection>, u64), ServiceError> {
+        let projection = self.projection();
+        // Under the projection's lock, which an install holds while it
+        // moves the epoch on.
+        let epoch = self.log.epoch()?;
+        Ok((projection, epoch))
     }
 
     /// The projections, locked. Keep the guard short and never hold it

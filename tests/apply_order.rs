@@ -165,43 +165,6 @@ async fn a_refused_group_is_applied_not_at_all_and_the_next_is_applied_in_its_pl
     assert_eq!(service.apply_order_violations(), 0);
 }
 
-/// Every API view of `api`, as the bytes of its answers: the events of
-/// every status and of all, with counts, in both orders; every event's
-/// invocation logs; every invocation.
-async fn views(api: &ApiClient) -> Vec<(String, String)> {
-    let mut out = vec![];
-    let statuses: [&[&str]; 7] = [
-        &[],
-        &["scheduled"],
-        &["locked"],
-        &["delivered"],
-        &["error"],
-        &["dead"],
-        &["scheduled", "locked", "delivered", "error", "dead"],
-    ];
-    for status in statuses {
-        for (column, order) in [("scheduled_time", "asc"), ("created_at", "desc")] {
-            let args = json!({
-                "type": "one_off",
-                "status": status,
-                "get_rows_count": true,
-                "order_by": [{"column": column, "type": order}],
-            });
-            let answer = api.events(args.clone()).await;
-            out.push((args.to_string(), answer.to_string()));
-        }
-    }
-    let args = json!({"type": "one_off", "get_rows_count": true});
-    let answer = api.invocations(args.clone()).await;
-    out.push((args.to_string(), answer.to_string()));
-    for event in api.all_events().await {
-        let args = json!({"type": "one_off", "event_id": event["id"], "get_rows_count": true});
-        let answer = api.invocations(args.clone()).await;
-        out.push((args.to_string(), answer.to_string()));
-    }
-    out
-}
-
 /// A delete whose answer does not matter: the event may be delivered,
 /// failed or in flight by then, which is the race this test wants.
 async fn delete(api: &ApiClient, id: &str) {
@@ -275,7 +238,7 @@ async fn under_concurrent_creates_cancels_and_deliveries_apply_order_holds_and_a
         0,
         "a record was applied after one the log holds after it"
     );
-    let live = views(&server.api).await;
+    let live = server.api.views().await;
     assert!(
         live.len() > CLIENTS * ROUNDS,
         "every event's invocations are among the views"
@@ -283,7 +246,7 @@ async fn under_concurrent_creates_cancels_and_deliveries_apply_order_holds_and_a
     server.stop().await;
 
     let restarted = TestServer::start(config).await;
-    let replayed = views(&restarted.api).await;
+    let replayed = restarted.api.views().await;
     assert_eq!(live.len(), replayed.len());
     for ((args, live), (_, replayed)) in live.iter().zip(&replayed) {
         assert_eq!(live, replayed, "view {args} differs after a restart");

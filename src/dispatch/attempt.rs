@@ -23,7 +23,6 @@ use std::time::Duration;
 use super::Inner;
 use super::http::LocalFailure;
 use super::rules::{expired, next_retry_at, succeeded};
-use crate::log::Loc;
 use crate::projection::Status;
 use crate::record::{AttemptId, EventId, Invocation, InvocationResponse, Record};
 use crate::service::ServiceError;
@@ -38,28 +37,28 @@ const RECORD_BACKOFF: Duration = Duration::from_secs(1);
 const LOCAL_FAILURE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Inner {
-    /// Runs the attempt at the claimed event `id`, created at `loc`, then,
+    /// Runs the attempt at the claimed event `id`, then,
     /// while its host has events parked and no stop is asked for, theirs
     /// one after another: each takes over the host slot and the global slot
     /// of the attempt before it.
-    pub(super) async fn run_claimed(&self, id: EventId, loc: Loc) {
-        let mut next = Some((id, loc, None));
-        while let Some((id, loc, held)) = next {
-            next = self.attempt(id, loc, held).await.and_then(|host| {
+    pub(super) async fn run_claimed(&self, id: EventId) {
+        let mut next = Some((id, None));
+        while let Some((id, held)) = next {
+            next = self.attempt(id, held).await.and_then(|host| {
                 let hand_over = !self.stopping.load(Ordering::Acquire);
                 self.hosts
                     .leave(&host, hand_over)
-                    .map(|(id, loc)| (id, loc, Some(host)))
+                    .map(|id| (id, Some(host)))
             });
         }
     }
 
-    /// Runs one attempt at the claimed event `id`, created at `loc`, in the
+    /// Runs one attempt at the claimed event `id`, in the
     /// slot of host `held` if it was handed one. Returns the host whose slot
     /// it holds at the end, for the caller to leave.
-    async fn attempt(&self, id: EventId, loc: Loc, held: Option<String>) -> Option<String> {
+    async fn attempt(&self, id: EventId, held: Option<String>) -> Option<String> {
         let mut slot = held;
-        match CatchUnwind(Box::pin(self.try_attempt(id, loc, &mut slot))).await {
+        match CatchUnwind(Box::pin(self.try_attempt(id, &mut slot))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(event_id = %id, error = %e, "delivery attempt could not be recorded");
@@ -88,12 +87,13 @@ impl Inner {
     async fn try_attempt(
         &self,
         id: EventId,
-        loc: Loc,
         slot: &mut Option<String>,
     ) -> Result<(), ServiceError> {
         let service = &self.service;
-        let Record::EventCreated(created) = service.read(loc)? else {
-            tracing::error!(event_id = %id, "event's location does not hold its creation record");
+        // Read by id, not by a location kept since the pick: a compaction
+        // may have moved the record since (a parked event waits a while).
+        let Some(created) = service.read_created(id)? else {
+            // Cancelled (or retired) since it was picked.
             self.release(id);
             return Ok(());
         };
@@ -123,7 +123,7 @@ impl Inner {
         if slot.is_none()
             && let Some(host) = self.webhooks.authority(&created)
         {
-            if !self.hosts.enter(&host, id, loc) {
+            if !self.hosts.enter(&host, id) {
                 // Parked, still claimed: one of the host's attempts takes
                 // it up when it ends (`run_claimed`); this task and its
                 // global slot are freed now.
@@ -331,15 +331,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inner = dispatcher(dir.path()).inner;
         let id = EventId::from_u128(1);
+        let created = crate::record::fixtures::event(id, "http://127.0.0.1:1/hook", UnixMicros(S));
+        let appended = inner
+            .service
+            .append([Record::EventCreated(created)])
+            .await
+            .unwrap();
         inner.claimed.lock().unwrap().insert(id);
-        // No such segment: reading the event fails, as a broken disk would.
-        let nowhere = Loc {
-            segment: 99,
-            offset: 0,
-        };
+        // Reading the event fails, as on a broken disk: one byte of its
+        // record changes under the log's memory map.
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[appended[0].loc.offset as usize + 20] ^= 0xff;
+        std::fs::write(&segment, bytes).unwrap();
         let task = tokio::spawn({
             let inner = inner.clone();
-            async move { inner.attempt(id, nowhere, None).await }
+            async move { inner.attempt(id, None).await }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!task.is_finished(), "no back-off at all");

@@ -6,14 +6,13 @@
 //! hold one of the global slots while it waits, and a loop that waited
 //! would stop serving every other host; either way a silent host could
 //! still starve the others. A parked event stays claimed (the loop skips
-//! it) but holds no slot and no task: it costs its id and location. When
+//! it) but holds no slot and no task: it costs its id. When
 //! one of its host's attempts ends, that attempt's task takes the next
 //! parked event up in the same host slot and the same global slot.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use crate::log::Loc;
 use crate::record::EventId;
 
 /// Attempt slots per webhook authority, and the events waiting for one.
@@ -31,7 +30,7 @@ struct Host {
     /// Attempts in flight to it, at most the limit.
     busy: usize,
     /// Claimed events waiting for one of its slots, oldest first.
-    parked: VecDeque<(EventId, Loc)>,
+    parked: VecDeque<EventId>,
 }
 
 impl HostSlots {
@@ -54,14 +53,14 @@ impl HostSlots {
     /// Takes one of `host`'s slots for the claimed event `id`, or, when the
     /// host's share is full, parks the event (`false`): it is taken up when
     /// one of the host's attempts ends ([`HostSlots::leave`]).
-    pub(super) fn enter(&self, host: &str, id: EventId, loc: Loc) -> bool {
+    pub(super) fn enter(&self, host: &str, id: EventId) -> bool {
         let mut hosts = self.lock();
         let entry = hosts.entry(host.to_owned()).or_default();
         if entry.busy < self.limit {
             entry.busy += 1;
             true
         } else {
-            entry.parked.push_back((id, loc));
+            entry.parked.push_back(id);
             false
         }
     }
@@ -69,7 +68,7 @@ impl HostSlots {
     /// One of `host`'s attempts has ended. With `hand_over`, the oldest
     /// parked event takes its slot over and is returned, to be attempted
     /// next; otherwise (or with none parked) the slot is freed.
-    pub(super) fn leave(&self, host: &str, hand_over: bool) -> Option<(EventId, Loc)> {
+    pub(super) fn leave(&self, host: &str, hand_over: bool) -> Option<EventId> {
         let mut hosts = self.lock();
         let entry = hosts.get_mut(host)?;
         if hand_over && let Some(next) = entry.parked.pop_front() {
@@ -96,30 +95,24 @@ impl HostSlots {
 mod tests {
     use super::*;
 
-    fn event(n: u128) -> (EventId, Loc) {
-        (
-            EventId::from_u128(n),
-            Loc {
-                segment: 1,
-                offset: u32::try_from(n).unwrap(),
-            },
-        )
+    fn event(n: u128) -> EventId {
+        EventId::from_u128(n)
     }
 
     #[test]
     fn a_full_host_parks_and_hands_its_slots_over_in_order() {
         let slots = HostSlots::new(2);
         for n in 1..=2 {
-            let (id, loc) = event(n);
-            assert!(slots.enter("a:80", id, loc));
+            let id = event(n);
+            assert!(slots.enter("a:80", id));
         }
         for n in 3..=4 {
-            let (id, loc) = event(n);
-            assert!(!slots.enter("a:80", id, loc), "event {n} not parked");
+            let id = event(n);
+            assert!(!slots.enter("a:80", id), "event {n} not parked");
         }
         // Another host has its own share.
-        let (id, loc) = event(9);
-        assert!(slots.enter("b:80", id, loc));
+        let id = event(9);
+        assert!(slots.enter("b:80", id));
         assert_eq!(slots.state("a:80"), (2, 2));
         // An ending attempt hands its slot to the oldest parked event.
         assert_eq!(slots.leave("a:80", true), Some(event(3)));
@@ -136,10 +129,10 @@ mod tests {
     #[test]
     fn without_hand_over_the_slot_is_freed_and_parked_events_stay() {
         let slots = HostSlots::new(1);
-        let (id, loc) = event(1);
-        assert!(slots.enter("a:80", id, loc));
-        let (id, loc) = event(2);
-        assert!(!slots.enter("a:80", id, loc));
+        let id = event(1);
+        assert!(slots.enter("a:80", id));
+        let id = event(2);
+        assert!(!slots.enter("a:80", id));
         assert_eq!(slots.leave("a:80", false), None);
         assert_eq!(slots.state("a:80"), (0, 1));
     }

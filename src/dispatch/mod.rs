@@ -282,8 +282,10 @@ impl Dispatcher {
                 // after it.
                 let resume = found.unwrap_or((now, EventId::max()));
                 cursor = Some(resume);
-                let pick = found.and_then(|(_, id)| projection.event(id).map(|v| (id, v.loc)));
-                if let Some((id, _)) = pick {
+                let pick = found
+                    .map(|(_, id)| id)
+                    .filter(|&id| projection.event(id).is_some());
+                if let Some(id) = pick {
                     claimed.insert(id);
                 }
                 // The earliest event not claimed, to sleep until.
@@ -297,10 +299,10 @@ impl Dispatcher {
                 (pick, next)
             };
             while tasks.try_join_next().is_some() {}
-            if let Some((id, loc)) = pick {
+            if let Some(id) = pick {
                 let inner = inner.clone();
                 tasks.spawn(async move {
-                    inner.run_claimed(id, loc).await;
+                    inner.run_claimed(id).await;
                     drop(permit);
                 });
                 continue;

@@ -23,6 +23,23 @@
 //! acknowledged bytes from a write the disk kept only in part (see
 //! docs/log-format.md). Version 1 segments (written before the mark
 //! existed) never set bit 30; this build reads both and writes version 2.
+//!
+//! Version 3 is a *compacted* segment, written whole by compaction and
+//! renamed into place (see `log::compact`): after the header comes a
+//! compaction block, then the frames compaction kept, with their original
+//! sequence numbers (so with gaps):
+//!
+//! ```text
+//! compacted = header(version 3) block frame*
+//! block     = magic:"CHIMECMP" generation:u64 end_seq:u64
+//!             block_crc:u32 reserved:u32                        (32 bytes)
+//!             block_crc = crc32(magic ++ generation ++ end_seq)
+//! frame.seq in base_seq .. end_seq, each greater than the one before
+//! ```
+//! `end_seq` is the first sequence number the segment does not cover: the
+//! next segment's base. `generation` counts the compactions behind the
+//! file's contents, so that a snapshot taken over other contents of the
+//! same file name is refused.
 
 use std::ops::RangeInclusive;
 
@@ -33,8 +50,15 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The oldest segment format version this build reads: version 1 has no
 /// `starts` mark (bit 30 of `len_flags` is always 0).
 pub const OLDEST_VERSION: u32 = 1;
+/// The format version of a compacted segment (see the module docs).
+pub const COMPACTED_VERSION: u32 = 3;
 /// Length of a segment header.
 pub const HEADER_LEN: usize = 32;
+/// The magic bytes that open a compacted segment's compaction block.
+pub const BLOCK_MAGIC: [u8; 8] = *b"CHIMECMP";
+/// Length of a compacted segment's header and compaction block: where its
+/// first frame starts.
+pub const COMPACTED_HEADER_LEN: usize = HEADER_LEN + 32;
 /// Length of a frame header (len_more, crc, seq).
 pub const FRAME_HEADER_LEN: usize = 16;
 /// The largest payload a frame may carry. Bounds what a damaged length
@@ -109,13 +133,109 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, HeaderError> {
         return Err(HeaderError::BadChecksum);
     }
     let version = u32_at(h, 8);
-    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
+    if !(OLDEST_VERSION..=COMPACTED_VERSION).contains(&version) {
         return Err(HeaderError::UnknownVersion(version));
     }
     Ok(Header {
         base_seq: u64_at(h, 16),
         version,
     })
+}
+
+/// What a compacted segment's compaction block says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Compactions behind the contents (1 for the first).
+    pub generation: u64,
+    /// The first sequence number the segment does not cover.
+    pub end_seq: u64,
+}
+
+/// Encodes the header and compaction block of a compacted segment.
+pub fn encode_compacted_header(base_seq: u64, block: Block) -> [u8; COMPACTED_HEADER_LEN] {
+    let mut h = [0u8; COMPACTED_HEADER_LEN];
+    h[..HEADER_LEN].copy_from_slice(&encode_header_version(base_seq, COMPACTED_VERSION));
+    let b = &mut h[HEADER_LEN..];
+    b[0..8].copy_from_slice(&BLOCK_MAGIC);
+    b[8..16].copy_from_slice(&block.generation.to_le_bytes());
+    b[16..24].copy_from_slice(&block.end_seq.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes the compaction block of a compacted segment whose header says
+/// `base_seq`; `Err` says what is wrong with it.
+pub fn decode_block(bytes: &[u8], base_seq: u64) -> Result<Block, String> {
+    let b = bytes
+        .get(HEADER_LEN..COMPACTED_HEADER_LEN)
+        .ok_or("the compacted segment ends inside its compaction block")?;
+    if b[0..8] != BLOCK_MAGIC {
+        return Err("the compaction block does not start with CHIMECMP".into());
+    }
+    if u32_at(b, 24) != crc32fast::hash(&b[0..24]) {
+        return Err("compaction block checksum mismatch".into());
+    }
+    let block = Block {
+        generation: u64_at(b, 8),
+        end_seq: u64_at(b, 16),
+    };
+    if block.end_seq < base_seq {
+        return Err(format!(
+            "the compaction block ends at sequence number {} before the segment's base {base_seq}",
+            block.end_seq
+        ));
+    }
+    Ok(block)
+}
+
+/// Where a segment's frames start and which sequence numbers they may
+/// carry, read from its (already checked) header: a compacted segment's
+/// frames follow its block and may skip numbers below its `end_seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub first_frame: usize,
+    pub base_seq: u64,
+    /// `Some` for a compacted segment.
+    pub block: Option<Block>,
+}
+
+impl Layout {
+    /// The layout of the segment `bytes` (header included) named after
+    /// `base_seq`. Bytes without a valid compacted header get the layout
+    /// of a segment the writer wrote, whose frames start after the header.
+    pub fn of(bytes: &[u8], base_seq: u64) -> Layout {
+        let block = match decode_header(bytes) {
+            Ok(h) if h.version == COMPACTED_VERSION => decode_block(bytes, h.base_seq).ok(),
+            _ => None,
+        };
+        Layout {
+            first_frame: if block.is_some() {
+                COMPACTED_HEADER_LEN
+            } else {
+                HEADER_LEN
+            },
+            base_seq,
+            block,
+        }
+    }
+
+    /// Whether a frame numbered `seq` may follow one numbered `prev` (the
+    /// first frame: `prev` is `None`): the next number in a segment the
+    /// writer wrote; any greater one below `end_seq` in a compacted one.
+    pub fn follows(&self, prev: Option<u64>, seq: u64) -> bool {
+        let next = prev.map_or(self.base_seq, |p| p + 1);
+        match self.block {
+            None => seq == next,
+            Some(b) => seq >= next && seq < b.end_seq,
+        }
+    }
+
+    /// The sequence number the next frame would have in a segment the
+    /// writer wrote (reported as "expected" when a frame does not follow).
+    fn expected(&self, prev: Option<u64>) -> u64 {
+        prev.map_or(self.base_seq, |p| p + 1)
+    }
 }
 
 /// How a frame stands among its neighbours (the flag bits of `len_flags`).
@@ -226,6 +346,8 @@ pub fn decode_frame(bytes: &[u8], offset: usize) -> Result<Frame<'_>, FrameError
 pub struct SegmentScan {
     /// Offset just past the last frame of the last complete batch.
     pub valid_end: usize,
+    /// Sequence number of the first frame kept, if any.
+    pub first_seq: Option<u64>,
     /// Sequence number of the last frame kept, if any.
     pub last_seq: Option<u64>,
     /// Frames kept (in complete batches).
@@ -294,10 +416,13 @@ pub fn scan_segment(
     base_seq: u64,
     mut visit: impl FnMut(u64, usize, &[u8]),
 ) -> SegmentScan {
-    let mut offset = HEADER_LEN;
-    let mut expected = base_seq;
+    let layout = Layout::of(bytes, base_seq);
+    let mut offset = layout.first_frame;
+    // The number of the last frame read, kept or pending.
+    let mut prev: Option<u64> = None;
     let mut out = SegmentScan {
-        valid_end: HEADER_LEN,
+        valid_end: layout.first_frame,
+        first_seq: None,
         last_seq: None,
         records: 0,
         last_write_start: None,
@@ -309,8 +434,8 @@ pub fn scan_segment(
     let mut pending_start: Option<usize> = None;
     while offset < bytes.len() {
         let kind = match decode_frame(bytes, offset) {
-            Ok(frame) if frame.seq != expected => DamageKind::SeqGap {
-                expected,
+            Ok(frame) if !layout.follows(prev, frame.seq) => DamageKind::SeqGap {
+                expected: layout.expected(prev),
                 found: frame.seq,
             },
             Ok(frame) => {
@@ -319,12 +444,13 @@ pub fn scan_segment(
                     pending_start = Some(offset);
                 }
                 pending.push((frame.seq, offset, start, frame.end));
-                expected += 1;
+                prev = Some(frame.seq);
                 offset = frame.end;
                 if !frame.more {
                     for (seq, at, s, e) in pending.drain(..) {
                         visit(seq, at, &bytes[s..e]);
                         out.records += 1;
+                        out.first_seq.get_or_insert(seq);
                         out.last_seq = Some(seq);
                     }
                     out.valid_end = offset;
@@ -453,6 +579,69 @@ mod tests {
         (out, ends)
     }
 
+    /// A compacted segment with frames numbered `seqs`, covering up to `end`.
+    fn compacted(base: u64, end: u64, seqs: &[u64]) -> Vec<u8> {
+        let block = Block {
+            generation: 3,
+            end_seq: end,
+        };
+        let mut out = encode_compacted_header(base, block).to_vec();
+        for (i, &seq) in seqs.iter().enumerate() {
+            let flags = Flags {
+                more: false,
+                starts: i == 0,
+            };
+            encode_frame(&mut out, seq, &[seq as u8; 5], flags);
+        }
+        out
+    }
+
+    #[test]
+    fn a_compacted_segment_has_gaps_below_its_end_and_nothing_else() {
+        let bytes = compacted(10, 40, &[10, 13, 14, 39]);
+        assert_eq!(
+            decode_block(&bytes, 10),
+            Ok(Block {
+                generation: 3,
+                end_seq: 40
+            })
+        );
+        let mut seen = vec![];
+        let scan = scan_segment(&bytes, 10, |seq, _, _| seen.push(seq));
+        assert_eq!(seen, [10, 13, 14, 39]);
+        assert_eq!(scan.damage, None);
+        assert_eq!((scan.first_seq, scan.last_seq), (Some(10), Some(39)));
+        assert_eq!(scan.valid_end, bytes.len());
+        // With no frame at all it still covers its range.
+        let empty = scan_segment(&compacted(10, 40, &[]), 10, |_, _, _| {});
+        assert_eq!((empty.records, empty.damage), (0, None));
+        // A number at or past the end, or one that goes back, is damage.
+        for seqs in [&[10, 40][..], &[12, 11], &[9]] {
+            let scan = scan_segment(&compacted(10, 40, seqs), 10, |_, _, _| {});
+            assert!(
+                matches!(scan.damage.map(|d| d.kind), Some(DamageKind::SeqGap { .. })),
+                "{seqs:?}"
+            );
+        }
+        // A segment the writer wrote allows no gap.
+        let mut plain = encode_header(10).to_vec();
+        encode_frame(&mut plain, 10, b"a", Flags::default());
+        encode_frame(&mut plain, 12, b"b", Flags::default());
+        let scan = scan_segment(&plain, 10, |_, _, _| {});
+        assert_eq!(
+            scan.damage.map(|d| d.kind),
+            Some(DamageKind::SeqGap {
+                expected: 11,
+                found: 12
+            })
+        );
+        // The block is checked.
+        let mut bad = compacted(10, 40, &[10]);
+        bad[HEADER_LEN + 9] ^= 1;
+        assert!(decode_block(&bad, 10).is_err());
+        assert!(decode_block(&compacted(10, 5, &[]), 10).is_err());
+    }
+
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let h = encode_header(42);
@@ -464,8 +653,8 @@ mod tests {
         let v1 = encode_header_version(42, 1);
         assert_eq!(decode_header(&v1).map(|h| h.version), Ok(1));
         assert_eq!(
-            decode_header(&encode_header_version(42, 3)),
-            Err(HeaderError::UnknownVersion(3))
+            decode_header(&encode_header_version(42, 4)),
+            Err(HeaderError::UnknownVersion(4))
         );
         assert_eq!(decode_header(&h[..10]), Err(HeaderError::TooShort(10)));
         let mut bad = h;

@@ -17,6 +17,7 @@
 //! Tools read the log through [`reader::LogReader`] and mend it with
 //! [`repair::Plan`]; they never decode frames themselves.
 
+pub mod compact;
 pub mod frame;
 pub mod fs;
 pub mod reader;
@@ -34,6 +35,7 @@ use tokio::sync::oneshot;
 use crate::error::IoError;
 use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD};
 use fs::{FileSystem, StdFs};
+pub use compact::{Installed, Sealed, Staged};
 pub use scan::{DirScan, PartialScan, ScannedSegment, StoppedScan};
 
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest
@@ -45,6 +47,16 @@ pub use scan::{DirScan, PartialScan, ScannedSegment, StoppedScan};
 pub struct Loc {
     pub segment: u32,
     pub offset: u32,
+}
+
+/// What names a segment's contents: the file (by its base sequence
+/// number) and the compactions behind them (0 for none).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct SegmentId {
+    pub base_seq: u64,
+    pub generation: u64,
 }
 
 /// The first sequence number of a new log. Sequence numbers start at 1 so
@@ -109,6 +121,10 @@ pub enum LogError {
     BadPayload { len: usize },
     #[error("no record at segment {} offset {}", .0.segment, .0.offset)]
     NoRecord(Loc),
+    /// The location was looked up before a compaction that came before the
+    /// last one moved records: look it up again.
+    #[error("the record at segment {} offset {} was moved by compactions since it was looked up", .0.segment, .0.offset)]
+    Moved(Loc),
     #[error("segment_bytes {0} is out of range ({min}..=4294967295)", min = HEADER_LEN + FRAME_HEADER_LEN + 1)]
     BadSegmentBytes(u64),
     /// The writer thread is gone: the log was closed ([`Log::close`]), or
@@ -120,6 +136,9 @@ pub enum LogError {
     /// cannot be read must never look like an empty one.
     #[error("a thread panicked while it held the log's segment list; restart to recover from disk")]
     LockPoisoned,
+    /// A compaction refused to go on (nothing of it was installed).
+    #[error("compaction stopped: {0}")]
+    Compaction(String),
     /// A bug: something the log's own code guarantees did not hold.
     #[error("internal error in the log: {0}")]
     Internal(&'static str),
@@ -183,23 +202,74 @@ pub struct Recovery {
     pub truncated: Option<(PathBuf, u64)>,
     /// Where the bytes of that tail were kept before the cut.
     pub torn_copy: Option<PathBuf>,
+    /// The sequence number the next record will get: one past the last
+    /// record, or past the range a compacted last segment covers.
+    pub next_seq: u64,
 }
 
-/// A segment readers can reach.
+/// A segment readers can reach, by ordinal. A segment a compaction merged
+/// into the one before it stays in the list as a tombstone (`map: None`)
+/// until the process ends, so that ordinals, and the writer's, never
+/// change while the log is open.
 struct ReadSegment {
     base_seq: u64,
     path: PathBuf,
-    map: Arc<Mmap>,
+    /// `None`: a tombstone.
+    map: Option<Arc<Mmap>>,
     /// Bytes known durable; nothing past this is read.
     durable_len: u64,
+    /// 0 for a segment the writer wrote; a compacted segment's generation.
+    generation: u64,
+    /// A compacted segment's end (see [`frame::Block`]).
+    end_seq: Option<u64>,
+}
+
+/// How to find records that a compaction moved, for a reader that looked
+/// their locations up before it (see [`Log::read_as_of`]).
+#[derive(Default)]
+struct Moves {
+    /// Compactions installed since the log opened.
+    epoch: u64,
+    /// What the last one moved: ordinals it rewrote (the first holds the
+    /// output, the others are tombstones now), and the old and new
+    /// location of each record it kept, by old location.
+    ordinals: Vec<u32>,
+    moved: Vec<(Loc, Loc)>,
+}
+
+impl Moves {
+    /// Where a record found at `loc` as of `epoch` lives now.
+    fn translate(&self, loc: Loc, epoch: u64) -> Result<Loc, LogError> {
+        if epoch == self.epoch {
+            return Ok(loc);
+        }
+        if epoch + 1 != self.epoch {
+            return Err(LogError::Moved(loc));
+        }
+        if !self.ordinals.contains(&loc.segment) {
+            return Ok(loc);
+        }
+        match self.moved.binary_search_by_key(&loc, |&(old, _)| old) {
+            Ok(i) => Ok(self.moved[i].1),
+            // Not kept: it was garbage by the time of the compaction.
+            Err(_) => Err(LogError::NoRecord(loc)),
+        }
+    }
 }
 
 /// State shared by the handle, the readers and the writer thread.
 struct Shared {
     fs: Arc<dyn FileSystem>,
+    /// The log's directory.
+    dir: PathBuf,
     /// Every segment, by ordinal. The writer pushes new ones and raises the
     /// active one's `durable_len`; readers take the read lock briefly.
     segments: RwLock<Vec<ReadSegment>>,
+    /// Taken before `segments` by whoever takes both: compaction's install
+    /// (to write) and [`Log::read_as_of`] (to read).
+    moves: RwLock<Moves>,
+    /// The size at which the writer rolls; compaction's merged runs fit in it.
+    segment_bytes: u64,
 }
 
 /// A handle to an open log. Cheap to clone; the writer thread stops when
@@ -275,6 +345,7 @@ impl Log {
             records: scan.records(),
             truncated: None,
             torn_copy: None,
+            next_seq: FIRST_SEQ,
         };
         // The one place a torn tail is cut off.
         if let Some((seg, keep, dropped)) = scan.torn_tail() {
@@ -308,11 +379,14 @@ impl Log {
         }
         if let Some(last) = scan.segments.last() {
             redo_last_write(fs, last)?;
-            if last.version < frame::FORMAT_VERSION {
+            if last.version != frame::FORMAT_VERSION {
                 // Appends go into a segment of this build's version, whose
                 // writes carry the `starts` mark: a new one after the old
                 // segment's frames, or, for a segment with no frame yet, a
-                // new header over it (the same crash-safe rename).
+                // new header over it (the same crash-safe rename). A
+                // compacted segment is never appended to either (compaction
+                // never rewrites the last segment, but a log may be
+                // handed over with one last).
                 segment::create(fs, log_dir, last.next_seq())?;
                 scan = DirScan::read_with(fs, log_dir, false)?;
                 recovery.segments = scan.segments.len();
@@ -329,6 +403,7 @@ impl Log {
             .last()
             .ok_or(LogError::Internal("no segment after creating the first"))?;
         let next_seq = last.next_seq();
+        recovery.next_seq = next_seq;
         let active_len = last.scan.valid_end as u64;
         let active_path = last.file.path.clone();
         let segments: Vec<ReadSegment> = scan
@@ -338,13 +413,18 @@ impl Log {
                 base_seq: s.file.base_seq,
                 path: s.file.path,
                 durable_len: s.scan.valid_end as u64,
-                map: s.map,
+                map: Some(s.map),
+                generation: s.block.map_or(0, |b| b.generation),
+                end_seq: s.block.map(|b| b.end_seq),
             })
             .collect();
         let active_ordinal = segments.len() as u32 - 1;
         let shared = Arc::new(Shared {
             fs: opts.fs.clone(),
+            dir: log_dir.to_path_buf(),
             segments: RwLock::new(segments),
+            moves: RwLock::new(Moves::default()),
+            segment_bytes: opts.segment_bytes,
         });
         let (tx, thread) = writer::spawn(writer::Active {
             dir: log_dir.to_path_buf(),
@@ -437,13 +517,17 @@ impl Log {
     }
 
     /// Reads back the payload of the record at `loc`, checking its checksum.
+    /// `loc` must be current: looked up after the last compaction was
+    /// installed (under the lock its installer holds, the projection's);
+    /// else use [`Log::read_as_of`].
     pub fn read(&self, loc: Loc) -> Result<Vec<u8>, LogError> {
         let (map, durable_len, path) = {
             let segments = self.shared.segments.read()?;
             let seg = segments
                 .get(loc.segment as usize)
                 .ok_or(LogError::NoRecord(loc))?;
-            (seg.map.clone(), seg.durable_len as usize, seg.path.clone())
+            let map = seg.map.clone().ok_or(LogError::NoRecord(loc))?;
+            (map, seg.durable_len as usize, seg.path.clone())
         };
         let map = if map.len() < durable_len {
             self.remap(loc.segment, &path)?
@@ -460,13 +544,36 @@ impl Log {
             })
     }
 
+    /// [`Log::read`] of a location looked up when compactions had been
+    /// installed `epoch` times ([`Log::epoch`]): a record the last one
+    /// moved is read where it lives now. [`LogError::NoRecord`] for a
+    /// record the last compaction dropped (it was garbage by then), and
+    /// [`LogError::Moved`] if more than one was installed since.
+    pub fn read_as_of(&self, loc: Loc, epoch: u64) -> Result<Vec<u8>, LogError> {
+        // Held while reading, so that no install comes between the
+        // translation and the read.
+        let moves = self.shared.moves.read()?;
+        let now = moves.translate(loc, epoch)?;
+        let read = self.read(now);
+        drop(moves);
+        read
+    }
+
+    /// How many compactions were installed since the log opened: with a
+    /// location, what [`Log::read_as_of`] needs to find it later.
+    pub fn epoch(&self) -> Result<u64, LogError> {
+        Ok(self.shared.moves.read()?.epoch)
+    }
+
     /// Maps a segment again after it grew past its map (a batch larger than
     /// the room mapped ahead).
     fn remap(&self, ordinal: u32, path: &Path) -> Result<Arc<Mmap>, LogError> {
         let map = Arc::new(segment::map(&*self.shared.fs, path)?);
         let mut segments = self.shared.segments.write()?;
-        if let Some(seg) = segments.get_mut(ordinal as usize) {
-            seg.map = map.clone();
+        if let Some(seg) = segments.get_mut(ordinal as usize)
+            && seg.map.is_some()
+        {
+            seg.map = Some(map.clone());
         }
         Ok(map)
     }
@@ -489,51 +596,67 @@ impl Log {
         after: u64,
         mut f: impl FnMut(Entry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let segs: Vec<(Arc<Mmap>, u64, u64)> = self
+        // (ordinal, map, base, durable length) of every segment not a
+        // tombstone.
+        let segs: Vec<(u32, Arc<Mmap>, u64, u64)> = self
             .shared
             .segments
             .read()
             .map_err(LogError::from)?
             .iter()
-            .map(|s| (s.map.clone(), s.base_seq, s.durable_len))
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.map.clone()?, s.base_seq, s.durable_len)))
             .collect();
-        for (i, (map, base_seq, len)) in segs.iter().enumerate() {
+        for (i, (ordinal, map, base_seq, len)) in segs.iter().enumerate() {
             // Every record of this segment precedes the next one's base.
-            let next_base = segs.get(i + 1).map_or(u64::MAX, |s| s.1);
+            let next_base = segs.get(i + 1).map_or(u64::MAX, |s| s.2);
             if next_base <= after.saturating_add(1) {
                 continue;
             }
             let mut newer = |entry: Entry<'_>| {
                 if entry.seq > after { f(entry) } else { Ok(()) }
             };
-            scan::visit_segment(map, i as u32, *base_seq, *len as usize, &mut newer)?;
+            scan::visit_segment(map, *ordinal, *base_seq, *len as usize, &mut newer)?;
         }
         Ok(())
     }
 
-    /// The base sequence number of every segment, by ordinal (the
-    /// `segment` of a [`Loc`]): a snapshot keeps them, so that it is used
-    /// only over a log whose locations still mean what they meant.
-    pub fn segment_bases(&self) -> Result<Vec<u64>, LogError> {
+    /// Every segment by ordinal (the `segment` of a [`Loc`]), `None` for a
+    /// tombstone: a snapshot keeps the list, so that it is used only over a
+    /// log whose locations still mean what they meant.
+    pub fn segment_ids(&self) -> Result<Vec<Option<SegmentId>>, LogError> {
         Ok(self
             .shared
             .segments
             .read()
             .map_err(LogError::from)?
             .iter()
-            .map(|s| s.base_seq)
+            .map(|s| {
+                s.map.as_ref().map(|_| SegmentId {
+                    base_seq: s.base_seq,
+                    generation: s.generation,
+                })
+            })
             .collect())
+    }
+
+    /// The size at which the active segment is rolled.
+    pub fn segment_bytes(&self) -> u64 {
+        self.shared.segment_bytes
     }
 
     /// The number of segments.
     pub fn segment_count(&self) -> usize {
         // A count cannot be half updated: the writer only pushes whole
-        // segments, so a poisoned lock still gives a true length.
+        // segments and compaction only turns whole ones into tombstones, so
+        // a poisoned lock still gives a true count.
         self.shared
             .segments
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .iter()
+            .filter(|s| s.map.is_some())
+            .count()
     }
 }
 

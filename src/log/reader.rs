@@ -95,18 +95,37 @@ impl LogReader {
         self.scan.scan.records()
     }
 
-    /// The first sequence number of the oldest segment scanned.
+    /// The sequence number of the first record.
     pub fn first_seq(&self) -> Option<u64> {
-        self.scan.scan.segments.first().map(|s| s.file.base_seq)
-    }
-
-    /// The base sequence number of every segment scanned, by ordinal (as
-    /// [`crate::log::Log::segment_bases`]).
-    pub fn segment_bases(&self) -> Vec<u64> {
         self.segments_scanned()
             .iter()
-            .map(|s| s.file.base_seq)
+            .find_map(|s| s.scan.first_seq)
+    }
+
+    /// Every segment scanned, by ordinal (as
+    /// [`crate::log::Log::segment_ids`]).
+    pub fn segment_ids(&self) -> Vec<Option<super::SegmentId>> {
+        self.segments_scanned()
+            .iter()
+            .map(|s| {
+                Some(super::SegmentId {
+                    base_seq: s.file.base_seq,
+                    generation: s.block.map_or(0, |b| b.generation),
+                })
+            })
             .collect()
+    }
+
+    /// Whether compaction wrote any of the segments scanned (their
+    /// sequence numbers then have gaps).
+    pub fn compacted(&self) -> bool {
+        self.segments_scanned().iter().any(|s| s.block.is_some())
+    }
+
+    /// Files a compaction merged and a crash left behind (skipped; the
+    /// next start of `serve` removes them).
+    pub fn superseded(&self) -> &[PathBuf] {
+        &self.scan.scan.superseded
     }
 
     /// The last sequence number in a whole batch.
@@ -115,6 +134,17 @@ impl LogReader {
             .iter()
             .filter_map(|s| s.scan.last_seq)
             .max()
+    }
+
+    /// The last sequence number the log has reached, with records or
+    /// without: past the last record, a compacted segment's range may run
+    /// on over records it dropped. A snapshot up to here fits the log.
+    pub fn covered_through(&self) -> Option<u64> {
+        let ends = self
+            .segments_scanned()
+            .iter()
+            .filter_map(|s| s.block.map(|b| b.end_seq.checked_sub(1)).flatten());
+        self.last_seq().into_iter().chain(ends).max()
     }
 
     /// Bytes in the segments scanned.
@@ -152,7 +182,7 @@ impl LogReader {
                 path: s.file.path.clone(),
                 bytes: s.file_len,
                 records: s.scan.records,
-                first_seq: s.scan.last_seq.map(|_| s.file.base_seq),
+                first_seq: s.scan.first_seq,
                 last_seq: s.scan.last_seq,
                 active: i + 1 == total,
                 damaged_at: s.scan.damage.as_ref().map(|d| d.bad_at as u64),

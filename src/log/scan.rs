@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::frame::{self, HEADER_LEN, SegmentScan};
+use super::frame::{self, SegmentScan};
 use super::fs::{FileSystem, StdFs};
 use super::segment::{self, SegmentFile};
 use super::{Entry, Loc, LogError};
@@ -25,6 +25,9 @@ use super::{Entry, Loc, LogError};
 #[derive(Debug)]
 pub struct DirScan {
     pub segments: Vec<ScannedSegment>,
+    /// Files left over from a compaction that merged them into the
+    /// compacted segment before them (skipped; see `scan_files`).
+    pub superseded: Vec<PathBuf>,
 }
 
 /// What [`DirScan::read_partial`] found.
@@ -69,6 +72,8 @@ pub struct ScannedSegment {
     pub file: SegmentFile,
     /// The segment's format version (its header's).
     pub version: u32,
+    /// A compacted segment's compaction block.
+    pub block: Option<frame::Block>,
     pub file_len: u64,
     pub scan: SegmentScan,
     pub(super) map: Arc<Mmap>,
@@ -197,7 +202,7 @@ impl DirScan {
         clean: bool,
     ) -> Result<DirScan, LogError> {
         let files = segment::list(fs, log_dir, clean)?;
-        let partial = Self::scan_files(fs, files, |_, _| {})?;
+        let partial = Self::scan_files(fs, files, clean, |_, _| {})?;
         match partial.stopped {
             Some(stopped) => Err(stopped.corruption.into()),
             None => Ok(partial.scan),
@@ -215,18 +220,38 @@ impl DirScan {
         log_dir: &Path,
         progress: impl FnMut(usize, usize),
     ) -> Result<PartialScan, LogError> {
-        Self::scan_files(fs, segment::list(fs, log_dir, false)?, progress)
+        Self::scan_files(fs, segment::list(fs, log_dir, false)?, false, progress)
     }
 
+    /// Scans `files`. A file whose first sequence number lies inside the
+    /// range a compacted segment before it covers is left over from a
+    /// compaction that merged it into that segment and stopped before it
+    /// removed it (`log::compact`): it is skipped, and removed when `clean`
+    /// is set.
     fn scan_files(
         fs: &dyn FileSystem,
         files: Vec<SegmentFile>,
+        clean: bool,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<PartialScan, LogError> {
         let total = files.len();
         let mut segments: Vec<ScannedSegment> = Vec::with_capacity(total);
+        let mut superseded = Vec::new();
         let mut files = files.into_iter();
         while let Some(file) = files.next() {
+            let covered = segments
+                .last()
+                .and_then(|prev| prev.block)
+                .is_some_and(|b| file.base_seq < b.end_seq);
+            if covered {
+                if clean {
+                    fs.remove_file(&file.path)
+                        .map_err(|e| LogError::io("remove", &file.path, e))?;
+                }
+                superseded.push(file.path);
+                progress(segments.len() + superseded.len(), total);
+                continue;
+            }
             let map = segment::map(fs, &file.path)?;
             let header = segment::check_header(&map, &file);
             // After a damaged segment the next one cannot line up; the
@@ -248,12 +273,30 @@ impl DirScan {
                 })
             };
             let checked = header.and_then(|version| lined_up.map(|()| version));
-            let version = match checked {
-                Ok(version) => version,
+            let checked = checked.and_then(|version| {
+                let block = if version == frame::COMPACTED_VERSION {
+                    let block = frame::decode_block(&map, file.base_seq).map_err(|reason| {
+                        Corruption {
+                            path: file.path.clone(),
+                            offset: frame::HEADER_LEN as u64,
+                            reason,
+                        }
+                    })?;
+                    Some(block)
+                } else {
+                    None
+                };
+                Ok((version, block))
+            });
+            let (version, block) = match checked {
+                Ok(checked) => checked,
                 Err(corruption) => {
                     let unscanned = std::iter::once(file).chain(files).collect();
                     return Ok(PartialScan {
-                        scan: DirScan { segments },
+                        scan: DirScan {
+                            segments,
+                            superseded,
+                        },
                         stopped: Some(StoppedScan {
                             corruption,
                             unscanned,
@@ -264,15 +307,19 @@ impl DirScan {
             let scan = frame::scan_segment(&map, file.base_seq, |_, _, _| {});
             segments.push(ScannedSegment {
                 version,
+                block,
                 file_len: map.len() as u64,
                 file,
                 scan,
                 map: Arc::new(map),
             });
-            progress(segments.len(), total);
+            progress(segments.len() + superseded.len(), total);
         }
         Ok(PartialScan {
-            scan: DirScan { segments },
+            scan: DirScan {
+                segments,
+                superseded,
+            },
             stopped: None,
         })
     }
@@ -348,9 +395,13 @@ impl ScannedSegment {
         &self.map
     }
 
-    /// The sequence number the next segment must start with.
-    pub(super) fn next_seq(&self) -> u64 {
-        self.scan.last_seq.map_or(self.file.base_seq, |s| s + 1)
+    /// The sequence number the next segment must start with: a compacted
+    /// segment's end, or the one after the last frame.
+    pub fn next_seq(&self) -> u64 {
+        match self.block {
+            Some(b) => b.end_seq,
+            None => self.scan.last_seq.map_or(self.file.base_seq, |s| s + 1),
+        }
     }
 }
 
@@ -363,13 +414,14 @@ pub(super) fn visit_segment<E>(
     end: usize,
     f: &mut impl FnMut(Entry<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
+    let layout = frame::Layout::of(bytes, base_seq);
     let bytes = &bytes[..end.min(bytes.len())];
-    let mut offset = HEADER_LEN;
-    let mut expected = base_seq;
+    let mut offset = layout.first_frame;
+    let mut prev = None;
     // The scan already verified these frames; a decode failure here can
     // only mean the file changed under us, and stopping is the safe answer.
     while let Ok(frame) = frame::decode_frame(bytes, offset) {
-        if frame.seq != expected {
+        if !layout.follows(prev, frame.seq) {
             break;
         }
         f(Entry {
@@ -381,7 +433,7 @@ pub(super) fn visit_segment<E>(
             },
             payload: frame.payload,
         })?;
-        expected += 1;
+        prev = Some(frame.seq);
         offset = frame.end;
     }
     Ok(())

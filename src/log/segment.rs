@@ -21,6 +21,12 @@ pub fn file_name(base_seq: u64) -> String {
     format!("{base_seq:020}{SUFFIX}")
 }
 
+/// The temporary name a segment with `base_seq` is written under before
+/// it is renamed into place; one left behind is removed at the next open.
+pub fn tmp_path(dir: &Path, base_seq: u64) -> PathBuf {
+    dir.join(format!("{base_seq:020}{TMP_SUFFIX}"))
+}
+
 /// A segment file found in the log directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentFile {
@@ -122,7 +128,7 @@ fn create_then<T>(
     staged: impl FnOnce(&dyn SegmentIo, &Path) -> Result<T, LogError>,
 ) -> Result<(PathBuf, Box<dyn SegmentIo>, T), LogError> {
     let path = dir.join(file_name(base_seq));
-    let tmp = dir.join(format!("{base_seq:020}{TMP_SUFFIX}"));
+    let tmp = tmp_path(dir, base_seq);
     let prepared = (|| {
         let mut file = fs
             .create(&tmp)

@@ -346,8 +346,10 @@ impl Writer {
         segments.push(ReadSegment {
             base_seq: self.active.next_seq,
             path: path.clone(),
-            map,
+            map: Some(map),
             durable_len: segment::EMPTY_LEN,
+            generation: 0,
+            end_seq: None,
         });
         drop(segments);
         self.file = file;
@@ -368,7 +370,7 @@ impl Writer {
         );
         let mut segments = self.active.shared.segments.write()?;
         if let Some(seg) = segments.get_mut(self.active.ordinal as usize) {
-            seg.map = map;
+            seg.map = Some(map);
         }
         Ok(())
     }

@@ -22,6 +22,7 @@
 //! One file per command (`dump`, `stats`, `verify`, `repair`), and
 //! `report` for how problems are worded, which they share.
 
+mod compact;
 mod dump;
 mod repair;
 mod report;
@@ -39,6 +40,7 @@ use crate::log::LogError;
 use crate::log::fs::{self, StdFs};
 use crate::log::reader::LogReader;
 
+pub use compact::{CompactArgs, compact};
 pub use dump::{DumpArgs, dump};
 pub use repair::{RepairArgs, repair};
 pub use stats::{StatsArgs, stats};
@@ -55,6 +57,8 @@ pub enum LogCommand {
     Verify(VerifyArgs),
     /// Cut a damaged tail back to its last whole batch (damage elsewhere needs --force).
     Repair(RepairArgs),
+    /// Drop the records of cancelled and retired events from sealed segments (server stopped).
+    Compact(CompactArgs),
 }
 
 /// The data directory, as `chime serve` takes it.
@@ -103,6 +107,8 @@ pub enum LogCliError {
     Log(#[from] LogError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Service(crate::service::ServiceError),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }
@@ -117,6 +123,7 @@ pub fn run(cmd: &LogCommand, out: &mut dyn Write, err: &mut dyn Write, progress:
         LogCommand::Stats(args) => ("stats", stats(args, out, err)),
         LogCommand::Verify(args) => ("verify", verify(args, out, err, progress)),
         LogCommand::Repair(args) => ("repair", repair(args, out, err)),
+        LogCommand::Compact(args) => ("compact", compact(args, out, err)),
     };
     let result = result.and_then(|status| {
         out.flush()?;

@@ -59,7 +59,7 @@ pub fn stats(
         let at = record.at();
         span = Some(span.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
         let before = projection.len();
-        match projection.apply(entry.loc, &record) {
+        match projection.apply(entry.seq, entry.loc, &record) {
             Applied::Changed if kind == RecordKind::EventCancelled => cancelled += 1,
             // A retirement's count is what it took out of view.
             Applied::Changed if kind == RecordKind::EventsRetired => {
@@ -240,10 +240,11 @@ struct SegmentGarbage {
 }
 
 /// A second pass over the log, once the projection holds its final state:
-/// a record is garbage when it names an event that is no longer in view
-/// (cancelled or retired). Records that name no event (`events_retired`)
-/// and records that cannot be decoded count as live: a replay may need the
-/// first, and nothing is known of the second. By segment ordinal.
+/// a record is garbage when the projection says a replay no longer needs
+/// it ([`Projection::is_live`]: one of an event no longer in view, or an
+/// `events_retired` a later one covers), as compaction decides. Records
+/// that cannot be decoded count as live: nothing is known of them. By
+/// segment ordinal.
 fn count_garbage(log: &LogReader, projection: &Projection) -> Vec<SegmentGarbage> {
     let mut by_segment = vec![SegmentGarbage::default(); log.segments().len()];
     log.for_each(|entry| {
@@ -252,9 +253,7 @@ fn count_garbage(log: &LogReader, projection: &Projection) -> Vec<SegmentGarbage
             return Ok::<(), ()>(());
         };
         let gone = Record::decode(entry.payload)
-            .ok()
-            .and_then(|r| r.event_id())
-            .is_some_and(|id| projection.event(id).is_none());
+            .is_ok_and(|record| !projection.is_live(entry.seq, &record));
         if gone {
             seg.records += 1;
             seg.bytes += bytes;
@@ -270,7 +269,7 @@ fn count_garbage(log: &LogReader, projection: &Projection) -> Vec<SegmentGarbage
 /// What compaction would reclaim of a sealed, undamaged segment of
 /// `file_bytes` (see [`SegmentRow::reclaimable_bytes`]).
 fn reclaimable(file_bytes: u64, g: &SegmentGarbage) -> u64 {
-    if g.live_bytes == 0 {
+    if g.live_bytes == 0 && g.bytes > 0 {
         file_bytes
     } else if g.live_bytes < g.bytes {
         g.bytes

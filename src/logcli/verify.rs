@@ -122,7 +122,7 @@ pub fn verify(
                 if let (Some(p), Some(snap)) = (replay.as_mut(), &newest)
                     && entry.seq <= snap.seq
                 {
-                    p.apply(entry.loc, &record);
+                    p.apply(entry.seq, entry.loc, &record);
                 }
             }
         }
@@ -175,8 +175,8 @@ pub fn verify(
             &store,
             snap,
             &replayed,
-            &log.segment_bases(),
-            log.last_seq(),
+            &log.segment_ids(),
+            log.covered_through(),
             out,
         )?,
         _ => true,
@@ -216,7 +216,7 @@ fn check_snapshot(
     store: &SnapshotStore,
     snap: &SnapshotFile,
     replayed: &Projection,
-    bases: &[u64],
+    bases: &[Option<crate::log::SegmentId>],
     last_seq: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<bool, LogCliError> {

@@ -294,6 +294,46 @@ impl ApiClient {
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
         self.wait_event(id, status, |e| e["status"] == status).await
     }
+
+    /// Every API view, as the bytes of its answers: the events of every
+    /// status and of all, with counts, in both orders; every event's
+    /// invocation logs; every invocation. Two servers that answer the same
+    /// here show their users the same state.
+    pub async fn views(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        let statuses: [&[&str]; 7] = [
+            &[],
+            &["scheduled"],
+            &["locked"],
+            &["delivered"],
+            &["error"],
+            &["dead"],
+            &["scheduled", "locked", "delivered", "error", "dead"],
+        ];
+        for status in statuses {
+            for (column, order) in [("scheduled_time", "asc"), ("created_at", "desc")] {
+                let args = serde_json::json!({
+                    "type": "one_off",
+                    "status": status,
+                    "get_rows_count": true,
+                    "order_by": [{"column": column, "type": order}],
+                });
+                let answer = self.events(args.clone()).await;
+                out.push((args.to_string(), answer.to_string()));
+            }
+        }
+        let args = serde_json::json!({"type": "one_off", "get_rows_count": true});
+        let answer = self.invocations(args.clone()).await;
+        out.push((args.to_string(), answer.to_string()));
+        for event in self.all_events().await {
+            let args = serde_json::json!(
+                {"type": "one_off", "event_id": event["id"], "get_rows_count": true}
+            );
+            let answer = self.invocations(args.clone()).await;
+            out.push((args.to_string(), answer.to_string()));
+        }
+        out
+    }
 }
 
 /// The one invocation of an event, after checking there is exactly one.
