@@ -484,7 +484,10 @@ mod tests {
             );
         }
         assert_eq!(DurationOrNever(None).to_string(), "0");
-        assert_eq!(DurationOrNever(Some(DEFAULT_RETAIN_FINISHED)).to_string(), "30d");
+        assert_eq!(
+            DurationOrNever(Some(DEFAULT_RETAIN_FINISHED)).to_string(),
+            "30d"
+        );
     }
 
     #[test]

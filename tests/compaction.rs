@@ -165,7 +165,9 @@ async fn compaction_keeps_every_view_and_pending_events_and_restarts_rebuild_the
     for n in 0..20 {
         let path = if n % 4 == 0 { "/fail" } else { "/ok" };
         let id = api
-            .create(json!({"webhook": receiver.url(path), "schedule_at": at(T0), "payload": {"f": n}}))
+            .create(
+                json!({"webhook": receiver.url(path), "schedule_at": at(T0), "payload": {"f": n}}),
+            )
             .await;
         finished.push(id);
     }
@@ -282,7 +284,13 @@ async fn chime_log_compact_compacts_a_stopped_servers_log_and_refuses_a_running_
 
     let bytes_before = log_bytes(dir);
     let (code, out) = chime(
-        &["log", "compact", "--json", "--segment-bytes", &SEGMENT_BYTES.to_string()],
+        &[
+            "log",
+            "compact",
+            "--json",
+            "--segment-bytes",
+            &SEGMENT_BYTES.to_string(),
+        ],
         dir,
     );
     assert_eq!(code, Some(0), "{out}");

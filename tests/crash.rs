@@ -10,6 +10,12 @@
 //! reported, never missing), and kills did land on attempts in flight
 //! (`attempt_interrupted` records, asserted on long runs).
 //!
+//! Compaction is in the mix: the server compacts every 100 ms over small
+//! segments while half the clients of the first test delete each event
+//! they create; an event whose delete was acknowledged never comes back,
+//! and one whose create was acknowledged and that was not deleted is there
+//! whole, however many compactions the kills interrupted.
+//!
 //! A handful of iterations run by default; `CHIME_CRASH_ITERATIONS=300`
 //! runs more. Each test prints its seed; `CHIME_CRASH_SEED=<seed>` replays
 //! the same kill delays (the line printed per iteration shows them).
@@ -57,7 +63,9 @@ fn spawn(data_dir: &Path) -> ChildServer {
         data_dir,
         &[
             "--segment-bytes",
-            "65536",
+            "16384",
+            "--compaction-interval",
+            "100ms",
             "--max-interrupted-attempts",
             "1000000",
         ],
@@ -77,6 +85,8 @@ struct Ledger {
     sent: HashSet<String>,
     /// Acknowledged event id → its marker.
     acked: HashMap<String, String>,
+    /// Events whose delete was acknowledged (taken out of `acked`).
+    deleted: HashSet<String>,
 }
 
 /// The payload of the event with `marker` (`ITERATION-CLIENT-I`), so that
@@ -90,9 +100,11 @@ fn payload_for(marker: &str) -> Value {
     json!({"marker": marker, "pad": "x".repeat(i % 50)})
 }
 
-/// Runs `clients` tasks creating events until the server dies. A client
-/// stops at the first connection error once `killed` is set; any other
-/// failure, or any answer but 200, fails the test.
+/// Runs `clients` tasks creating events until the server dies; with
+/// `churn`, every other client deletes each event it created once the
+/// create is acknowledged. A client stops at the first connection error
+/// once `killed` is set; any other failure, or any answer but 200, fails
+/// the test.
 async fn drive_creates(
     api: &ApiClient,
     ledger: &Arc<Mutex<Ledger>>,
@@ -100,6 +112,7 @@ async fn drive_creates(
     iteration: usize,
     webhook: &str,
     schedule_at: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
+    churn: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![];
     for t in 0..8 {
@@ -125,7 +138,25 @@ async fn drive_creates(
                 match api.try_post_raw("/v1/metadata", body.to_string()).await {
                     Ok((200, v)) => {
                         let id = v["event_id"].as_str().unwrap().to_string();
-                        ledger.lock().unwrap().acked.insert(id, marker);
+                        ledger.lock().unwrap().acked.insert(id.clone(), marker);
+                        if churn && t % 2 == 1 {
+                            let body = json!({"type": "delete_scheduled_event",
+                                "args": {"type": "one_off", "event_id": id}});
+                            match api.try_post_raw("/v1/metadata", body.to_string()).await {
+                                Ok((200, _)) => {
+                                    let mut l = ledger.lock().unwrap();
+                                    l.acked.remove(&id);
+                                    l.deleted.insert(id);
+                                }
+                                Ok((status, v)) => panic!("delete {id} was answered {status} {v}"),
+                                Err(e)
+                                    if killed.load(Ordering::SeqCst) && is_connection_error(&e) =>
+                                {
+                                    return;
+                                }
+                                Err(e) => panic!("delete {id} failed: {e:?}"),
+                            }
+                        }
                     }
                     Ok((status, v)) => {
                         panic!("create {marker} was answered {status} {v}; a kill answers nothing")
@@ -195,6 +226,12 @@ async fn check_survivors(api: &ApiClient, ledger: &Ledger) -> Survivors {
         twice.first()
     );
     let mut lost = vec![];
+    for id in &ledger.deleted {
+        assert!(
+            !by_id.contains_key(id.as_str()),
+            "event {id} is back after its delete was acknowledged"
+        );
+    }
     for (id, marker) in &ledger.acked {
         match by_id.get(id.as_str()) {
             Some(e) => assert_eq!(e["payload"]["marker"], json!(marker), "event {id} data"),
@@ -244,6 +281,7 @@ async fn acknowledged_creates_survive_sigkill() {
             iteration,
             "http://127.0.0.1:9/never",
             |_| "2099-01-01T00:00:00Z".to_string(),
+            true,
         )
         .await;
         let delay = 100 + rng.below(300);
@@ -296,9 +334,15 @@ async fn every_due_event_is_delivered_across_sigkills() {
         let proc = spawn(dir.path());
         let killed = Arc::new(AtomicBool::new(false));
         // Due from now to 300 ms ahead, so creates, due times and kills mix.
-        let clients = drive_creates(&proc.api, &ledger, &killed, iteration, &hook, |i| {
-            now_plus_ms((i % 4) as i64 * 100)
-        })
+        let clients = drive_creates(
+            &proc.api,
+            &ledger,
+            &killed,
+            iteration,
+            &hook,
+            |i| now_plus_ms((i % 4) as i64 * 100),
+            false,
+        )
         .await;
         let delay = 50 + rng.below(400);
         kill_after(proc, &killed, Duration::from_millis(delay), clients).await;

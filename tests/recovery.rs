@@ -148,12 +148,30 @@ fn an_unknown_format_version_is_refused() {
     let segs = segments(dir);
     let seg = segs.last().expect("a segment");
     let mut bytes = std::fs::read(seg).expect("read");
-    // Version 3 with a checksum that matches it: only the version is wrong.
+    // Version 4 with a checksum that matches it: only the version is wrong.
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(seg, &bytes).expect("write");
+    assert_refused(dir, seg, 0, "segment format version 4 is not known");
+}
+
+/// Version 3 is a compacted segment, whose header is followed by a
+/// compaction block: a segment that says version 3 without one is refused
+/// where the block should be.
+#[test]
+fn a_compacted_segment_without_its_compaction_block_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    several_segments(dir);
+    let segs = segments(dir);
+    let seg = &segs[1];
+    let mut bytes = std::fs::read(seg).expect("read");
     bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(seg, &bytes).expect("write");
-    assert_refused(dir, seg, 0, "segment format version 3 is not known");
+    assert_refused(dir, seg, 32, "compaction block");
 }
 
 /// A power loss after the file's length reached the disk but not its data

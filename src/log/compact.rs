@@ -74,7 +74,9 @@ impl Staged {
 
     /// Whether the record at `loc` (in the run) was kept.
     pub fn keeps(&self, loc: Loc) -> bool {
-        self.moved.binary_search_by_key(&loc, |&(old, _)| old).is_ok()
+        self.moved
+            .binary_search_by_key(&loc, |&(old, _)| old)
+            .is_ok()
     }
 
     /// The run's ordinals, oldest first.
@@ -111,11 +113,7 @@ impl Log {
     }
 
     /// Calls `f` for every record of the segment with `ordinal`.
-    pub fn visit(
-        &self,
-        ordinal: u32,
-        mut f: impl FnMut(Entry<'_>),
-    ) -> Result<(), LogError> {
+    pub fn visit(&self, ordinal: u32, mut f: impl FnMut(Entry<'_>)) -> Result<(), LogError> {
         let (map, base_seq, len) = {
             let segments = self.shared.segments.read()?;
             let seg = segments

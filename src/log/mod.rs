@@ -33,9 +33,9 @@ use memmap2::Mmap;
 use tokio::sync::oneshot;
 
 use crate::error::IoError;
+pub use compact::{Installed, Sealed, Staged};
 use frame::{FRAME_HEADER_LEN, HEADER_LEN, MAX_PAYLOAD};
 use fs::{FileSystem, StdFs};
-pub use compact::{Installed, Sealed, Staged};
 pub use scan::{DirScan, PartialScan, ScannedSegment, StoppedScan};
 
 /// Where a record lives in the log: the segment's ordinal (0 for the oldest

@@ -275,13 +275,12 @@ impl DirScan {
             let checked = header.and_then(|version| lined_up.map(|()| version));
             let checked = checked.and_then(|version| {
                 let block = if version == frame::COMPACTED_VERSION {
-                    let block = frame::decode_block(&map, file.base_seq).map_err(|reason| {
-                        Corruption {
+                    let block =
+                        frame::decode_block(&map, file.base_seq).map_err(|reason| Corruption {
                             path: file.path.clone(),
                             offset: frame::HEADER_LEN as u64,
                             reason,
-                        }
-                    })?;
+                        })?;
                     Some(block)
                 } else {
                     None

@@ -44,8 +44,8 @@ pub fn compact(
     let log_dir = log_dir_of(data.root())?;
     let opts = LogOptions::with_segment_bytes(args.segment_bytes);
     let store = SnapshotStore::open(opts.fs.clone(), &snapshot_dir(data.root()))?;
-    let (service, _) = Service::open_restoring(&log_dir, &opts, Arc::new(SystemClock), Some(&store))
-        ?;
+    let (service, _) =
+        Service::open_restoring(&log_dir, &opts, Arc::new(SystemClock), Some(&store))?;
     let done = crate::compaction::compact(&service, Some(&store)).map_err(LogCliError::from);
     service.log.close();
     let done = done?;
@@ -53,7 +53,10 @@ pub fn compact(
         serde_json::to_writer(&mut *out, &done).map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else if done.segments_in == 0 {
-        writeln!(out, "nothing to compact: every sealed segment is at least half live")?;
+        writeln!(
+            out,
+            "nothing to compact: every sealed segment is at least half live"
+        )?;
     } else {
         writeln!(
             out,
