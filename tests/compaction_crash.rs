@@ -43,7 +43,7 @@ fn created(n: u128) -> EventCreated {
 }
 
 fn kept(n: u128) -> bool {
-    n % 3 == 0
+    n.is_multiple_of(3)
 }
 
 /// Writes the log (through `fs`) and returns the live events' records.

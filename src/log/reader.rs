@@ -143,7 +143,7 @@ impl LogReader {
         let ends = self
             .segments_scanned()
             .iter()
-            .filter_map(|s| s.block.map(|b| b.end_seq.checked_sub(1)).flatten());
+            .filter_map(|s| s.block.and_then(|b| b.end_seq.checked_sub(1)));
         self.last_seq().into_iter().chain(ends).max()
     }
 
