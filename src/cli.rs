@@ -477,6 +477,14 @@ mod tests {
             serve_config(&["--retain-finished", "0"]).retain_finished,
             None
         );
+        assert_eq!(
+            serve_config(&[]).compaction_interval,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            serve_config(&["--compaction-interval", "0"]).compaction_interval,
+            None
+        );
         for bad in ["", "0s", "7", "-1d", "1.5d"] {
             assert!(
                 Cli::try_parse_from(["chime", "serve", "--retain-finished", bad]).is_err(),

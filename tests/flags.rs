@@ -557,3 +557,48 @@ async fn a_server_configured_only_through_the_environment() {
         assert!(v["fields"]["message"].is_string(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_interval_100ms_compacts_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = chime::datadir::log_dir(dir.path());
+    let segments = || {
+        std::fs::read_dir(&log_dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".seg")
+            })
+            .count()
+    };
+    let mut child = ChildServer::spawn(
+        dir.path(),
+        &["--compaction-interval", "100ms", "--segment-bytes", "4096"],
+    )
+    .await;
+    let keep = child
+        .api
+        .create(json!({"webhook": "http://127.0.0.1:9/never", "schedule_at": in_seconds(3600.0).to_string()}))
+        .await;
+    for n in 0..60 {
+        let id = child
+            .api
+            .create(json!({
+                "webhook": "http://127.0.0.1:9/never",
+                "schedule_at": in_seconds(3600.0).to_string(),
+                "payload": {"n": n, "pad": "c".repeat(100)},
+            }))
+            .await;
+        child.api.delete(&id).await;
+    }
+    // Without the flag the first compaction would come after a minute.
+    chime::testing::eventually("compactions while serving", || async {
+        (child.stderr().contains("compacted the log") && segments() <= 3).then_some(())
+    })
+    .await;
+    child.terminate();
+    child.wait_exit(WAIT).await.expect("stops on SIGTERM");
+    let child = ChildServer::spawn(dir.path(), &[]).await;
+    assert_eq!(child.api.count().await, 1);
+    assert_eq!(child.api.event(&keep).await["status"], "scheduled");
+}
