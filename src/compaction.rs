@@ -205,24 +205,35 @@ fn plan(looked: &[Looked], segment_bytes: u64) -> Vec<&[Looked]> {
         .collect()
 }
 
-/// The compaction task of `serve`: compacts every `every`, until `stop`
-/// turns true, writing a snapshot after each compaction that changed
-/// something. A failed compaction is logged and tried again next time:
-/// the log is as it was before it.
+/// A compaction reads every sealed segment, so its cost grows with the
+/// log (about 3 million records a second here, `benches/compaction.rs`):
+/// the task waits at least this many times as long as the last one took,
+/// so that compaction never takes more than about 5% of a core, however
+/// long the log, at the price of reclaiming later on a very long one.
+const IDLE_PER_BUSY: u32 = 20;
+
+/// The compaction task of `serve`: compacts every `every` (or
+/// [`IDLE_PER_BUSY`] times as long as the last compaction took, if that is
+/// longer), until `stop` turns true, writing a snapshot after each
+/// compaction that changed something. A failed compaction is logged and
+/// tried again next time: the log is as it was before it.
 pub async fn keep_compacting(
     service: std::sync::Arc<Service>,
     store: SnapshotStore,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut wait = every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let (service, store) = (service.clone(), store.clone());
+        let started = std::time::Instant::now();
         let done =
             tokio::task::spawn_blocking(move || compact(&service, Some(&store))).await;
+        wait = every.max(started.elapsed() * IDLE_PER_BUSY);
         match done {
             Ok(Ok(c)) if c.segments_in > 0 => tracing::info!(
                 segments_in = c.segments_in,

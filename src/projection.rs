@@ -1770,6 +1770,62 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_record_is_live_while_its_event_is_in_view_and_a_retirement_until_a_later_one_covers_it() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(created(ev(2), 10));
+        let (c1, c2) = (created(ev(1), 10), created(ev(2), 10));
+        assert!(f.p.is_live(1, &c1) && f.p.is_live(2, &c2));
+        f.ok(Record::EventCancelled {
+            event_id: ev(2),
+            at: t(11),
+        });
+        assert!(f.p.is_live(1, &c1));
+        assert!(!f.p.is_live(2, &c2), "a cancelled event's records are garbage");
+        // Retirements: numbers 4 (cut-off 50), 5 (40), 6 (60) in the log.
+        f.ignored(retired(50));
+        assert!(f.p.is_live(4, &retired(50)), "the newest is live");
+        f.ignored(retired(40));
+        assert!(
+            f.p.is_live(4, &retired(50)),
+            "a later one with an earlier cut-off does not cover it"
+        );
+        f.ignored(retired(60));
+        assert!(!f.p.is_live(4, &retired(50)));
+        assert!(!f.p.is_live(5, &retired(40)));
+        assert!(f.p.is_live(6, &retired(60)));
+        // What names no event and is no retirement stays.
+        assert!(f.p.is_live(1, &c1));
+    }
+
+    #[test]
+    fn remapping_locations_moves_every_one_and_keeps_the_listing() {
+        let mut f = Feed::default();
+        f.ok(created(ev(1), 10));
+        f.ok(started(ev(1), att(1), 10));
+        f.ok(succeeded(ev(1), att(1), 11));
+        f.ok(created(ev(2), 20));
+        let before = f.p.list(&[], 0, None);
+        let moved = |l: Loc| Loc {
+            segment: l.segment + 7,
+            offset: l.offset / 2,
+        };
+        let old: Vec<Loc> = f.p.locs().collect();
+        f.p.remap_locs(&moved);
+        let mut now: Vec<Loc> = f.p.locs().collect();
+        let mut want: Vec<Loc> = old.into_iter().map(moved).collect();
+        now.sort();
+        want.sort();
+        assert_eq!(now, want);
+        let ids = |v: Vec<EventView>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(f.p.list(&[], 0, None)), ids(before));
+        assert_eq!(
+            f.p.invocation(ev(1), att(1)).map(|i| i.loc),
+            Some(moved(Feed::loc(2)))
+        );
+    }
+
     /// ev(1) delivered at 20, ev(2) error at 30 (after a retry), ev(3)
     /// dead at 40 (after a failed try), ev(4) error by giving up at 50,
     /// ev(5) scheduled, ev(6) locked.

@@ -243,6 +243,8 @@ async fn compaction_keeps_every_view_and_pending_events_and_restarts_rebuild_the
     let (code, out) = log_verify(dir);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("snapshot:"), "{out}");
+    assert!(out.contains("with the gaps compaction left"), "{out}");
+    assert!(out.contains("every segment's range follows on"), "{out}");
 
     // A restart from the snapshot, then one from a full replay of the
     // compacted segments, show the same.

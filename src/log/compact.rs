@@ -288,3 +288,87 @@ pub struct Installed {
     staged: Staged,
     map: Arc<memmap2::Mmap>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogOptions;
+
+    /// A log of segments of `segment_bytes` holding `n` one-byte-tagged
+    /// records, one per batch.
+    fn log_with(dir: &std::path::Path, n: u8) -> (Log, Vec<crate::log::Appended>) {
+        let (log, _) = Log::open(dir, &LogOptions::with_segment_bytes(200)).unwrap();
+        let appended = (0..n)
+            .map(|i| log.append_blocking(vec![vec![i; 40]]).unwrap()[0])
+            .collect();
+        (log, appended)
+    }
+
+    #[test]
+    fn a_compacted_run_is_read_where_it_moved_and_older_locations_are_translated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, appended) = log_with(dir.path(), 12);
+        let sealed = log.sealed().unwrap();
+        assert!(sealed.len() >= 3, "{sealed:?}");
+        let run = &sealed[..2];
+        // Keep the even records.
+        let staged = log.stage(run, |e| e.payload[0] % 2 == 0).unwrap();
+        assert!(staged.kept > 0 && staged.dropped > 0, "{staged:?}");
+        let in_run: Vec<_> = appended.iter().filter(|a| staged.covers(a.loc)).collect();
+        for a in &in_run {
+            assert_eq!(staged.keeps(a.loc), a.seq % 2 == 1, "{a:?}");
+        }
+        let before = log.epoch().unwrap();
+        let installed = log.install(staged).unwrap();
+        let mut remapped = Vec::new();
+        log.swap_in(installed, |f| {
+            remapped = appended.iter().map(|a| f(a.loc)).collect();
+        })
+        .unwrap();
+        assert_eq!(log.epoch().unwrap(), before + 1);
+        assert_eq!(log.segment_count(), sealed.len() + 1 - 1);
+        for (a, now) in appended.iter().zip(&remapped) {
+            let tag = (a.seq - 1) as u8;
+            let kept = !in_run.iter().any(|r| r.seq == a.seq) || tag % 2 == 0;
+            if kept {
+                assert_eq!(log.read(*now).unwrap(), vec![tag; 40], "{a:?}");
+                // Looked up before the swap: translated.
+                assert_eq!(log.read_as_of(a.loc, before).unwrap(), vec![tag; 40]);
+            } else {
+                assert!(matches!(
+                    log.read_as_of(a.loc, before),
+                    Err(LogError::NoRecord(_))
+                ));
+            }
+        }
+        // The replay sees the kept records once each, in order.
+        let mut seqs = vec![];
+        log.replay(|e| {
+            seqs.push(e.seq);
+            Ok::<(), LogError>(())
+        })
+        .unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        // A second compaction: locations from before the first are stale.
+        let sealed = log.sealed().unwrap();
+        let staged = log.stage(&sealed[..1], |_| true).unwrap();
+        let installed = log.install(staged).unwrap();
+        log.swap_in(installed, |_| {}).unwrap();
+        let kept = appended.last().unwrap();
+        assert!(matches!(
+            log.read_as_of(appended[0].loc, before),
+            Err(LogError::Moved(_))
+        ));
+        assert_eq!(log.read_as_of(kept.loc, before + 2).unwrap(), vec![11; 40]);
+        log.close();
+        // Reopened: the same records, nothing left over.
+        let (log, _) = Log::open(dir.path(), &LogOptions::with_segment_bytes(200)).unwrap();
+        let mut again = vec![];
+        log.replay(|e| {
+            again.push(e.seq);
+            Ok::<(), LogError>(())
+        })
+        .unwrap();
+        assert_eq!(again, seqs);
+    }
+}

@@ -153,6 +153,9 @@ pub fn verify(
     // Past damage the numbers have gaps, and a range would hide them.
     if let (Some(first), Some(last), true) = (first, last, problems.is_empty()) {
         write!(out, " in whole batches, sequence numbers {first}..={last}")?;
+        if log.compacted() {
+            write!(out, " (with the gaps compaction left)")?;
+        }
     }
     writeln!(out)?;
     if unscanned > 0 {
@@ -188,10 +191,23 @@ pub fn verify(
             file_name(&set_aside)
         )?;
     }
-    if problems.is_empty() && snapshot_ok {
+    for path in log.superseded() {
         writeln!(
             out,
-            "ok: every frame's checksum matches, sequence numbers run without gaps, every record decodes"
+            "superseded: {} (merged into the compacted segment before it by a compaction that \
+             stopped before removing it; skipped, and removed at the next start)",
+            file_name(path)
+        )?;
+    }
+    if problems.is_empty() && snapshot_ok {
+        let order = if log.compacted() {
+            "sequence numbers only increase and every segment's range follows on"
+        } else {
+            "sequence numbers run without gaps"
+        };
+        writeln!(
+            out,
+            "ok: every frame's checksum matches, {order}, every record decodes"
         )?;
         return Ok(ExitStatus::Ok);
     }
