@@ -16,7 +16,8 @@
 //!   delivered and retired, and `CHIME_BENCH_PENDING` (default 1,000,000)
 //!   pending; `chime log compact` (timed), then `chime serve` from spawn
 //!   until it listens (the issue asks ≤ 1.0 s), the log's bytes against
-//!   its live bytes, and the server's RSS.
+//!   its live bytes, and the server's RSS; then the same start without the
+//!   snapshot (a full replay of the compacted log).
 //! - `long`: `chime serve --retain-finished 2s --compaction-interval 1s
 //!   --segment-bytes 1MiB` takes creates due at once (delivered to a local
 //!   receiver) at a steady rate for `CHIME_BENCH_SECS` (default 240 s;
@@ -289,6 +290,21 @@ fn restart() {
     );
     child.terminate();
     let rt = bench::runtime();
+    rt.block_on(child.wait_exit(Duration::from_secs(120)))
+        .expect("stops on SIGTERM");
+    // The same state built by a full replay of the compacted log instead.
+    std::fs::remove_dir_all(chime::snapshot::snapshot_dir(dir.path())).expect("rm snapshots");
+    let started = Instant::now();
+    let mut child = bench::serve(dir.path(), &[]);
+    let secs = started.elapsed().as_secs_f64();
+    let rss = bench::rss_anon_bytes_of(&format!("/proc/{}/status", child.pid()));
+    println!(
+        "restart chime serve without its snapshot (a full replay of the compacted log): \
+         listening after {secs:.2} s, RssAnon {:.0} MiB ({:.0} B per pending event)",
+        mib(rss),
+        rss as f64 / pending.max(1) as f64
+    );
+    child.terminate();
     rt.block_on(child.wait_exit(Duration::from_secs(120)))
         .expect("stops on SIGTERM");
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{DataDirArg, ExitStatus, LogCliError, log_dir_of};
+use super::{DataDirArg, ExitStatus, LogCliError, lock_data_dir, log_dir_of};
 use crate::clock::SystemClock;
-use crate::datadir::{DataDir, DataDirError};
 use crate::log::LogOptions;
 use crate::service::{Service, ServiceError};
 use crate::snapshot::{SnapshotStore, snapshot_dir};
@@ -35,12 +34,7 @@ pub fn compact(
     out: &mut dyn Write,
     _err: &mut dyn Write,
 ) -> Result<ExitStatus, LogCliError> {
-    let data = match DataDir::lock(&args.dir.data_dir, false) {
-        Ok(d) => d,
-        Err(DataDirError::Missing(path)) => return Err(LogCliError::NoDataDir(path)),
-        Err(DataDirError::Locked { path }) => return Err(LogCliError::Locked(path)),
-        Err(e) => return Err(LogCliError::DataDir(e)),
-    };
+    let data = lock_data_dir(&args.dir.data_dir)?;
     let log_dir = log_dir_of(data.root())?;
     let opts = LogOptions::with_segment_bytes(args.segment_bytes);
     let store = SnapshotStore::open(opts.fs.clone(), &snapshot_dir(data.root()))?;

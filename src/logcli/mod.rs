@@ -150,6 +150,19 @@ pub fn run(cmd: &LogCommand, out: &mut dyn Write, err: &mut dyn Write, progress:
     }
 }
 
+/// Takes the lock of an existing data directory, for the commands that
+/// write (`repair`, `compact`): refused while a server or another such
+/// command holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<crate::datadir::DataDir, LogCliError> {
+    use crate::datadir::{DataDir, DataDirError};
+    match DataDir::lock(data_dir, false) {
+        Ok(d) => Ok(d),
+        Err(DataDirError::Missing(path)) => Err(LogCliError::NoDataDir(path)),
+        Err(DataDirError::Locked { path }) => Err(LogCliError::Locked(path)),
+        Err(e) => Err(LogCliError::DataDir(e)),
+    }
+}
+
 /// The log directory of an existing data directory.
 fn log_dir_of(data_dir: &Path) -> Result<PathBuf, LogCliError> {
     if !fs::is_dir(&StdFs, data_dir) {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::report::{file_name, plural, problem, problems};
-use super::{DataDirArg, ExitStatus, LogCliError, log_dir_of};
-use crate::datadir::{DataDir, DataDirError};
+use super::{DataDirArg, ExitStatus, LogCliError, lock_data_dir, log_dir_of};
 use crate::log::fs::StdFs;
 use crate::log::reader::LogReader;
 use crate::log::repair::{Frames, Plan, Step};
@@ -118,12 +117,7 @@ pub fn repair(
     out: &mut dyn Write,
     _err: &mut dyn Write,
 ) -> Result<ExitStatus, LogCliError> {
-    let data = match DataDir::lock(&args.dir.data_dir, false) {
-        Ok(d) => d,
-        Err(DataDirError::Missing(path)) => return Err(LogCliError::NoDataDir(path)),
-        Err(DataDirError::Locked { path }) => return Err(LogCliError::Locked(path)),
-        Err(e) => return Err(LogCliError::DataDir(e)),
-    };
+    let data = lock_data_dir(&args.dir.data_dir)?;
     let log_dir = log_dir_of(data.root())?;
     let read = || LogReader::open(Arc::new(StdFs), &log_dir, |_, _| {});
     let plan = {
