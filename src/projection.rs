@@ -2174,6 +2174,18 @@ mod tests {
         assert_eq!(p.len(), N as usize);
         let per_event = (after - before) / N as usize;
         println!("RSS growth per pending event: {per_event} bytes");
+        // The same state decoded from its postcard encoding, as a snapshot
+        // restores it.
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        let before_decode = rss_bytes();
+        let decoded: Projection = postcard::from_bytes(&bytes).unwrap();
+        let after_decode = rss_bytes();
+        assert_eq!(decoded.len(), N as usize);
+        println!(
+            "RSS growth per pending event decoded: {} bytes ({} encoded)",
+            (after_decode - before_decode) / N as usize,
+            bytes.len() / N as usize
+        );
         assert!(per_event <= 200, "{per_event} bytes per event");
     }
 

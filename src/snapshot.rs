@@ -202,12 +202,15 @@ impl SnapshotStore {
     /// Checks the snapshot file at `path` and returns its sequence number
     /// and body; reads only.
     pub fn read(&self, file: &SnapshotFile) -> Result<(u64, Vec<u8>), Invalid> {
-        let map = self
-            .fs
-            .map(&file.path)
-            .map_err(|e| Invalid::Unreadable(e.to_string()))?;
+        let map = self.map(file)?;
         let body = check(&map, file.seq)?;
         Ok((file.seq, body.to_vec()))
+    }
+
+    fn map(&self, file: &SnapshotFile) -> Result<memmap2::Mmap, Invalid> {
+        self.fs
+            .map(&file.path)
+            .map_err(|e| Invalid::Unreadable(e.to_string()))
     }
 
     /// Restores the newest snapshot that passes the file's checks and that
@@ -221,8 +224,15 @@ impl SnapshotStore {
     ) -> Result<Restored<T>, SnapshotError> {
         let mut set_aside = Vec::new();
         for file in self.list()?.into_iter().rev() {
-            let why = match self.read(&file) {
-                Ok((seq, body)) => match accept(seq, &body) {
+            // Decoded straight from the map: a copy of the body would be
+            // freed right after, and the allocator keeps memory so freed.
+            let map = self.map(&file);
+            let checked = map
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|map| check(map, file.seq).map(|body| (file.seq, body)));
+            let why = match checked {
+                Ok((seq, body)) => match accept(seq, body) {
                     Ok(state) => {
                         return Ok(Restored {
                             restored: Some((seq, state)),
