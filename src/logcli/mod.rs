@@ -98,7 +98,7 @@ pub enum LogCliError {
     )]
     NoLog { data: PathBuf, log: PathBuf },
     #[error(
-        "data directory {0} is locked by another chime process (a running `chime serve`, or another repair); stop it first"
+        "data directory {0} is locked by another chime process (a running `chime serve`, or a `chime log repair` or `compact`); stop it first"
     )]
     Locked(PathBuf),
     #[error(transparent)]
