@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::log::{Entry, Loc, LogError, Sealed};
 use crate::projection::Projection;
-use crate::record::{EventId, Record, UnixMicros};
+use crate::record::{EventId, Head, UnixMicros};
 use crate::service::{Service, ServiceError};
 use crate::snapshot::SnapshotStore;
 
@@ -66,11 +66,11 @@ enum Need {
 
 impl Need {
     fn of(entry: &Entry<'_>) -> Need {
-        match Record::decode(entry.payload) {
-            Ok(Record::EventsRetired {
+        match Head::decode(entry.payload) {
+            Ok(Head::Retired {
                 finished_before, ..
             }) => Need::Retirement(entry.seq, finished_before),
-            Ok(record) => record.event_id().map_or(Need::Always, Need::Event),
+            Ok(head) => head.event_id().map_or(Need::Always, Need::Event),
             Err(_) => Need::Always,
         }
     }

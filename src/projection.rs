@@ -43,7 +43,7 @@ use std::iter::Peekable;
 use std::ops::Bound;
 
 use crate::log::Loc;
-use crate::record::{AttemptId, EventId, Record, UnixMicros};
+use crate::record::{AttemptId, EventId, Head, Record, UnixMicros};
 
 /// An event's status, with Hasura's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -281,36 +281,42 @@ impl Projection {
     /// record that was valid when it was written (e.g. an outcome that lost a
     /// race with a cancel).
     pub fn apply(&mut self, seq: u64, loc: Loc, record: &Record) -> Applied {
-        let Some(id) = record.event_id() else {
-            return match record {
-                Record::EventsRetired {
+        self.apply_head(seq, loc, &Head::of(record))
+    }
+
+    /// [`Projection::apply`] of a record's [`Head`]: all the projection
+    /// reads of it (replay decodes only that, [`Head::decode`]).
+    pub fn apply_head(&mut self, seq: u64, loc: Loc, head: &Head) -> Applied {
+        let Some(id) = head.event_id() else {
+            return match *head {
+                Head::Retired {
                     finished_before, ..
                 } => {
-                    self.newest_retirement = Some((seq, *finished_before));
-                    self.retire(*finished_before)
+                    self.newest_retirement = Some((seq, finished_before));
+                    self.retire(finished_before)
                 }
                 _ => Applied::Ignored("record names no event"),
             };
         };
         let was_finished = self.slots.get(&id).is_some_and(|s| s.status.is_finished());
-        let applied = self.apply_to(id, Pos { seq, loc }, record);
+        let applied = self.apply_to(id, Pos { seq, loc }, head);
         if !was_finished && self.slots.get(&id).is_some_and(|s| s.status.is_finished()) {
             // The record that finished the event stamps its finish time.
-            self.finished.insert((record.at(), id));
+            self.finished.insert((head.at(), id));
         }
         applied
     }
 
-    /// [`Projection::apply`] of a record about the event `id`.
-    fn apply_to(&mut self, id: EventId, pos: Pos, record: &Record) -> Applied {
-        match record {
-            Record::EventCreated(created) => {
+    /// [`Projection::apply_head`] of a record about the event `id`.
+    fn apply_to(&mut self, id: EventId, pos: Pos, head: &Head) -> Applied {
+        match *head {
+            Head::Created { schedule_at, .. } => {
                 if self.slots.contains_key(&id) {
                     return Applied::Ignored("duplicate event id");
                 }
                 let slot = Slot {
                     loc: pos.loc,
-                    schedule_at: created.schedule_at,
+                    schedule_at,
                     retry_at: UnixMicros(0),
                     tries: 0,
                     interrupted: 0,
@@ -321,29 +327,29 @@ impl Projection {
                 self.slots.insert(id, slot);
                 Applied::Changed
             }
-            Record::AttemptStarted { attempt_id, .. } => self.start(id, *attempt_id),
-            Record::AttemptSucceeded { attempt_id, at, .. } => self
-                .finish(id, *attempt_id, |slot| {
+            Head::Started { attempt_id, .. } => self.start(id, attempt_id),
+            Head::Succeeded { attempt_id, at, .. } => self
+                .finish(id, attempt_id, |slot| {
                     slot.status = Status::Delivered;
                     slot.tries = slot.tries.saturating_add(1);
                     slot.clear_retry();
                 })
                 .map_or_else(Applied::Ignored, |()| {
-                    self.add_invocation(id, *attempt_id, pos, *at)
+                    self.add_invocation(id, attempt_id, pos, at)
                 }),
-            Record::AttemptFailed {
+            Head::Failed {
                 attempt_id,
                 at,
                 next_retry_at,
                 ..
             } => self
-                .finish(id, *attempt_id, |slot| {
+                .finish(id, attempt_id, |slot| {
                     slot.tries = slot.tries.saturating_add(1);
                     match next_retry_at {
                         Some(t) => {
                             slot.status = Status::Scheduled;
                             slot.has_retry = true;
-                            slot.retry_at = *t;
+                            slot.retry_at = t;
                         }
                         // As in Hasura, `next_retry_at` keeps the last
                         // retry's time after the final failure (it is no
@@ -352,17 +358,17 @@ impl Projection {
                     }
                 })
                 .map_or_else(Applied::Ignored, |()| {
-                    self.add_invocation(id, *attempt_id, pos, *at)
+                    self.add_invocation(id, attempt_id, pos, at)
                 }),
-            Record::AttemptInterrupted {
+            Head::Interrupted {
                 attempt_id,
                 at,
                 give_up,
                 ..
-            } => self.interrupt(id, *attempt_id, pos, *at, *give_up),
-            Record::EventExpired { at, .. } => self.expire(id, *at),
-            Record::EventCancelled { .. } => self.cancel(id),
-            Record::EventsRetired { .. } => Applied::Ignored("record names no event"),
+            } => self.interrupt(id, attempt_id, pos, at, give_up),
+            Head::Expired { at, .. } => self.expire(id, at),
+            Head::Cancelled { .. } => self.cancel(id),
+            Head::Retired { .. } => Applied::Ignored("record names no event"),
         }
     }
 
@@ -566,14 +572,16 @@ impl Projection {
     /// retires at least what it did. Compaction drops what is not live, and
     /// a replay of what it keeps rebuilds this projection, locations aside.
     pub fn is_live(&self, seq: u64, record: &Record) -> bool {
-        match record.event_id() {
-            Some(id) => self.in_view(id),
-            None => match record {
-                Record::EventsRetired {
-                    finished_before, ..
-                } => self.retirement_is_live(seq, *finished_before),
-                _ => true,
-            },
+        self.is_live_head(seq, &Head::of(record))
+    }
+
+    /// [`Projection::is_live`] of a record's [`Head`].
+    pub fn is_live_head(&self, seq: u64, head: &Head) -> bool {
+        match *head {
+            Head::Retired {
+                finished_before, ..
+            } => self.retirement_is_live(seq, finished_before),
+            _ => head.event_id().is_none_or(|id| self.in_view(id)),
         }
     }
 

@@ -395,7 +395,10 @@ pub enum RecordError {
     Encode(postcard::Error),
 }
 
+pub mod head;
 mod v1;
+
+pub use head::Head;
 
 /// Records for tests and benches (unit tests, or the `testing` feature).
 #[cfg(any(test, feature = "testing"))]

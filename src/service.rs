@@ -46,7 +46,7 @@ use crate::clock::Clock;
 use crate::dispatch::Wakeup;
 use crate::log::{Appended, Loc, Log, LogError, LogOptions, Recovery, SegmentId};
 use crate::projection::{InvocationRef, Projection};
-use crate::record::{EventCreated, EventId, Record, RecordError};
+use crate::record::{EventCreated, EventId, Head, Record, RecordError};
 use crate::snapshot::{SetAside, SnapshotError, SnapshotStore};
 
 /// How often replay reports its progress, at most: a long replay says it is
@@ -329,13 +329,13 @@ impl Service {
         {
             let mut projection = applier.projection();
             log.replay_after(snapshot_seq.unwrap_or(0), |entry| {
-                let record =
-                    Record::decode(entry.payload).map_err(|source| ServiceError::Record {
-                        loc: entry.loc,
-                        source,
-                    })?;
+                // Only what the projection reads is decoded (`Head`).
+                let head = Head::decode(entry.payload).map_err(|source| ServiceError::Record {
+                    loc: entry.loc,
+                    source,
+                })?;
                 applier.check_order(entry.seq);
-                projection.apply(entry.seq, entry.loc, &record);
+                projection.apply_head(entry.seq, entry.loc, &head);
                 replayed += 1;
                 if replayed.is_multiple_of(REPLAY_PROGRESS_RECORDS)
                     && last_report.elapsed() >= REPLAY_PROGRESS_EVERY
