@@ -6,9 +6,12 @@
 //!
 //! Encoding: `[schema version: u8] ++ postcard(Record)`. The version byte lets
 //! a later release change the record types and still read old logs; a reader
-//! refuses a version it does not know instead of guessing. Version 2 keeps
-//! `retry_conf`'s spans as [`Seconds`] (to the microsecond, as Hasura takes
-//! `1.5`); version 1 kept whole seconds, and is still read ([`v1`]).
+//! refuses a version it does not know instead of guessing. Version 3 adds
+//! `retry_conf`'s backoff ([`Backoff`], `max_retry_interval_seconds`);
+//! version 2 had neither and is still read ([`v2`], as fixed backoff).
+//! Version 2 kept `retry_conf`'s spans as [`Seconds`] (to the microsecond,
+//! as Hasura takes `1.5`); version 1 kept whole seconds, and is still read
+//! ([`v1`]).
 //!
 //! JSON supplied by users (the event payload) is kept as its raw text: a
 //! `serde_json::Value` does not round-trip through postcard, and keeping the
@@ -17,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The schema version written in front of every record.
-pub const SCHEMA_VERSION: u8 = 2;
+pub const SCHEMA_VERSION: u8 = 3;
 
 /// An event's id: a UUID, as Hasura's `event_id`.
 pub type EventId = uuid::Uuid;
@@ -209,23 +212,43 @@ pub enum HeaderSource {
     FromEnv(String),
 }
 
-/// Hasura's `retry_conf`.
+/// Hasura's `retry_conf`, with chime's backoff (`retry_backoff`,
+/// `max_retry_interval_seconds`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryConf {
     pub num_retries: u32,
     pub retry_interval_seconds: Seconds,
     pub timeout_seconds: Seconds,
     pub tolerance_seconds: Seconds,
+    pub backoff: Backoff,
+    /// The longest an exponential backoff waits.
+    pub max_retry_interval_seconds: Seconds,
 }
 
+/// How the wait before a retry grows (`retry_conf.retry_backoff`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backoff {
+    /// Every retry waits `retry_interval_seconds`: Hasura's behaviour.
+    #[default]
+    Fixed,
+    /// Retry n waits `min(max_retry_interval_seconds,
+    /// retry_interval_seconds × 2^(n−1))`, less up to 10% at random.
+    Exponential,
+}
+
+/// `max_retry_interval_seconds`'s default: an hour.
+pub const DEFAULT_MAX_RETRY_INTERVAL: Seconds = Seconds::whole(3_600);
+
 impl Default for RetryConf {
-    /// Hasura's defaults.
+    /// Hasura's defaults, and fixed backoff.
     fn default() -> Self {
         RetryConf {
             num_retries: 0,
             retry_interval_seconds: Seconds::whole(10),
             timeout_seconds: Seconds::whole(60),
             tolerance_seconds: Seconds::whole(21_600),
+            backoff: Backoff::Fixed,
+            max_retry_interval_seconds: DEFAULT_MAX_RETRY_INTERVAL,
         }
     }
 }
@@ -316,6 +339,7 @@ impl Record {
         let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
         let (record, rest) = match version {
             SCHEMA_VERSION => postcard::take_from_bytes(body).map_err(RecordError::Decode)?,
+            2 => v2::take_from_bytes(body)?,
             1 => v1::take_from_bytes(body)?,
             _ => return Err(RecordError::UnknownSchema(version)),
         };
@@ -397,6 +421,7 @@ pub enum RecordError {
 
 pub mod head;
 mod v1;
+mod v2;
 
 pub use head::Head;
 
@@ -530,6 +555,41 @@ mod tests {
             Record::decode(&as_v2).ok(),
             Some(Record::EventCreated(created))
         );
+    }
+
+    /// A version 2 record (no backoff in `retry_conf`) reads as fixed
+    /// backoff with the default cap; other kinds are unchanged.
+    #[test]
+    fn reads_version_2_records() {
+        let mut created = fixtures::event(
+            uuid::Uuid::from_u128(8),
+            "http://127.0.0.1:1/hook",
+            UnixMicros(5),
+        );
+        created.retry_conf.num_retries = 4;
+        let mut v2 = vec![2u8];
+        postcard::to_io(&(0u8, v2::EventCreatedV2::from_current(&created)), &mut v2).unwrap();
+        let read = Record::decode(&v2).unwrap();
+        assert_eq!(read, Record::EventCreated(created.clone()));
+        let Record::EventCreated(read) = read else {
+            unreachable!()
+        };
+        assert_eq!(read.retry_conf.backoff, Backoff::Fixed);
+        assert_eq!(
+            read.retry_conf.max_retry_interval_seconds,
+            Seconds::whole(3_600)
+        );
+        // The current form has two more fields: a v2 create is not a v3 one.
+        let mut as_v3 = v2.clone();
+        as_v3[0] = SCHEMA_VERSION;
+        assert!(Record::decode(&as_v3).is_err());
+        let cancelled = Record::EventCancelled {
+            event_id: created.event_id,
+            at: UnixMicros(9),
+        };
+        let mut bytes = cancelled.encode().unwrap();
+        bytes[0] = 2;
+        assert_eq!(Record::decode(&bytes).unwrap(), cancelled);
     }
 
     proptest::proptest! {

@@ -298,3 +298,66 @@ async fn response_headers_count_against_the_response_body_cap() {
     );
     server.stop().await;
 }
+
+/// `retry_backoff: "exponential"`: each retry waits twice the one before,
+/// up to `max_retry_interval_seconds`, less at most a tenth (as the failed
+/// attempts' records say, to the microsecond), and the listing shows the
+/// backoff in `retry_conf`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exponential_backoff_doubles_each_wait_up_to_its_cap() {
+    let receiver = Receiver::start(vec![], Reply::status(503)).await;
+    let server = TestServer::fresh_with(|c| {
+        c.dispatch.min_retry_interval = Duration::ZERO;
+        c.dispatch.shutdown_grace = SHORT_GRACE;
+    })
+    .await;
+    let api = &server.api;
+    let id = api
+        .create(json!({
+            "webhook": receiver.url("/down"),
+            "schedule_at": in_seconds(0.0).to_string(),
+            "retry_conf": {
+                "num_retries": 4,
+                "retry_interval_seconds": 0.1,
+                "retry_backoff": "exponential",
+                "max_retry_interval_seconds": 0.3,
+            },
+        }))
+        .await;
+    let event = api.wait_status(&id, "error").await;
+    assert_eq!(event["tries"], 5);
+    assert_eq!(
+        event["retry_conf"],
+        json!({"num_retries": 4, "retry_interval_seconds": 0.1, "timeout_seconds": 60,
+               "tolerance_seconds": 21600, "retry_backoff": "exponential",
+               "max_retry_interval_seconds": 0.3})
+    );
+    let waits: Vec<i64> = chime::testing::replay_all(&server.service.log)
+        .iter()
+        .filter_map(|(_, bytes)| match Record::decode(bytes).expect("decodes") {
+            Record::AttemptFailed {
+                at,
+                next_retry_at: Some(next),
+                ..
+            } => Some(next.0 - at.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 4, "{waits:?}");
+    for (wait, full) in waits.iter().zip([100_000, 200_000, 300_000, 300_000]) {
+        assert!(
+            (full - full / 10..=full).contains(wait),
+            "waited {wait} µs where {full} less a tenth was due: {waits:?}"
+        );
+    }
+    // The calls came no sooner than the records said.
+    let calls = receiver.wait_for(5).await;
+    for (pair, wait) in calls.windows(2).zip(&waits) {
+        let gap = secs_between(pair[0].at, pair[1].at);
+        assert!(
+            gap * 1e6 >= *wait as f64 * 0.9,
+            "{gap} s between calls, {wait} µs due"
+        );
+    }
+    server.stop().await;
+}

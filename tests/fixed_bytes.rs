@@ -10,9 +10,14 @@
 //!   [`v1_records`], a hand-written list.
 //! - `tests/fixtures/v2-datadir/` is the same for segment format 2 and
 //!   record schema 2 (`retry_conf` spans to the microsecond), compared with
-//!   [`v2_records`]. To write the newest one again, or a new one when a
-//!   format version changes (into a new `vN-datadir/`, keeping the old
-//!   ones): `cargo test --test fixed_bytes -- --ignored write_the_fixture`.
+//!   [`v2_records`].
+//! - `tests/fixtures/v3-datadir/` is the same for record schema 3
+//!   (`retry_conf` with backoff), compared with [`v3_records`]. To write
+//!   the newest one again, or a new one when a format version changes
+//!   (into a new `vN-datadir/`, keeping the old ones): `cargo test --test
+//!   fixed_bytes -- --ignored write_the_fixture`.
+//! - Every fixture record's [`Head`], as replay decodes it from the bytes,
+//!   is the head of the record decoded whole.
 //! - Segment headers and frames are built byte by byte from the grammar in
 //!   docs/log-format.md (checksums with crc32fast), and records from
 //!   postcard's rules, then read by the log and the record decoder.
@@ -21,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 use chime::log::{Log, LogOptions};
 use chime::record::{
-    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
-    RecordKind, RetryConf, Seconds, UnixMicros,
+    Backoff, EventCreated, EventId, Head, HeaderConf, HeaderSource, Invocation, InvocationResponse,
+    Record, RecordKind, RetryConf, Seconds, UnixMicros,
 };
 use chime::testing::replay_all;
 
@@ -31,10 +36,15 @@ fn v1_datadir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-datadir")
 }
 
-/// The committed fixture data directory of format version 2, which this
-/// build writes.
+/// The committed fixture data directory of format version 2.
 fn v2_datadir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-datadir")
+}
+
+/// The committed fixture data directory of segment format 2 and record
+/// schema 3, which this build writes.
+fn v3_datadir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-datadir")
 }
 
 /// The record kinds there were when the v1 fixture was written: kinds
@@ -72,6 +82,7 @@ fn created(n: u128, payload: &str, headers: Vec<HeaderConf>, comment: Option<&st
             retry_interval_seconds: Seconds::whole(30),
             timeout_seconds: Seconds::whole(5),
             tolerance_seconds: Seconds::whole(3600),
+            ..RetryConf::default()
         },
         comment: comment.map(str::to_owned),
         created_at: t(n as i64),
@@ -217,7 +228,20 @@ fn v2_records() -> Vec<Vec<Record>> {
         retry_interval_seconds: Seconds::from_micros(1_500_000),
         timeout_seconds: Seconds::from_micros(250_000),
         tolerance_seconds: Seconds::from_micros(3_600_000_001),
+        ..RetryConf::default()
     };
+    batches
+}
+
+/// The v2 records, the first create with exponential backoff (what schema
+/// 3 added).
+fn v3_records() -> Vec<Vec<Record>> {
+    let mut batches = v2_records();
+    let Record::EventCreated(first) = &mut batches[0][0] else {
+        unreachable!("the list starts with a create");
+    };
+    first.retry_conf.backoff = Backoff::Exponential;
+    first.retry_conf.max_retry_interval_seconds = Seconds::from_micros(90_500_000);
     batches
 }
 
@@ -265,19 +289,19 @@ fn a_retirement_by_hand_reads_after_the_v1_records() {
     assert_eq!(RecordKind::ALL[V1_KINDS], RecordKind::EventsRetired);
 }
 
-/// Writes `tests/fixtures/v2-datadir/` with today's build. Ignored: the
+/// Writes `tests/fixtures/v3-datadir/` with today's build. Ignored: the
 /// fixture is written once and committed; see the module docs.
 #[test]
 #[ignore = "writes the committed fixture; run by hand only"]
 fn write_the_fixture() {
-    let root = v2_datadir();
+    let root = v3_datadir();
     let log_dir = chime::datadir::log_dir(&root);
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir).expect("remove the old fixture");
     }
     let (log, _) =
         Log::open(&log_dir, &LogOptions::with_segment_bytes(V1_SEGMENT_BYTES)).expect("open");
-    for batch in v2_records() {
+    for batch in v3_records() {
         let payloads = batch.iter().map(|r| r.encode().expect("encode")).collect();
         log.append_blocking(payloads).expect("append");
     }
@@ -300,6 +324,14 @@ fn check_fixture(root: &Path, want: &[Record], kinds: usize) -> Vec<String> {
     assert_eq!(seqs, (1..=want.len() as u64).collect::<Vec<_>>());
     let records: Vec<Record> = found.into_iter().map(|(_, r)| r).collect();
     assert_eq!(records.len(), want.len());
+    for (i, (_, bytes)) in read_payloads(root).iter().enumerate() {
+        assert_eq!(
+            Head::decode(bytes).expect("a head"),
+            Head::of(&records[i]),
+            "record {}",
+            i + 1
+        );
+    }
     for (i, (got, want)) in records.iter().zip(want).enumerate() {
         assert_eq!(got, want, "record {}", i + 1);
     }
@@ -317,6 +349,30 @@ fn check_fixture(root: &Path, want: &[Record], kinds: usize) -> Vec<String> {
         assert!(name.ends_with(".seg") && name.len() == 24, "{name}");
     }
     names
+}
+
+/// Every record's payload bytes in the fixture at `root`, read-only.
+fn read_payloads(root: &Path) -> Vec<(u64, Vec<u8>)> {
+    let scan = chime::log::DirScan::read(&chime::datadir::log_dir(root)).expect("scan");
+    let mut out = vec![];
+    scan.for_each(|e| {
+        out.push((e.seq, e.payload.to_vec()));
+        Ok::<(), ()>(())
+    })
+    .expect("walk");
+    out
+}
+
+#[test]
+fn the_v3_fixture_data_dir_decodes_to_the_hand_written_records() {
+    let want: Vec<Record> = v3_records().into_iter().flatten().collect();
+    for name in check_fixture(&v3_datadir(), &want, RecordKind::ALL.len()) {
+        let bytes = std::fs::read(chime::datadir::log_dir(&v3_datadir()).join(&name))
+            .expect("a fixture segment");
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "{name} is format 2");
+    }
+    let payloads = read_payloads(&v3_datadir());
+    assert!(payloads.iter().all(|(_, p)| p[0] == 3), "schema 3 records");
 }
 
 #[test]

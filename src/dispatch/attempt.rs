@@ -187,6 +187,7 @@ impl Inner {
                     at,
                     retry_after,
                     self.config.min_retry_interval,
+                    jitter(),
                 ),
             }
         };
@@ -294,6 +295,14 @@ impl<F: Future> Future for CatchUnwind<F> {
             Err(panic) => Poll::Ready(Err(panic)),
         }
     }
+}
+
+/// A random fraction in `0.0..1.0` for a retry's jitter, from the OS's
+/// random source (through a v4 UUID, which the dispatcher makes for every
+/// attempt anyway).
+fn jitter() -> f64 {
+    let bits = AttemptId::new_v4().as_u64_pair().0 >> 11;
+    bits as f64 / (1u64 << 53) as f64
 }
 
 /// A panic's message, when it has one (`panic!` with a literal or a format).

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::projection::{EventView, InvocationRef};
 use crate::record::{
-    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
+    Backoff, EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RetryConf, UnixMicros,
 };
 
@@ -67,14 +67,20 @@ pub const ROW_SEPARATOR: u8 = b',';
 pub const LISTING_TAIL: &[u8] = b"]}";
 
 /// An event's `retry_conf` as Hasura shows it (spans in seconds, a
-/// decimal where fractional).
+/// decimal where fractional), with chime's backoff keys only for an event
+/// that asked for exponential backoff: Hasura's shape otherwise.
 pub fn render_retry_conf(retry: &RetryConf) -> Value {
-    json!({
+    let mut conf = json!({
         "num_retries": retry.num_retries,
         "retry_interval_seconds": retry.retry_interval_seconds.to_json(),
         "timeout_seconds": retry.timeout_seconds.to_json(),
         "tolerance_seconds": retry.tolerance_seconds.to_json(),
-    })
+    });
+    if retry.backoff == Backoff::Exponential {
+        conf["retry_backoff"] = json!("exponential");
+        conf["max_retry_interval_seconds"] = retry.max_retry_interval_seconds.to_json();
+    }
+    conf
 }
 
 /// One event as `get_scheduled_events` shows it, every key present (null

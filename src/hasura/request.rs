@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::json::{Field, Obj};
 use super::time::parse_time;
 use crate::projection::{Order, SortBy, SortColumn, Status};
-use crate::record::{EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
+use crate::record::{Backoff, EventCreated, EventId, HeaderConf, HeaderSource, RetryConf, UnixMicros};
 use crate::webhook::{
     EnvPolicy, MAX_EVENT_HEADER_BYTES, MAX_EVENT_HEADERS, check_header_name, check_header_value, validate_template,
     validate_webhook,
@@ -345,6 +345,8 @@ fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
             "retry_interval_seconds",
             "timeout_seconds",
             "tolerance_seconds",
+            "retry_backoff",
+            "max_retry_interval_seconds",
         ],
         &[],
     )?;
@@ -371,6 +373,22 @@ fn parse_retry_conf(field: &Field<'_>) -> Result<RetryConf, ApiError> {
     }
     if let Some(field) = obj.get("tolerance_seconds") {
         conf.tolerance_seconds = field.seconds()?;
+    }
+    // chime's extensions (Hasura has neither): how the wait between
+    // retries grows, and its cap.
+    if let Some(field) = obj.get("retry_backoff") {
+        conf.backoff = match field.string()?.as_str() {
+            "fixed" => Backoff::Fixed,
+            "exponential" => Backoff::Exponential,
+            other => {
+                return Err(field.validation_failed(format!(
+                    "expected \"fixed\" or \"exponential\", got {other:?}"
+                )));
+            }
+        };
+    }
+    if let Some(field) = obj.get("max_retry_interval_seconds") {
+        conf.max_retry_interval_seconds = field.seconds()?;
     }
     Ok(conf)
 }

@@ -11,7 +11,7 @@ use super::*;
 use crate::log::Loc;
 use crate::projection::{EventView, InvocationRef, Order, SortBy, SortColumn, Status};
 use crate::record::{
-    EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
+    Backoff, EventCreated, EventId, HeaderConf, HeaderSource, Invocation, InvocationResponse, Record,
     RetryConf, Seconds, UnixMicros,
 };
 use crate::webhook::webhook_body;
@@ -203,7 +203,8 @@ fn create_full_and_into_record() {
                 num_retries: 3,
                 retry_interval_seconds: Seconds::whole(12),
                 timeout_seconds: Seconds::whole(120),
-                tolerance_seconds: Seconds::whole(21675)
+                tolerance_seconds: Seconds::whole(21675),
+                ..RetryConf::default()
             },
             comment: Some("sample scheduled event comment".into()),
             created_at: UnixMicros(5),
@@ -669,8 +670,33 @@ fn retry_conf_partial_keeps_defaults() {
             retry_interval_seconds: Seconds::whole(0),
             timeout_seconds: Seconds::whole(60),
             tolerance_seconds: Seconds::whole(10_000_000_000),
+            ..RetryConf::default()
         }
     );
+    // chime's backoff: exponential with its cap, fixed by default, and a
+    // refusal naming the field for anything else.
+    let conf = create_ok(args_with(
+        "retry_conf",
+        json!({"retry_backoff": "exponential", "max_retry_interval_seconds": 90.5}),
+    ))
+    .retry_conf;
+    assert_eq!(
+        (conf.backoff, conf.max_retry_interval_seconds),
+        (Backoff::Exponential, Seconds::from_micros(90_500_000))
+    );
+    let conf = create_ok(args_with("retry_conf", json!({"retry_backoff": "fixed"}))).retry_conf;
+    assert_eq!(conf, RetryConf::default());
+    for (bad, code, path) in [
+        (json!({"retry_backoff": "linear"}), "validation-failed", "$.args.retry_conf.retry_backoff"),
+        (json!({"retry_backoff": 2}), "parse-failed", "$.args.retry_conf.retry_backoff"),
+        (
+            json!({"max_retry_interval_seconds": -1}),
+            "parse-failed",
+            "$.args.retry_conf.max_retry_interval_seconds",
+        ),
+    ] {
+        assert_err(parse(&create_body(args_with("retry_conf", bad))), 400, code, path);
+    }
     // an integral float is an integer
     let conf = create_ok(args_with(
         "retry_conf",

@@ -69,6 +69,7 @@ impl EventCreatedV1 {
                 retry_interval_seconds: Seconds::whole(u64::from(r.retry_interval_seconds)),
                 timeout_seconds: Seconds::whole(u64::from(r.timeout_seconds)),
                 tolerance_seconds: Seconds::whole(r.tolerance_seconds),
+                ..RetryConf::default()
             },
             comment: self.comment,
             created_at: self.created_at,
