@@ -447,14 +447,20 @@ impl Service {
     /// up and read under the projection's lock, so no compaction moves it
     /// in between.
     pub fn read_created(&self, id: EventId) -> Result<Option<EventCreated>, ServiceError> {
-        let projection = self.projection();
-        let Some(view) = projection.event(id) else {
-            return Ok(None);
+        let (loc, bytes) = {
+            let projection = self.projection();
+            let Some(view) = projection.event(id) else {
+                return Ok(None);
+            };
+            // Only the copy out of the map under the lock; decoding (which
+            // allocates) after it, so the writer's next apply waits less.
+            (view.loc, self.log.read(view.loc)?)
         };
-        match self.read(view.loc)? {
+        let record = Record::decode(&bytes).map_err(|source| ServiceError::Record { loc, source })?;
+        match record {
             Record::EventCreated(created) => Ok(Some(created)),
             other => Err(ServiceError::NotCreation {
-                loc: view.loc,
+                loc,
                 kind: other.kind(),
             }),
         }
@@ -464,11 +470,16 @@ impl Service {
     /// view: looked up and read under the projection's lock, as
     /// [`Service::read_created`].
     pub fn read_invocation(&self, r: &InvocationRef) -> Result<Option<Record>, ServiceError> {
-        let projection = self.projection();
-        match projection.invocation(r.event_id, r.attempt_id) {
-            Some(now) => self.read(now.loc).map(Some),
-            None => Ok(None),
-        }
+        let (loc, bytes) = {
+            let projection = self.projection();
+            let Some(now) = projection.invocation(r.event_id, r.attempt_id) else {
+                return Ok(None);
+            };
+            (now.loc, self.log.read(now.loc)?)
+        };
+        Record::decode(&bytes)
+            .map(Some)
+            .map_err(|source| ServiceError::Record { loc, source })
     }
 
     /// The projections, locked, and the log's epoch (how many compactions
