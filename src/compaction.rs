@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::log::{Entry, Loc, LogError, Sealed};
 use crate::projection::Projection;
-use crate::record::{EventId, Head, UnixMicros};
+use crate::record::Head;
 use crate::service::{Service, ServiceError};
 use crate::snapshot::SnapshotStore;
 
@@ -56,31 +56,25 @@ impl Compacted {
     }
 }
 
-/// Why a record may be needed, as far as liveness goes.
-enum Need {
-    Event(EventId),
-    Retirement(u64, UnixMicros),
-    /// Names no event, or does not decode: kept.
-    Always,
+/// What liveness is decided from, for one record: its number and head,
+/// or `None` for a record that does not decode (always kept). The rule
+/// itself is the projection's, the same `chime log stats` counts by.
+struct Need {
+    seq: u64,
+    head: Option<Head>,
 }
 
 impl Need {
     fn of(entry: &Entry<'_>) -> Need {
-        match Head::decode(entry.payload) {
-            Ok(Head::Retired {
-                finished_before, ..
-            }) => Need::Retirement(entry.seq, finished_before),
-            Ok(head) => head.event_id().map_or(Need::Always, Need::Event),
-            Err(_) => Need::Always,
+        Need {
+            seq: entry.seq,
+            head: Head::decode(entry.payload).ok(),
         }
     }
 
     fn is_live(&self, projection: &Projection) -> bool {
-        match self {
-            Need::Event(id) => projection.in_view(*id),
-            Need::Retirement(seq, cut) => projection.retirement_is_live(*seq, *cut),
-            Need::Always => true,
-        }
+        self.head
+            .is_none_or(|head| projection.is_live_head(self.seq, &head))
     }
 }
 

@@ -586,13 +586,13 @@ impl Projection {
     }
 
     /// Whether the event `id` is in view: its records are live.
-    pub fn in_view(&self, id: EventId) -> bool {
+    fn in_view(&self, id: EventId) -> bool {
         self.slots.contains_key(&id)
     }
 
     /// Whether the `EventsRetired` number `seq` with cut-off
     /// `finished_before` is live (see [`Projection::is_live`]).
-    pub fn retirement_is_live(&self, seq: u64, finished_before: UnixMicros) -> bool {
+    fn retirement_is_live(&self, seq: u64, finished_before: UnixMicros) -> bool {
         !self
             .newest_retirement
             .is_some_and(|(newest, cut)| newest > seq && cut >= finished_before)

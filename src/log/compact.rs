@@ -34,13 +34,6 @@ pub struct Sealed {
     pub path: PathBuf,
 }
 
-impl Sealed {
-    /// Whether compaction wrote it.
-    pub fn is_compacted(&self) -> bool {
-        self.generation > 0
-    }
-}
-
 /// A compacted segment written and fsynced under a temporary name, not yet
 /// part of the log: [`Log::install`] puts it in place, dropping it unused
 /// removes nothing (the next open removes the temporary file).
@@ -77,11 +70,6 @@ impl Staged {
         self.moved
             .binary_search_by_key(&loc, |&(old, _)| old)
             .is_ok()
-    }
-
-    /// The run's ordinals, oldest first.
-    pub fn ordinals(&self) -> &[u32] {
-        &self.ordinals
     }
 }
 
